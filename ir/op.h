@@ -84,6 +84,9 @@ typedef struct kiln_op_def {
   int n_attrs;
   kiln_infer_fn infer;
   uint32_t shape_inputs; /* bit i: the value of input i determines output shapes */
+  /* Multiply-accumulates of one execution, from inferred shapes (NULL: 0). Used by
+   * `kiln info` and `kiln bench` (GFLOP/s = 2*MACs/time). */
+  int64_t (*macs)(const struct kiln_graph *g, const struct kiln_node *n);
   uint32_t flags;
   const char *doc; /* one line: what it computes */
 } kiln_op_def;

@@ -1,0 +1,28 @@
+/* cli.h — shared helpers for the kiln CLI's subcommands. */
+#ifndef KILN_CLI_H
+#define KILN_CLI_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "ir/graph.h"
+
+#define CMD(name, summary) int cmd_##name(int argc, char **argv);
+#include "tools/commands.def"
+#undef CMD
+
+/* Prints "kiln: <msg>" to stderr for a failed kiln call and returns 1. */
+int cli_fail(const kiln_err *e);
+/* Prints "kiln <cmd>: <msg>" for a usage error and returns 2. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* True if argv[i] equals `flag`, and there is a value after it (which it returns in *val and
+ * advances *i).  Reports a usage error through *bad when the value is missing. */
+bool cli_opt(int argc, char **argv, int *i, const char *flag, const char **val, bool *bad);
+bool cli_is_help(const char *a);
+
+/* Loads a model, binds `--bind sym=N` pairs (binds[] of n_binds strings "sym=N"),
+ * and runs shape inference with constant propagation. */
+kiln_code cli_load_model(const char *path, const char *const *binds, int n_binds, kiln_graph **out,
+                         kiln_err *e);
+
+#endif
