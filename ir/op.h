@@ -87,6 +87,9 @@ typedef struct kiln_op_def {
   /* Multiply-accumulates of one execution, from inferred shapes (NULL: 0). Used by
    * `kiln info` and `kiln bench` (GFLOP/s = 2*MACs/time). */
   int64_t (*macs)(const struct kiln_graph *g, const struct kiln_node *n);
+  /* bit i: input i is not differentiated (running statistics, indices, labels).
+   * shape_inputs and integer inputs are never differentiated either. */
+  uint32_t nondiff_inputs;
   uint32_t flags;
   const char *doc; /* one line: what it computes */
 } kiln_op_def;
