@@ -1,0 +1,22 @@
+/* compile.h — graph -> compiled program: every node's emitter generates its
+ * kernels, the memory planner lays out the arena, the JIT loads the code. */
+#ifndef KILN_CODEGEN_COMPILE_H
+#define KILN_CODEGEN_COMPILE_H
+
+#include "codegen/jit.h"
+#include "runtime/program.h"
+
+typedef struct kiln_compile_opts {
+  int threads;             /* 0: kiln_default_threads() */
+  const char *cache_dir;   /* see kiln_jit_opts */
+  bool allow_fallback;     /* ops without an emitter run their reference kernel */
+  bool no_inplace;         /* disable in-place buffer reuse */
+} kiln_compile_opts;
+
+/* Compiles an inferred graph (takes ownership of g, also on failure). */
+kiln_code kiln_compile(kiln_graph *g, const kiln_compile_opts *opts, kiln_program **out, kiln_err *e);
+/* Ops of the graph that have no emitter (fallbacks), as a count per op. */
+int kiln_list_fallbacks(const kiln_graph *g, int *count_per_op);
+const kiln_jit_stats *kiln_program_jit_stats(const kiln_program *p);
+
+#endif

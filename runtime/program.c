@@ -1,0 +1,195 @@
+/* program.c — running a compiled program: resolve buffers, call each step's
+ * kernel over its tiles with OpenMP, copy the outputs out. */
+#include "runtime/program.h"
+
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+kiln_code kiln_program_add_step(kiln_program *p, kiln_kernel_fn fn, const kiln_node *node,
+                                const int *bufs, int n_args, int64_t n_tiles, kiln_err *e) {
+  KILN_TRY(kiln_grow((void **)&p->steps, &p->cap_steps, p->n_steps + 1, sizeof(kiln_step), e));
+  kiln_step *s = &p->steps[p->n_steps];
+  memset(s, 0, sizeof *s);
+  s->bufs = kiln_malloc(sizeof(int) * (size_t)(n_args ? n_args : 1));
+  if (!s->bufs) return kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
+  if (n_args) memcpy(s->bufs, bufs, sizeof(int) * (size_t)n_args);
+  s->fn = fn;
+  s->node = node;
+  s->n_args = n_args;
+  s->n_tiles = n_tiles;
+  if (node) {
+    snprintf(s->label, sizeof s->label, "%s%s%s", node->def->name, node->name[0] ? " " : "", node->name);
+    s->macs = node->def->macs ? node->def->macs(p->g, node) : 0;
+  }
+  p->n_steps++;
+  return KILN_OK;
+}
+
+kiln_code kiln_program_add_buf(kiln_program *p, kiln_buf_kind kind, int64_t bytes, int *id, kiln_err *e) {
+  KILN_TRY(kiln_grow((void **)&p->bufs, &p->cap_bufs, p->n_bufs + 1, sizeof(kiln_buf), e));
+  kiln_buf *b = &p->bufs[p->n_bufs];
+  memset(b, 0, sizeof *b);
+  b->kind = kind;
+  b->bytes = bytes;
+  b->first = b->last = -1;
+  b->alias_of = -1;
+  *id = (int)p->n_bufs++;
+  return KILN_OK;
+}
+
+int kiln_default_threads(void) {
+  const char *env = getenv("KILN_NUM_THREADS");
+  if (env && atoi(env) > 0) return atoi(env);
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? (int)n : 1;
+}
+
+void kiln_parallel_for(kiln_kernel_fn fn, void **args, int64_t n_tiles, int threads) {
+  if (n_tiles <= 0) return;
+  if (threads <= 1 || n_tiles == 1) {
+    fn(args, 0, n_tiles);
+    return;
+  }
+  int nt = threads < n_tiles ? threads : (int)n_tiles;
+  /* Contiguous chunks: thread t gets [t*n/nt, (t+1)*n/nt). Each tile's result does
+   * not depend on which thread computes it, so outputs are identical for any nt. */
+#pragma omp parallel num_threads(nt)
+  {
+    int t = omp_get_thread_num(), T = omp_get_num_threads();
+    int64_t lo = n_tiles * t / T, hi = n_tiles * (t + 1) / T;
+    if (lo < hi) fn(args, lo, hi);
+  }
+}
+
+static void *buf_ptr(const kiln_program *p, int id, void **input_ptrs) {
+  const kiln_buf *b = &p->bufs[id];
+  while (b->alias_of >= 0) b = &p->bufs[b->alias_of];
+  switch (b->kind) {
+  case KILN_BUF_ARENA: return p->arena + b->offset;
+  case KILN_BUF_CONST: return b->data;
+  case KILN_BUF_INPUT: return input_ptrs[b - p->bufs];
+  default: return NULL;
+  }
+}
+
+static double now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+kiln_code kiln_program_run(kiln_program *p, kiln_tensor *const *inputs, kiln_tensor **outputs,
+                           bool profile, kiln_err *e) {
+  const kiln_graph *g = p->g;
+  kiln_code rc = KILN_OK;
+  void **input_ptrs = kiln_calloc((size_t)(p->n_bufs ? p->n_bufs : 1), sizeof(void *));
+  void *argv_store[256];
+  for (int i = 0; i < g->n_outputs; i++) outputs[i] = NULL;
+  if (!input_ptrs) return kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
+  for (int i = 0; i < g->n_inputs; i++) {
+    const kiln_value *v = &g->values[g->inputs[i]];
+    char a[160], b[160];
+    if (!inputs[i]) {
+      rc = kiln_errf(e, KILN_ERR_INVALID, "input '%s' was not given", v->name);
+      goto done;
+    }
+    if (inputs[i]->dtype != v->dtype || !kiln_shape_eq(&inputs[i]->shape, &v->shape)) {
+      rc = kiln_errf(e, KILN_ERR_SHAPE, "input '%s' is %s %s; the model expects %s %s", v->name,
+                     kiln_dtype_name(inputs[i]->dtype), kiln_shape_str(&inputs[i]->shape, a, sizeof a),
+                     kiln_dtype_name(v->dtype), kiln_shape_str(&v->shape, b, sizeof b));
+      goto done;
+    }
+    input_ptrs[g->inputs[i]] = inputs[i]->data;
+  }
+  if (profile && !p->step_seconds) {
+    p->step_seconds = kiln_calloc((size_t)(p->n_steps ? p->n_steps : 1), sizeof(double));
+    if (!p->step_seconds) {
+      rc = kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
+      goto done;
+    }
+  }
+  for (int64_t s = 0; s < p->n_steps; s++) {
+    kiln_step *st = &p->steps[s];
+    double t0 = profile ? now_s() : 0;
+    if (st->n_args > 256) {
+      rc = kiln_errf(e, KILN_ERR_LIMIT, "step %s has too many arguments", st->label);
+      goto done;
+    }
+    for (int a = 0; a < st->n_args; a++)
+      argv_store[a] = st->bufs[a] < 0 ? NULL : buf_ptr(p, st->bufs[a], input_ptrs);
+    if (st->fn) {
+      kiln_parallel_for(st->fn, argv_store, st->n_tiles, p->threads);
+    } else {
+      /* Reference-kernel step: wrap the buffers as tensors. Args are the node's
+       * inputs then outputs (-1 buffers for omitted ones). */
+      const kiln_node *n = st->node;
+      kiln_tensor tin[64], tout[16];
+      const kiln_tensor *pin[64];
+      kiln_tensor *pout[16];
+      for (int k = 0; k < n->n_in && k < 64; k++) {
+        const kiln_value *v = ir_in(g, n, k);
+        pin[k] = NULL;
+        if (!v) continue;
+        memset(&tin[k], 0, sizeof tin[k]);
+        tin[k].dtype = v->dtype;
+        tin[k].shape = v->shape;
+        kiln_shape_numel(&v->shape, &tin[k].numel);
+        tin[k].data = argv_store[k];
+        tin[k].borrowed = true;
+        pin[k] = &tin[k];
+      }
+      for (int o = 0; o < n->n_out && o < 16; o++) {
+        const kiln_value *v = ir_out(g, n, o);
+        pout[o] = NULL;
+        if (!v) continue;
+        memset(&tout[o], 0, sizeof tout[o]);
+        tout[o].dtype = v->dtype;
+        tout[o].shape = v->shape;
+        kiln_shape_numel(&v->shape, &tout[o].numel);
+        tout[o].data = argv_store[n->n_in + o];
+        tout[o].borrowed = true;
+        pout[o] = &tout[o];
+      }
+      kiln_ref_ctx ctx = {.g = g, .training = false, .seed = 0};
+      rc = kiln_ref_kernel(n->op)(&ctx, n, pin, pout, e);
+      if (rc) {
+        char lbl[200];
+        kiln_err_prefix(e, "%s", ir_node_label(n, lbl, sizeof lbl));
+        goto done;
+      }
+    }
+    if (profile) p->step_seconds[s] += now_s() - t0;
+  }
+  for (int i = 0; i < g->n_outputs; i++) {
+    const kiln_value *v = &g->values[g->outputs[i]];
+    rc = kiln_tensor_new(v->dtype, &v->shape, &outputs[i], e);
+    if (rc) goto done;
+    const void *src = v->data ? v->data->data : buf_ptr(p, g->outputs[i], input_ptrs);
+    if (kiln_tensor_nbytes(outputs[i])) memcpy(outputs[i]->data, src, kiln_tensor_nbytes(outputs[i]));
+  }
+done:
+  if (rc)
+    for (int i = 0; i < g->n_outputs; i++) {
+      kiln_tensor_free(outputs[i]);
+      outputs[i] = NULL;
+    }
+  kiln_free(input_ptrs);
+  return rc;
+}
+
+void kiln_program_free(kiln_program *p) {
+  if (!p) return;
+  for (int64_t s = 0; s < p->n_steps; s++) kiln_free(p->steps[s].bufs);
+  kiln_free(p->steps);
+  for (int64_t b = 0; b < p->n_bufs; b++)
+    if (p->bufs[b].owned_data) free(p->bufs[b].data);
+  kiln_free(p->bufs);
+  free(p->arena);
+  kiln_free(p->step_seconds);
+  if (p->jit && p->jit_free) p->jit_free(p->jit);
+  ir_graph_free(p->g);
+  kiln_free(p);
+}

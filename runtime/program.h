@@ -1,0 +1,76 @@
+/* program.h — a compiled program: an ordered list of kernel calls over buffers
+ * placed in one arena by the static memory planner.  Free of LLVM, so the same
+ * runner serves JIT'd programs and AOT shared libraries.
+ *
+ * Buffers: every graph value has a buffer id equal to its value id; extra
+ * buffers (repacked constants, scratch) follow.  A buffer lives either in the
+ * arena (offset), in constant memory owned by the program, or in caller memory
+ * (graph inputs are read in place, never written). */
+#ifndef KILN_PROGRAM_H
+#define KILN_PROGRAM_H
+
+#include "ir/graph.h"
+#include "runtime/ref.h"
+
+typedef void (*kiln_kernel_fn)(void **args, int64_t lo, int64_t hi);
+
+typedef enum kiln_buf_kind {
+  KILN_BUF_NONE = 0,
+  KILN_BUF_ARENA,  /* offset into the arena */
+  KILN_BUF_CONST,  /* program-owned constant data */
+  KILN_BUF_INPUT,  /* a graph input: the caller's memory */
+} kiln_buf_kind;
+
+typedef struct kiln_buf {
+  kiln_buf_kind kind;
+  int64_t bytes;
+  int64_t offset;  /* ARENA */
+  void *data;      /* CONST (owned when owned_data), else resolved at run time */
+  bool owned_data;
+  int64_t first, last; /* step indices of first write and last read (planner) */
+  int alias_of;    /* in-place: shares the storage of this buffer, or -1 */
+} kiln_buf;
+
+typedef struct kiln_step {
+  kiln_kernel_fn fn;       /* a compiled kernel, or NULL for a reference-kernel step */
+  const kiln_node *node;   /* the node this step computes (labels, reference fallback) */
+  int n_args;
+  int *bufs;               /* buffer id of each argument */
+  int64_t n_tiles;
+  int64_t macs;            /* for bench: MACs of the node (0 if not compute) */
+  char label[96];
+} kiln_step;
+
+typedef struct kiln_program {
+  kiln_graph *g;           /* the graph the program was compiled from (owned) */
+  kiln_step *steps;
+  int64_t n_steps, cap_steps;
+  kiln_buf *bufs;
+  int64_t n_bufs, cap_bufs;
+  uint8_t *arena;
+  int64_t arena_bytes;     /* planned peak */
+  int64_t unplanned_bytes; /* sum of all planned buffers, for --stats */
+  int threads;
+  int n_fallback;          /* steps that run a reference kernel */
+  void *jit;               /* the JIT that owns the kernels (codegen), freed with the program */
+  void (*jit_free)(void *);
+  double *step_seconds;    /* per-step time of the last profiled run, or NULL */
+} kiln_program;
+
+/* Appends a step; bufs is copied. */
+kiln_code kiln_program_add_step(kiln_program *p, kiln_kernel_fn fn, const kiln_node *node,
+                                const int *bufs, int n_args, int64_t n_tiles, kiln_err *e);
+/* Adds a buffer; returns its id through *id. */
+kiln_code kiln_program_add_buf(kiln_program *p, kiln_buf_kind kind, int64_t bytes, int *id, kiln_err *e);
+/* Runs the program on inputs (g->inputs order) into newly allocated outputs.
+ * `profile` records per-step seconds in p->step_seconds. */
+kiln_code kiln_program_run(kiln_program *p, kiln_tensor *const *inputs, kiln_tensor **outputs,
+                           bool profile, kiln_err *e);
+void kiln_program_free(kiln_program *p);
+
+/* Thread count from $KILN_NUM_THREADS, else all cores. */
+int kiln_default_threads(void);
+/* Runs fn over [0, n_tiles) on `threads` threads, split into contiguous chunks. */
+void kiln_parallel_for(kiln_kernel_fn fn, void **args, int64_t n_tiles, int threads);
+
+#endif
