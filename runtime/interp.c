@@ -151,7 +151,7 @@ done:
       kiln_tensor_free(outputs[i]);
       outputs[i] = NULL;
     }
-  if (vals)
+  if (vals && owned)
     for (int64_t v = 0; v < nv; v++)
       if (owned[v]) kiln_tensor_free(vals[v]);
   kiln_free(vals);
