@@ -7,3 +7,14 @@ if(EXISTS ${KILN_SUITE_DIR}/node AND TARGET kiln_cli)
                    --expect ${CMAKE_CURRENT_SOURCE_DIR}/conformance/passing.txt)
   set_tests_properties(conformance PROPERTIES TIMEOUT 1800)
 endif()
+# The compiled backend: every test listed in passing-jit.txt must pass with the JIT,
+# at 1 and 2 threads (results must not depend on the thread count).
+if(EXISTS ${KILN_SUITE_DIR}/node AND TARGET kiln_cli)
+  foreach(t 1 2)
+    add_test(NAME conformance_jit_t${t}
+             COMMAND kiln_cli conformance --backend jit --threads ${t}
+                     --expect ${CMAKE_CURRENT_SOURCE_DIR}/conformance/passing-jit.txt)
+    set_tests_properties(conformance_jit_t${t} PROPERTIES TIMEOUT 3600
+                         ENVIRONMENT "KILN_CACHE_DIR=${CMAKE_BINARY_DIR}/kernel-cache")
+  endforeach()
+endif()

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "codegen/compile.h"
 #include "frontend/onnx.h"
 #include "runtime/ref.h"
 #include "tools/cli.h"
@@ -140,6 +141,9 @@ static bool outputs_match(const kiln_tensor *got, const kiln_tensor *want, const
 typedef struct conf_opts {
   double rtol, atol;
   bool verbose;
+  bool jit;       /* --backend jit: compile every node, no reference fallback */
+  int threads;
+  const char *cache_dir;
 } conf_opts;
 
 /* Runs one data set of one test.  Returns the result and fills `why`. */
@@ -206,6 +210,34 @@ static test_result run_data_set(const char *test_dir, const char *set_dir, const
   }
   kiln_evaluator ev = kiln_ref_evaluator();
   if (ir_infer(g, &ev, &e)) goto kiln_error;
+  if (o->jit) {
+    kiln_program *prog = NULL;
+    kiln_compile_opts co = {.threads = o->threads, .cache_dir = o->cache_dir, .allow_fallback = false};
+    int n_out = g->n_outputs;
+    kiln_graph *owned = g;
+    g = NULL; /* the program owns the graph now */
+    if (kiln_compile(owned, &co, &prog, &e)) {
+      /* a missing kernel is a failure of the JIT, not an unsupported model */
+      snprintf(why, whylen, "%s", e.msg);
+      res = RES_FAIL;
+      goto done;
+    }
+    kiln_code rc = kiln_program_run(prog, inputs, got, false, &e);
+    res = RES_PASS;
+    for (int i = 0; !rc && i < n_want; i++)
+      if (!outputs_match(got[i], want[i], prog->g->values[prog->g->outputs[i]].name, o->rtol, o->atol,
+                         why, whylen)) {
+        res = RES_FAIL;
+        break;
+      }
+    for (int i = 0; i < n_out; i++) {
+      kiln_tensor_free(got[i]);
+      got[i] = NULL;
+    }
+    kiln_program_free(prog);
+    if (rc) goto kiln_error;
+    goto done;
+  }
   kiln_ref_ctx ctx = {.g = g, .training = false, .seed = 0};
   if (kiln_ref_run(g, &ctx, inputs, got, &e)) goto kiln_error;
   res = RES_PASS;
@@ -269,6 +301,8 @@ static void usage(FILE *f) {
           "  --expect FILE        fail (exit 1) if a test listed in FILE does not pass\n"
           "  --write-passing FILE write the sorted list of passing tests to FILE\n"
           "  --rtol X --atol Y    tolerances (default: the suite's, 1e-3 and 1e-7)\n"
+          "  --backend ref|jit    reference interpreter (default) or compiled kernels\n"
+          "  --threads N          threads for the jit backend (default: all cores)\n"
           "  --verbose            print passing tests too\n",
           DEFAULT_SUITE_ROOT);
 }
@@ -294,6 +328,12 @@ int cmd_conformance(int argc, char **argv) {
       o.rtol = atof(val);
     } else if (cli_opt(argc, argv, &i, "--atol", &val, &bad)) {
       o.atol = atof(val);
+    } else if (cli_opt(argc, argv, &i, "--backend", &val, &bad)) {
+      if (strcmp(val, "ref") && strcmp(val, "jit"))
+        return cli_usage_error("conformance", "unknown backend '%s'", val);
+      o.jit = !strcmp(val, "jit");
+    } else if (cli_opt(argc, argv, &i, "--threads", &val, &bad)) {
+      o.threads = atoi(val);
     } else if (!strcmp(argv[i], "--only-scope")) {
       only_scope = true;
     } else if (!strcmp(argv[i], "--verbose")) {
