@@ -78,7 +78,8 @@ static void test_matmul_errors(void) {
   CHECK(on_run(&t) == KILN_ERR_SHAPE);
   CHECK(strstr(t.e.msg, "inner dimensions") && strstr(t.e.msg, "in0"));
   on_end(&t);
-  kiln_tensor *c = tf(3, DIMS(2, 3, 1), FV(0, 0, 0, 0, 0, 0)), *d = tf(3, DIMS(3, 1, 1), FV(0, 0, 0));
+  kiln_tensor *c = tf(3, DIMS(2, 3, 1), FV(0, 0, 0, 0, 0, 0));
+  kiln_tensor *d = tf(3, DIMS(3, 1, 1), FV(0, 0, 0));
   on_begin(&t, KILN_OP_MatMul, 13, (kiln_tensor *[]){c, d}, 2, 0, 1);
   CHECK(on_run(&t) == KILN_ERR_SHAPE);
   CHECK(strstr(t.e.msg, "broadcast") != NULL);
@@ -236,7 +237,8 @@ static void test_softmax_large_and_errors(void) {
 
 /* ---- SoftmaxCrossEntropyLoss, NegativeLogLikelihoodLoss ---- */
 
-/* scores row 0 = [0,0,0] -> log_prob -log 3 each; row 1 = [1,2,3] -> [-2.4076, -1.4076, -0.4076]. */
+/* scores row 0 = [0,0,0] -> log_prob -log 3 each;
+ * row 1 = [1,2,3] -> [-2.4076, -1.4076, -0.4076]. */
 #define LOG3 1.09861229f
 #define LSE 0.40760596f
 static const float sce_logp[6] = {-LOG3, -LOG3, -LOG3, -2 - LSE, -1 - LSE, -LSE};

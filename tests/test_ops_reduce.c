@@ -44,7 +44,8 @@ static void test_reduce_attr_axes(void) {
   float l2[6];
   for (int i = 0; i < 6; i++) l2[i] = sqrtf(sq[i]);
   attr_case(KILN_OP_ReduceL2, 13, IV(2), 1, 0, 2, DIMS(3, 2), l2);
-  attr_case(KILN_OP_ReduceL2, 13, NULL, 0, 0, 0, DIMS(0), FV(sqrtf(26 + 404 + 901 + 1604 + 3026 + 3604)));
+  attr_case(KILN_OP_ReduceL2, 13, NULL, 0, 0, 0, DIMS(0),
+            FV(sqrtf(26 + 404 + 901 + 1604 + 3026 + 3604)));
 }
 
 /* ReduceSum from opset 13: axes are the optional input 1 (a constant). */
@@ -117,7 +118,8 @@ static void test_reduce_empty_dim(void) {
 
 static kiln_code error_case(kiln_op op, int opset, const int64_t *attr_axes, int n_attr,
                             const int64_t *in_axes, int n_in_axes, kiln_err *err) {
-  kiln_tensor *in[2] = {tf(3, DIMS(3, 2, 2), DATA), in_axes ? ti64(1, DIMS(n_in_axes), in_axes) : NULL};
+  kiln_tensor *in[2] = {tf(3, DIMS(3, 2, 2), DATA),
+                        in_axes ? ti64(1, DIMS(n_in_axes), in_axes) : NULL};
   one_node t;
   on_begin(&t, op, opset, in, in_axes ? 2 : 1, 1u << 1, 1);
   if (attr_axes) ir_set_attr_ints(t.g, t.node, "axes", attr_axes, n_attr, &t.e);

@@ -47,7 +47,8 @@ kiln_code kiln_matmul_dims_of(const kiln_shape *a, const char *a_name, const kil
   d->n = pb.d[pb.rank - 1];
   if (pb.d[pb.rank - 2] != d->k)
     return kiln_errf(e, KILN_ERR_SHAPE,
-                     "MatMul inner dimensions differ: '%s' %s has %lld columns, '%s' %s has %lld rows",
+                     "MatMul inner dimensions differ: '%s' %s has %lld columns, '%s' %s has "
+                     "%lld rows",
                      a_name, kiln_shape_str(a, sa, sizeof sa), (long long)d->k, b_name,
                      kiln_shape_str(b, sb, sizeof sb), (long long)pb.d[pb.rank - 2]);
   d->a_batch = kiln_shape_make(pa.rank - 2, pa.d);
@@ -195,7 +196,8 @@ static kiln_code infer_loss(kiln_graph *g, kiln_node *n, kiln_err *e) {
   if (w) {
     KILN_TRY(ir_check_input(g, n, 2, KILN_DT(KILN_F32), 1, 1, e));
     if (w->shape.d[0] != x->shape.d[1])
-      return kiln_errf(e, KILN_ERR_SHAPE, "weights '%s' have %lld entries; input '%s' %s has C=%lld",
+      return kiln_errf(e, KILN_ERR_SHAPE,
+                       "weights '%s' have %lld entries; input '%s' %s has C=%lld",
                        w->name, (long long)w->shape.d[0], x->name,
                        kiln_shape_str(&x->shape, sx, sizeof sx), (long long)x->shape.d[1]);
   }
