@@ -55,8 +55,9 @@ static kiln_code read_axes(const kiln_graph *g, const kiln_node *n, int64_t *axe
 /* ---- Constant ---- */
 
 kiln_code kiln_constant_value(const kiln_node *n, kiln_tensor **out, kiln_err *e) {
-  static const char *const kinds[] = {"value",      "sparse_value", "value_float",  "value_floats",
-                                      "value_int",  "value_ints",   "value_string", "value_strings"};
+  static const char *const kinds[] = {"value",     "sparse_value", "value_float",
+                                      "value_floats", "value_int",  "value_ints",
+                                      "value_string", "value_strings"};
   *out = NULL;
   int count = 0;
   for (int i = 0; i < NELEM(kinds); i++) count += ir_attr_has(n, kinds[i]);
@@ -75,7 +76,8 @@ kiln_code kiln_constant_value(const kiln_node *n, kiln_tensor **out, kiln_err *e
     const kiln_tensor *t = ir_attr_tensor(n, "value");
     if (!t) return kiln_errf(e, KILN_ERR_INVALID, "attribute 'value' holds no tensor");
     if (!kiln_dtype_size(t->dtype))
-      return kiln_errf(e, KILN_ERR_UNSUPPORTED, "attribute 'value' has dtype %s, which is not supported",
+      return kiln_errf(e, KILN_ERR_UNSUPPORTED,
+                       "attribute 'value' has dtype %s, which is not supported",
                        kiln_dtype_name(t->dtype));
     return kiln_tensor_clone(t, out, e);
   }
@@ -285,7 +287,8 @@ static kiln_code infer_Reshape(kiln_graph *g, kiln_node *n, kiln_err *e) {
   } else if (known != in_numel) {
     return kiln_errf(e, KILN_ERR_SHAPE,
                      "cannot reshape input '%s' %s (%lld elements) to %s (%lld elements)", x->name,
-                     xb, (long long)in_numel, kiln_shape_str(&out, ob, sizeof ob), (long long)known);
+                     xb, (long long)in_numel, kiln_shape_str(&out, ob, sizeof ob),
+                     (long long)known);
   }
   return ir_set_output(g, n, 0, x->dtype, &out, e);
 }
@@ -399,9 +402,10 @@ static kiln_code infer_Transpose(kiln_graph *g, kiln_node *n, kiln_err *e) {
   }
   if (!ok) {
     char pb[200];
-    return kiln_errf(e, KILN_ERR_SHAPE, "perm %s is not a permutation of 0..%d for input '%s' of rank %d",
-                     ints_str(perm, np > KILN_MAX_RANK * 2 ? KILN_MAX_RANK * 2 : (int)np, pb, sizeof pb),
-                     r - 1, x->name, r);
+    int shown = np > 2 * KILN_MAX_RANK ? 2 * KILN_MAX_RANK : (int)np;
+    return kiln_errf(e, KILN_ERR_SHAPE,
+                     "perm %s is not a permutation of 0..%d for input '%s' of rank %d",
+                     ints_str(perm, shown, pb, sizeof pb), r - 1, x->name, r);
   }
   return ir_set_output(g, n, 0, x->dtype, &s, e);
 }
@@ -598,7 +602,8 @@ static kiln_code infer_Slice(kiln_graph *g, kiln_node *n, kiln_err *e) {
   }
   if (ne != ns || (has_axes && na != ns) || (has_steps && nst != ns))
     return kiln_errf(e, KILN_ERR_SHAPE,
-                     "Slice starts, ends, axes and steps must have the same length (%d, %d, %d, %d)",
+                     "Slice starts, ends, axes and steps must have the same length "
+                     "(%d, %d, %d, %d)",
                      ns, ne, has_axes ? na : ns, has_steps ? nst : ns);
   kiln_slice_plan p;
   KILN_TRY(kiln_slice_resolve(&x->shape, st, en, has_axes ? ax : NULL, has_steps ? sp : NULL, ns,

@@ -199,7 +199,8 @@ kiln_code ref_Slice(const kiln_ref_ctx *ctx, const kiln_node *n, const kiln_tens
     if (ne) memcpy(en, a, sizeof(int64_t) * (size_t)ne);
     has_axes = ir_attr_has(n, "axes");
     na = (int)ir_attr_ints(n, "axes", &a);
-    if (na != (has_axes ? ns : 0)) return kiln_errf(e, KILN_ERR_SHAPE, "Slice axes has the wrong length");
+    if (na != (has_axes ? ns : 0))
+      return kiln_errf(e, KILN_ERR_SHAPE, "Slice axes has the wrong length");
     if (na) memcpy(ax, a, sizeof(int64_t) * (size_t)na);
   } else {
     KILN_TRY(read_index_input(in[1], st, &ns, e));
