@@ -18,7 +18,8 @@ typedef struct tspec {
   bool omit;       /* an omitted optional input */
 } tspec;
 
-#define SH(...) .rank = (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), .d = {__VA_ARGS__}
+#define SH(...)                                                                                    \
+  .rank = (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), .d = {__VA_ARGS__}
 #define V(...) .v = (const double[]){__VA_ARGS__}
 #define TF(...) ((tspec){.dt = KILN_F32, __VA_ARGS__})
 #define TI32(...) ((tspec){.dt = KILN_I32, __VA_ARGS__})
@@ -410,7 +411,8 @@ static void test_where(void) {
 static void test_cast(void) {
   tspec f = TF(SH(5), V(-1.7, -0.2, 0, 2.9, 3e10));
   EXPECT(CALL(Cast, IN1(f), ATTRS(AI("to", KILN_I32))), TI32(SH(5), V(-1, 0, 0, 2, INT32_MAX)), 0);
-  EXPECT(CALL(Cast, IN1(f), ATTRS(AI("to", KILN_I64))), TI64(SH(5), V(-1, 0, 0, 2, 30000001024.0)), 0);
+  EXPECT(CALL(Cast, IN1(f), ATTRS(AI("to", KILN_I64))),
+         TI64(SH(5), V(-1, 0, 0, 2, 30000001024.0)), 0); /* 3e10 as float32 */
   EXPECT(CALL(Cast, IN1(TF(SH(3), V(0, NAN, -0.5))), ATTRS(AI("to", KILN_BOOL))),
          TB(SH(3), V(0, 1, 1)), 0);
   EXPECT(CALL(Cast, IN1(TI64(SH(3), V(-3, 16777217, 4294967297.0))), ATTRS(AI("to", KILN_F32))),
@@ -569,8 +571,24 @@ static void test_flags(void) {
 }
 
 static void test_failing_allocator(void) {
-  /* Dropout's kernel allocates its generator: a failure is an error, not a crash.  (Called
-   * directly: the allocation failures of graph building are test_ir's business.) */
+  /* every allocation failure while building, inferring and running a graph is an error */
+  for (long k = 0; k < 150; k++) {
+    kiln_err e = {0};
+    kiln_tensor *o[2] = {0};
+    opcall c = CALL(Dropout, .opset = 13,
+                    IN3(TF(SH(4), V(1, 2, 3, 4)), TF(.rank = 0, V(0.5)), TB(.rank = 0, V(1))),
+                    .n_out = 2);
+    kiln_alloc_fail_after(k);
+    kiln_code rc = run_call(&c, o, &e);
+    kiln_alloc_fail_after(-1);
+    CHECK_MSG(rc == KILN_OK || rc == KILN_ERR_NOMEM, "%s", e.msg);
+    kiln_tensor_free(o[0]);
+    kiln_tensor_free(o[1]);
+  }
+}
+
+static void test_dropout_nomem(void) {
+  /* Dropout's kernel allocates its generator: called directly, a failure is an error */
   kiln_err e = {0};
   kiln_graph *g = ir_graph_new();
   int x, y, node;
@@ -618,5 +636,6 @@ int main(void) {
   RUN(test_bad_input);
   RUN(test_flags);
   RUN(test_failing_allocator);
+  RUN(test_dropout_nomem);
   TEST_MAIN_END();
 }
