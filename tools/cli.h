@@ -6,6 +6,11 @@
 #include <stdio.h>
 
 #include "ir/graph.h"
+#include "kiln.h"
+
+/* Internal bridges between the public API and kiln's IR, for kiln's own tools. */
+kiln_model *kiln_model_from_graph(kiln_graph *g);
+const kiln_graph *kiln_model_graph(const kiln_model *m);
 
 #define CMD(name, summary) int cmd_##name(int argc, char **argv);
 #include "tools/commands.def"

@@ -20,7 +20,8 @@ static void usage(FILE *f) {
           "  --format pb|npy      output file format (default pb)\n"
           "  --bind NAME=SIZE     give a symbolic input dimension a size\n"
           "  --seed N             seed for random inputs (default 1)\n"
-          "  --backend ref        execution backend (ref: the reference interpreter)\n"
+          "  --backend jit|ref    compiled kernels (default) or the reference interpreter\n"
+          "  --threads N          threads for the jit backend (default: all cores)\n"
           "  --print N            print the first N values of each output (default 8)\n");
 }
 
@@ -67,7 +68,8 @@ static void summarize(const char *name, const kiln_tensor *t, int show) {
 }
 
 int cmd_run(int argc, char **argv) {
-  const char *model = NULL, *outdir = NULL, *format = "pb", *backend = "ref", *val;
+  const char *model = NULL, *outdir = NULL, *format = "pb", *backend = "jit", *val;
+  int threads = 0;
   const char *binds[32], *feeds[64];
   int n_binds = 0, n_feeds = 0, show = 8;
   uint64_t seed = 1;
@@ -86,6 +88,8 @@ int cmd_run(int argc, char **argv) {
       format = val;
     } else if (cli_opt(argc, argv, &i, "--backend", &val, &bad)) {
       backend = val;
+    } else if (cli_opt(argc, argv, &i, "--threads", &val, &bad)) {
+      threads = atoi(val);
     } else if (cli_opt(argc, argv, &i, "--seed", &val, &bad)) {
       seed = strtoull(val, NULL, 10);
     } else if (cli_opt(argc, argv, &i, "--print", &val, &bad)) {
@@ -102,7 +106,8 @@ int cmd_run(int argc, char **argv) {
   if (!model) return cli_usage_error("run", "no model given");
   if (strcmp(format, "pb") && strcmp(format, "npy"))
     return cli_usage_error("run", "--format must be pb or npy");
-  if (strcmp(backend, "ref")) return cli_usage_error("run", "unknown backend '%s'", backend);
+  if (strcmp(backend, "ref") && strcmp(backend, "jit"))
+    return cli_usage_error("run", "unknown backend '%s'", backend);
 
   kiln_err e = {0};
   kiln_graph *g = NULL;
@@ -148,10 +153,33 @@ int cmd_run(int argc, char **argv) {
   for (int k = 0; k < g->n_inputs; k++)
     if (!inputs[k] && random_tensor(&g->values[g->inputs[k]], &seed, &inputs[k], &e)) goto fail;
 
-  kiln_ref_ctx ctx = {.g = g, .training = false, .seed = seed};
-  if (kiln_ref_run(g, &ctx, inputs, outputs, &e)) {
-    kiln_err_prefix(&e, "%s", model);
-    goto fail;
+  {
+    kiln_options opt = kiln_options_default();
+    opt.backend = strcmp(backend, "ref") ? KILN_BACKEND_JIT : KILN_BACKEND_REF;
+    opt.threads = threads;
+    kiln_model *m = kiln_model_from_graph(g);
+    if (!m) {
+      kiln_errf(&e, KILN_ERR_NOMEM, "out of memory");
+      goto fail;
+    }
+    kiln_session *s = NULL;
+    kiln_code rc2 = kiln_session_create(m, &opt, &s, &e);
+    if (!rc2) {
+      kiln_session_stats st;
+      kiln_session_get_stats(s, &st);
+      for (int w = 0; w < st.n_warnings; w++) fprintf(stderr, "kiln: warning: %s\n", st.warnings[w]);
+      rc2 = kiln_session_run(s, inputs, outputs, &e);
+    }
+    kiln_session_free(s);
+    g = (kiln_graph *)kiln_model_graph(m); /* still owned by m; freed below */
+    if (rc2) {
+      kiln_err_prefix(&e, "%s", model);
+      kiln_model_free(m);
+      g = NULL;
+      goto fail;
+    }
+    /* keep m alive for output names: transfer back */
+    kiln_free(m);
   }
   if (outdir) mkdir(outdir, 0777);
   for (int i = 0; i < g->n_outputs; i++) {

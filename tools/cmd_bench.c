@@ -1,0 +1,259 @@
+/* cmd_bench.c — `kiln bench`: whole-model latency (min, median) and a
+ * per-kernel table (time, GFLOP/s, share of total), or one op configuration
+ * timed in isolation (--op).  Numbers are for comparison within one run. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "frontend/onnx.h"
+#include "ir/ops/common.h"
+#include "runtime/ref.h"
+#include "tools/cli.h"
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: kiln bench MODEL.onnx [--iters N] [--warmup N] [--threads N] [--json]\n"
+          "       kiln bench --op Conv --shape 1x64x56x56 --out-channels 64\n"
+          "                  [--attrs kernel=3x3,stride=1,pad=1,group=1,dilation=1]\n\n"
+          "Times the model with the JIT: latency min and median over --iters runs (default 20,\n"
+          "after --warmup 3), then one profiled run per kernel: time, GFLOP/s (2*MACs/time),\n"
+          "share of the total. --op builds a one-node Conv graph and times it alone.\n"
+          "  --backend jit|ref   what to time (default jit)\n"
+          "  --top N             rows of the per-kernel table (default 25; 0 = all)\n"
+          "  --bind NAME=SIZE    give a symbolic input dimension a size\n");
+}
+
+static double now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+typedef struct prof_row {
+  const kiln_step_profile *p;
+} prof_row;
+
+static int cmp_prof(const void *a, const void *b) {
+  double x = ((const prof_row *)a)->p->seconds, y = ((const prof_row *)b)->p->seconds;
+  return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Builds a one-node Conv graph from --shape/--out-channels/--attrs. */
+static kiln_code build_conv(const char *shape, int64_t oc, const char *attrs, kiln_graph **out, kiln_err *e) {
+  int64_t d[4];
+  if (sscanf(shape, "%ldx%ldx%ldx%ld", &d[0], &d[1], &d[2], &d[3]) != 4)
+    return kiln_errf(e, KILN_ERR_INVALID, "--shape must be NxCxHxW, got '%s'", shape);
+  int64_t kh = 3, kw = 3, stride = 1, pad = -1, group = 1, dil = 1;
+  char buf[256];
+  snprintf(buf, sizeof buf, "%s", attrs ? attrs : "");
+  for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+    if (sscanf(tok, "kernel=%ldx%ld", &kh, &kw) == 2) continue;
+    if (sscanf(tok, "kernel=%ld", &kh) == 1) {
+      kw = kh;
+      continue;
+    }
+    if (sscanf(tok, "stride=%ld", &stride) == 1 || sscanf(tok, "pad=%ld", &pad) == 1 ||
+        sscanf(tok, "group=%ld", &group) == 1 || sscanf(tok, "dilation=%ld", &dil) == 1)
+      continue;
+    return kiln_errf(e, KILN_ERR_INVALID, "unknown --attrs entry '%s'", tok);
+  }
+  if (pad < 0) pad = (kh - 1) * dil / 2;
+  if (group < 1 || d[1] % group || oc % group)
+    return kiln_errf(e, KILN_ERR_INVALID, "channels must divide by group");
+  kiln_graph *g = ir_graph_new();
+  if (!g) return kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
+  int x, w, y, nid;
+  kiln_tensor *wt = NULL;
+  kiln_code rc = ir_add_value(g, "x", &x, e);
+  if (!rc) {
+    g->values[x].dtype = KILN_F32;
+    g->values[x].shape = kiln_shape_make(4, d);
+    g->values[x].typed = true;
+    rc = ir_add_input(g, x, e);
+  }
+  kiln_shape ws = kiln_shape_make(4, (int64_t[]){oc, d[1] / group, kh, kw});
+  if (!rc) rc = kiln_tensor_new(KILN_F32, &ws, &wt, e);
+  if (!rc) {
+    for (int64_t i = 0; i < wt->numel; i++) ((float *)wt->data)[i] = (float)((i * 37) % 17 - 8) * 0.01f;
+    rc = ir_add_const(g, "w", wt, true, &w, e);
+  }
+  if (!rc) rc = ir_add_value(g, "y", &y, e);
+  if (!rc) rc = ir_add_node(g, KILN_OP_Conv, "conv", (int[]){x, w}, 2, (int[]){y}, 1, &nid, e);
+  if (!rc) rc = ir_set_attr_ints(g, nid, "kernel_shape", (int64_t[]){kh, kw}, 2, e);
+  if (!rc) rc = ir_set_attr_ints(g, nid, "strides", (int64_t[]){stride, stride}, 2, e);
+  if (!rc) rc = ir_set_attr_ints(g, nid, "pads", (int64_t[]){pad, pad, pad, pad}, 4, e);
+  if (!rc) rc = ir_set_attr_ints(g, nid, "dilations", (int64_t[]){dil, dil}, 2, e);
+  if (!rc) rc = ir_set_attr_int(g, nid, "group", group, e);
+  if (!rc) rc = ir_add_output(g, y, e);
+  if (!rc) rc = ir_set_opset(g, "", 13, e);
+  kiln_evaluator ev = kiln_ref_evaluator();
+  if (!rc) rc = ir_infer(g, &ev, e);
+  if (rc) {
+    ir_graph_free(g);
+    return rc;
+  }
+  *out = g;
+  return KILN_OK;
+}
+
+static uint64_t mix(uint64_t *s) {
+  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+int cmd_bench(int argc, char **argv) {
+  const char *model = NULL, *val, *op = NULL, *shape = NULL, *attrs = NULL, *backend = "jit";
+  const char *binds[32];
+  int n_binds = 0, iters = 20, warmup = 3, threads = 0, top = 25;
+  int64_t oc = 0;
+  bool json = false, bad = false;
+  for (int i = 1; i < argc; i++) {
+    if (cli_is_help(argv[i])) {
+      usage(stdout);
+      return 0;
+    } else if (cli_opt(argc, argv, &i, "--bind", &val, &bad)) {
+      if (n_binds < 32) binds[n_binds++] = val;
+    } else if (cli_opt(argc, argv, &i, "--iters", &val, &bad)) {
+      iters = atoi(val);
+    } else if (cli_opt(argc, argv, &i, "--warmup", &val, &bad)) {
+      warmup = atoi(val);
+    } else if (cli_opt(argc, argv, &i, "--threads", &val, &bad)) {
+      threads = atoi(val);
+    } else if (cli_opt(argc, argv, &i, "--top", &val, &bad)) {
+      top = atoi(val);
+    } else if (cli_opt(argc, argv, &i, "--op", &val, &bad)) {
+      op = val;
+    } else if (cli_opt(argc, argv, &i, "--shape", &val, &bad)) {
+      shape = val;
+    } else if (cli_opt(argc, argv, &i, "--attrs", &val, &bad)) {
+      attrs = val;
+    } else if (cli_opt(argc, argv, &i, "--out-channels", &val, &bad)) {
+      oc = atoll(val);
+    } else if (cli_opt(argc, argv, &i, "--backend", &val, &bad)) {
+      backend = val;
+    } else if (!strcmp(argv[i], "--json")) {
+      json = true;
+    } else if (argv[i][0] == '-') {
+      return cli_usage_error("bench", "unknown option '%s'", argv[i]);
+    } else if (!model) {
+      model = argv[i];
+    } else {
+      return cli_usage_error("bench", "more than one model given");
+    }
+    if (bad) return 2;
+  }
+  if (iters < 1) iters = 1;
+  if (strcmp(backend, "jit") && strcmp(backend, "ref")) return cli_usage_error("bench", "unknown backend '%s'", backend);
+  kiln_err e = {0};
+  kiln_model *m = NULL;
+  if (op) {
+    if (strcmp(op, "Conv")) return cli_usage_error("bench", "--op supports Conv");
+    if (!shape || oc <= 0) return cli_usage_error("bench", "--op Conv needs --shape and --out-channels");
+    kiln_graph *g = NULL;
+    if (build_conv(shape, oc, attrs, &g, &e)) return cli_fail(&e);
+    m = kiln_model_from_graph(g);
+    model = "(one Conv)";
+  } else {
+    if (!model) return cli_usage_error("bench", "no model given");
+    kiln_load_options lo = {.binds = binds, .n_binds = n_binds};
+    if (kiln_model_load(model, &lo, &m, &e)) return cli_fail(&e);
+  }
+  kiln_options o = kiln_options_default();
+  o.threads = threads;
+  o.backend = strcmp(backend, "ref") ? KILN_BACKEND_JIT : KILN_BACKEND_REF;
+  kiln_session *s = NULL;
+  int n_in = kiln_model_num_inputs(m), n_out = kiln_model_num_outputs(m);
+  kiln_tensor **in = calloc((size_t)n_in + 1, sizeof *in), **out = calloc((size_t)n_out + 1, sizeof *out);
+  double *times = calloc((size_t)iters, sizeof(double));
+  int rc = 1;
+  if (!in || !out || !times) {
+    kiln_errf(&e, KILN_ERR_NOMEM, "out of memory");
+    goto done;
+  }
+  if (kiln_session_create(m, &o, &s, &e)) goto done;
+  uint64_t seed = 7;
+  for (int i = 0; i < n_in; i++) {
+    if (kiln_tensor_new(kiln_model_input_dtype(m, i), kiln_model_input_shape(m, i), &in[i], &e)) goto done;
+    for (int64_t k = 0; k < in[i]->numel; k++)
+      kiln_tensor_set_f(in[i], k, in[i]->dtype == KILN_F32 ? (double)(mix(&seed) >> 11) / 9007199254740992.0 * 2 - 1
+                                                          : 0.0);
+  }
+  for (int w = 0; w < warmup + iters; w++) {
+    double t0 = now_s();
+    if (kiln_session_run(s, in, out, &e)) goto done;
+    double t = now_s() - t0;
+    if (w >= warmup) times[w - warmup] = t;
+    for (int k = 0; k < n_out; k++) {
+      kiln_tensor_free(out[k]);
+      out[k] = NULL;
+    }
+  }
+  qsort(times, (size_t)iters, sizeof(double), cmp_double);
+  double tmin = times[0], tmed = times[iters / 2];
+  int64_t macs = kiln_model_macs(m);
+  kiln_session_stats st;
+  kiln_session_get_stats(s, &st);
+  const kiln_step_profile *prof = NULL;
+  int64_t n_prof = 0;
+  if (o.backend == KILN_BACKEND_JIT) {
+    if (kiln_session_profile(s, in, out, &prof, &n_prof, &e)) goto done;
+    for (int k = 0; k < n_out; k++) {
+      kiln_tensor_free(out[k]);
+      out[k] = NULL;
+    }
+  }
+  double total = 0;
+  for (int64_t i = 0; i < n_prof; i++) total += prof[i].seconds;
+  prof_row *rows = calloc((size_t)(n_prof ? n_prof : 1), sizeof *rows);
+  for (int64_t i = 0; rows && i < n_prof; i++) rows[i].p = &prof[i];
+  if (rows) qsort(rows, (size_t)n_prof, sizeof *rows, cmp_prof);
+  if (json) {
+    printf("{\"model\": \"%s\", \"backend\": \"%s\", \"threads\": %d, \"iters\": %d, \"min_ms\": %.4f, "
+           "\"median_ms\": %.4f, \"macs\": %lld, \"gflops_at_min\": %.3f, \"planned_peak_bytes\": %lld, "
+           "\"kernels\": [",
+           model, backend, st.threads, iters, tmin * 1e3, tmed * 1e3, (long long)macs,
+           2.0 * (double)macs / tmin / 1e9, (long long)st.planned_peak_bytes);
+    for (int64_t i = 0; rows && i < n_prof; i++)
+      printf("%s{\"label\": \"%s\", \"op\": \"%s\", \"ms\": %.4f, \"macs\": %lld}", i ? ", " : "",
+             rows[i].p->label, rows[i].p->op, rows[i].p->seconds * 1e3, (long long)rows[i].p->macs);
+    printf("]}\n");
+  } else {
+    printf("%s: %s backend, %d threads, %d iterations\n", model, backend, st.threads, iters);
+    printf("latency: min %.3f ms, median %.3f ms;  %.3f GMAC -> %.1f GFLOP/s at min\n", tmin * 1e3, tmed * 1e3,
+           (double)macs / 1e9, 2.0 * (double)macs / tmin / 1e9);
+    if (o.backend == KILN_BACKEND_JIT)
+      printf("planned arena: %.2f MiB; %lld kernel calls, %d on reference kernels\n",
+             (double)st.planned_peak_bytes / 1048576.0, (long long)st.steps, st.fallback_steps);
+    if (n_prof) {
+      printf("\n%-48s %-18s %10s %10s %7s\n", "kernel (profiled run)", "op", "ms", "GFLOP/s", "share");
+      for (int64_t i = 0; rows && i < n_prof && (top <= 0 || i < top); i++) {
+        double sec = rows[i].p->seconds;
+        printf("%-48.48s %-18s %10.3f %10.1f %6.1f%%\n", rows[i].p->label, rows[i].p->op, sec * 1e3,
+               rows[i].p->macs && sec > 0 ? 2.0 * (double)rows[i].p->macs / sec / 1e9 : 0.0,
+               total > 0 ? 100.0 * sec / total : 0.0);
+      }
+      if (top > 0 && n_prof > top) printf("(%lld more)\n", (long long)(n_prof - top));
+    }
+  }
+  free(rows);
+  rc = 0;
+done:
+  if (rc) cli_fail(&e);
+  for (int i = 0; in && i < n_in; i++) kiln_tensor_free(in[i]);
+  for (int i = 0; out && i < n_out; i++) kiln_tensor_free(out[i]);
+  free(in);
+  free(out);
+  free(times);
+  kiln_session_free(s);
+  kiln_model_free(m);
+  return rc;
+}
