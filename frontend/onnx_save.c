@@ -97,6 +97,10 @@ static kiln_code save_attr(saver *s, const kiln_attr *a, Onnx__AttributeProto **
     ProtobufCMessage *m;
     KILN_TRY(kiln_grow((void **)&s->unpacked, &s->cap_unpacked, s->n_unpacked + 1,
                        sizeof(ProtobufCMessage *), e));
+    /* each attribute gets the headroom a model of its size would get at load */
+    kiln_pb_alloc fresh;
+    kiln_pb_alloc_init(&fresh, a->opaque_len);
+    s->pa.limit = s->pa.live + fresh.limit;
     KILN_TRY(kiln_pb_unpack(&onnx__attribute_proto__descriptor, a->opaque, a->opaque_len,
                             "attribute", "saved attribute", &s->pa, &m, e));
     s->unpacked[s->n_unpacked++] = m;
