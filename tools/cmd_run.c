@@ -157,6 +157,7 @@ int cmd_run(int argc, char **argv) {
     kiln_options opt = kiln_options_default();
     opt.backend = strcmp(backend, "ref") ? KILN_BACKEND_JIT : KILN_BACKEND_REF;
     opt.threads = threads;
+    opt.allow_fallback = 1; /* reported below, never silent */
     kiln_model *m = kiln_model_from_graph(g);
     if (!m) {
       kiln_errf(&e, KILN_ERR_NOMEM, "out of memory");
@@ -168,6 +169,9 @@ int cmd_run(int argc, char **argv) {
       kiln_session_stats st;
       kiln_session_get_stats(s, &st);
       for (int w = 0; w < st.n_warnings; w++) fprintf(stderr, "kiln: warning: %s\n", st.warnings[w]);
+      if (st.fallback_steps)
+        fprintf(stderr, "kiln: warning: %d of %lld steps run on reference kernels (no compiled kernel yet; "
+                        "'kiln info --backend jit' lists them)\n", st.fallback_steps, (long long)st.steps);
       rc2 = kiln_session_run(s, inputs, outputs, &e);
     }
     kiln_session_free(s);
