@@ -112,7 +112,8 @@ static void check_data(const kiln_tensor *t, const float *want, int64_t n, doubl
   CHECK(t != NULL);
   if (!t) return;
   CHECK(t->numel == n);
-  for (int64_t i = 0; i < n && i < t->numel; i++) CHECK_CLOSE(((float *)t->data)[i], want[i], tol, tol);
+  for (int64_t i = 0; i < n && i < t->numel; i++)
+    CHECK_CLOSE(((float *)t->data)[i], want[i], tol, tol);
 }
 
 static const float ones[64] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
