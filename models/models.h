@@ -32,20 +32,20 @@ typedef enum kiln_upsample_mode {
 
 typedef struct kiln_model_opts {
   kiln_backbone backbone;
-  int64_t width;        /* channels of the stem and layer1 (torchvision: 64); stages double */
-  int64_t classes;      /* K, the number of logits */
-  int64_t cnet_hidden;  /* width of the C-Net's hidden FC layer; 0: one FC (torchvision's fc) */
-  bool spn;             /* build the saliency prediction net and the `saliency` output */
-  int spn_blocks;       /* number of upsampling blocks; 0: derived from the scales or the sizes */
-  int n_spn_scales;     /* explicit per-block scales (0: all blocks scale equally) */
+  int64_t width;       /* channels of the stem and layer1 (torchvision: 64); stages double */
+  int64_t classes;     /* K, the number of logits */
+  int64_t cnet_hidden; /* width of the C-Net's hidden FC layer; 0: one FC (torchvision's fc) */
+  bool spn;            /* build the saliency prediction net and the `saliency` output */
+  int spn_blocks;      /* number of upsampling blocks; 0: derived from the scales or the sizes */
+  int n_spn_scales;    /* explicit per-block scales (0: all blocks scale equally) */
   int64_t spn_scales[KILN_SPN_MAX_BLOCKS];
   int64_t spn_width_cap; /* channels of the first SPN block at most this; 0: no cap */
   kiln_upsample_mode upsample;
-  bool align_corners;   /* bilinear only */
-  int64_t image_size;   /* H = W */
-  int64_t batch;        /* fixed batch size, used when batch_sym is empty */
+  bool align_corners;                 /* bilinear only */
+  int64_t image_size;                 /* H = W */
+  int64_t batch;                      /* fixed batch size, used when batch_sym is empty */
   char batch_sym[KILN_BATCH_SYM_MAX]; /* non-empty: a symbolic batch dimension (dim_param) */
-  uint64_t seed;        /* initialization seed: same options and seed, same bytes */
+  uint64_t seed;                      /* initialization seed: same options and seed, same bytes */
 } kiln_model_opts;
 
 /* ResNet-18, width 64, K=8, C-Net 1024, SPN with derived blocks, nearest, 224, batch 1, seed 0. */
@@ -79,14 +79,14 @@ int64_t kiln_model_param_count(const kiln_graph *g, const char *prefix);
 /* What --init-from did.  Each list holds kiln_malloc'd strings (free with
  * kiln_init_report_free). */
 typedef struct kiln_init_report {
-  int n_matched;      /* copied: same name, same shape, float32 */
+  int n_matched; /* copied: same name, same shape, float32 */
   int64_t matched_elems;
   char **matched;
-  int n_mismatched;   /* same name, different shape or dtype ("name: [..] in source, [..] here") */
+  int n_mismatched; /* same name, different shape or dtype ("name: [..] in source, [..] here") */
   char **mismatched;
-  int n_unused;       /* source initializers with no model initializer of that name */
+  int n_unused; /* source initializers with no model initializer of that name */
   char **unused;
-  int n_missing;      /* F-Net initializers the source did not provide (keep their init) */
+  int n_missing; /* F-Net initializers the source did not provide (keep their init) */
   char **missing;
 } kiln_init_report;
 

@@ -22,10 +22,14 @@ void kiln_model_defaults(kiln_model_opts *o) {
 }
 
 bool kiln_backbone_parse(const char *s, kiln_backbone *out) {
-  if (!strcmp(s, "resnet18")) *out = KILN_RESNET18;
-  else if (!strcmp(s, "resnet34")) *out = KILN_RESNET34;
-  else if (!strcmp(s, "resnet50")) *out = KILN_RESNET50;
-  else return false;
+  if (!strcmp(s, "resnet18"))
+    *out = KILN_RESNET18;
+  else if (!strcmp(s, "resnet34"))
+    *out = KILN_RESNET34;
+  else if (!strcmp(s, "resnet50"))
+    *out = KILN_RESNET50;
+  else
+    return false;
   return true;
 }
 
@@ -65,7 +69,8 @@ kiln_code kiln_model_plan_make(const kiln_model_opts *o, kiln_model_plan *p, kil
     return kiln_errf(e, KILN_ERR_INVALID, "unknown backbone %d (resnet18, resnet34 or resnet50)",
                      (int)o->backbone);
   if (o->width < 1 || o->width > 4096)
-    return kiln_errf(e, KILN_ERR_INVALID, "width %lld is out of range (1..4096)", (long long)o->width);
+    return kiln_errf(e, KILN_ERR_INVALID, "width %lld is out of range (1..4096)",
+                     (long long)o->width);
   if (o->classes < 1 || o->classes > 1000000)
     return kiln_errf(e, KILN_ERR_INVALID, "classes %lld is out of range (1..1000000)",
                      (long long)o->classes);
@@ -81,7 +86,8 @@ kiln_code kiln_model_plan_make(const kiln_model_opts *o, kiln_model_plan *p, kil
                        "batch dimension name '%s' must be an identifier (letters, digits, _)",
                        o->batch_sym);
   } else if (o->batch < 1 || o->batch > 65536) {
-    return kiln_errf(e, KILN_ERR_INVALID, "batch %lld is out of range (1..65536)", (long long)o->batch);
+    return kiln_errf(e, KILN_ERR_INVALID, "batch %lld is out of range (1..65536)",
+                     (long long)o->batch);
   }
   if (o->spn_width_cap < 0)
     return kiln_errf(e, KILN_ERR_INVALID, "SPN width cap must not be negative");
@@ -94,7 +100,8 @@ kiln_code kiln_model_plan_make(const kiln_model_opts *o, kiln_model_plan *p, kil
   p->feat_channels = o->width * 8 * (bottleneck ? 4 : 1);
   int64_t h = window_out(o->image_size, 7, 2, 3); /* conv1 */
   h = window_out(h, 3, 2, 1);                     /* maxpool */
-  for (int s = 1; s < 4; s++) h = window_out(h, 3, 2, 1); /* layer2..4 downsample */
+  for (int s = 1; s < 4; s++)
+    h = window_out(h, 3, 2, 1); /* layer2..4 downsample */
   p->feat_size = h;
   if (!o->spn) {
     if (o->spn_blocks || o->n_spn_scales || o->spn_width_cap || o->align_corners)
@@ -133,7 +140,8 @@ kiln_code kiln_model_plan_make(const kiln_model_opts *o, kiln_model_plan *p, kil
     /* N equal scales s with s^N * h = image size */
     int64_t s = ratio ? (int64_t)llround(pow((double)ratio, 1.0 / o->spn_blocks)) : 0;
     int64_t prod = 1;
-    for (int i = 0; i < o->spn_blocks && s > 0; i++) prod *= s;
+    for (int i = 0; i < o->spn_blocks && s > 0; i++)
+      prod *= s;
     if (!ratio || s < 1 || prod != ratio)
       return kiln_errf(e, KILN_ERR_INVALID,
                        "%d equal SPN blocks cannot upsample the %lldx%lld feature map to "
@@ -141,11 +149,13 @@ kiln_code kiln_model_plan_make(const kiln_model_opts *o, kiln_model_plan *p, kil
                        o->spn_blocks, (long long)h, (long long)h, (long long)o->image_size,
                        (long long)o->image_size);
     p->spn_blocks = o->spn_blocks;
-    for (int i = 0; i < p->spn_blocks; i++) p->spn_scales[i] = s;
+    for (int i = 0; i < p->spn_blocks; i++)
+      p->spn_scales[i] = s;
   } else {
     int n = 0;
     int64_t r = ratio;
-    while (r > 1 && r % 2 == 0) r /= 2, n++;
+    while (r > 1 && r % 2 == 0)
+      r /= 2, n++;
     if (r != 1)
       return kiln_errf(e, KILN_ERR_INVALID,
                        "the %lldx%lld feature map cannot reach the %lldx%lld image by doubling; "
@@ -156,7 +166,8 @@ kiln_code kiln_model_plan_make(const kiln_model_opts *o, kiln_model_plan *p, kil
       return kiln_errf(e, KILN_ERR_INVALID, "the SPN would need %d blocks (at most %d)", n,
                        KILN_SPN_MAX_BLOCKS);
     p->spn_blocks = n;
-    for (int i = 0; i < n; i++) p->spn_scales[i] = 2;
+    for (int i = 0; i < n; i++)
+      p->spn_scales[i] = 2;
   }
   /* Channels halve each block; the cap bounds the first block and halving continues
    * from there, so a capped ResNet-50 SPN costs what a ResNet-18 one does. */
@@ -186,9 +197,11 @@ static uint64_t splitmix64(uint64_t *x) {
 
 static void rng_seed(rng *r, uint64_t seed, const char *name) {
   uint64_t h = 0xCBF29CE484222325ull; /* FNV-1a of the name */
-  for (const unsigned char *p = (const unsigned char *)name; *p; p++) h = (h ^ *p) * 0x100000001B3ull;
+  for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+    h = (h ^ *p) * 0x100000001B3ull;
   uint64_t x = seed ^ splitmix64(&h);
-  for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
+  for (int i = 0; i < 4; i++)
+    r->s[i] = splitmix64(&x);
 }
 
 static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
@@ -244,11 +257,13 @@ static kiln_code param(builder *b, const char *name, int rank, const int64_t *di
   KILN_TRY(kiln_tensor_new(KILN_F32, &s, &t, b->e));
   float *w = t->data;
   if (k == INIT_ONE) {
-    for (int64_t i = 0; i < t->numel; i++) w[i] = 1.0f;
+    for (int64_t i = 0; i < t->numel; i++)
+      w[i] = 1.0f;
   } else if (k == INIT_FAN_OUT || k == INIT_FAN_IN) {
     /* weight [out, in, kh, kw...]: fan_in = in*receptive, fan_out = out*receptive */
     int64_t recept = 1;
-    for (int i = 2; i < rank; i++) recept *= dims[i];
+    for (int i = 2; i < rank; i++)
+      recept *= dims[i];
     int64_t fan = (k == INIT_FAN_OUT ? dims[0] : dims[1]) * recept;
     fill_normal(w, t->numel, sqrt(2.0 / (double)fan), b->o->seed, name);
   }
@@ -409,8 +424,8 @@ static kiln_code build_cnet(builder *b, int feat, int64_t feat_c, int logits) {
   KILN_TRY(param(b, "cnet.fc2.weight", 2, (int64_t[]){o->classes, o->cnet_hidden}, INIT_FAN_IN,
                  true, &w));
   KILN_TRY(param(b, "cnet.fc2.bias", 1, &o->classes, INIT_ZERO, true, &bias));
-  KILN_TRY(ir_add_node(b->g, KILN_OP_Gemm, "cnet/fc2", (int[]){h, w, bias}, 3, &logits, 1, &nid,
-                       b->e));
+  KILN_TRY(
+      ir_add_node(b->g, KILN_OP_Gemm, "cnet/fc2", (int[]){h, w, bias}, 3, &logits, 1, &nid, b->e));
   return ir_set_attr_int(b->g, nid, "transB", 1, b->e);
 }
 
@@ -582,7 +597,8 @@ void kiln_init_report_free(kiln_init_report *r) {
   char **lists[4] = {r->matched, r->mismatched, r->unused, r->missing};
   int counts[4] = {r->n_matched, r->n_mismatched, r->n_unused, r->n_missing};
   for (int l = 0; l < 4; l++) {
-    for (int i = 0; i < counts[l]; i++) kiln_free(lists[l][i]);
+    for (int i = 0; i < counts[l]; i++)
+      kiln_free(lists[l][i]);
     kiln_free(lists[l]);
   }
   memset(r, 0, sizeof *r);

@@ -50,7 +50,8 @@ static void test_torchvision_param_counts(void) {
     CHECK(init_of(g, "layer1.0.bn1.running_mean") != NULL);
     CHECK(init_of(g, "layer2.0.downsample.0.weight") != NULL);
     /* only ResNet-50's first block changes channels in layer1 */
-    CHECK((init_of(g, "layer1.0.downsample.1.running_var") != NULL) == (want[i].b == KILN_RESNET50));
+    CHECK((init_of(g, "layer1.0.downsample.1.running_var") != NULL) ==
+          (want[i].b == KILN_RESNET50));
     ir_graph_free(g);
   }
 }
@@ -90,7 +91,8 @@ static void test_study_resnet18_macs(void) {
   const kiln_value *sal = &g->values[g->outputs[1]];
   CHECK(!strcmp(sal->name, "saliency") && sal->shape.d[2] == 224 && sal->shape.d[3] == 224);
   CHECK(!strcmp(g->values[g->outputs[0]].name, "logits"));
-  CHECK(ir_find_value(g, "features") >= 0 && g->values[ir_find_value(g, "features")].shape.d[1] == 512);
+  CHECK(ir_find_value(g, "features") >= 0 &&
+        g->values[ir_find_value(g, "features")].shape.d[1] == 512);
   ir_graph_free(g);
 }
 
@@ -176,7 +178,8 @@ static void test_same_seed_same_bytes(void) {
   }
   CHECK(len[0] > 0 && len[0] == len[1] && buf[0] && buf[1] && !memcmp(buf[0], buf[1], len[0]));
   CHECK(len[2] == len[0] && buf[2] && memcmp(buf[0], buf[2], len[0]) != 0);
-  for (int i = 0; i < 3; i++) kiln_free(buf[i]);
+  for (int i = 0; i < 3; i++)
+    kiln_free(buf[i]);
 
   /* Each tensor has its own stream: dropping the SPN leaves the F-Net's weights alone.
    * Kaiming-normal statistics: std sqrt(2 / fan_out). */
@@ -186,7 +189,8 @@ static void test_same_seed_same_bytes(void) {
   o.spn = false;
   CHECK_OK(kiln_model_build(&o, &b, &e), &e);
   if (a && b) {
-    const kiln_tensor *wa = init_of(a, "layer3.1.conv2.weight"), *wb = init_of(b, "layer3.1.conv2.weight");
+    const kiln_tensor *wa = init_of(a, "layer3.1.conv2.weight"),
+                      *wb = init_of(b, "layer3.1.conv2.weight");
     CHECK(wa && wb && !memcmp(wa->data, wb->data, kiln_tensor_nbytes(wa)));
     const kiln_tensor *w = init_of(a, "layer4.0.conv1.weight"); /* 64x32x3x3: fan_out 576 */
     double s = 0, s2 = 0;
@@ -197,7 +201,8 @@ static void test_same_seed_same_bytes(void) {
     double mean = s / (double)w->numel, sd = sqrt(s2 / (double)w->numel - mean * mean);
     CHECK_CLOSE(mean, 0, 0, 0.005);
     CHECK_CLOSE(sd, sqrt(2.0 / 576), 0.03, 0);
-    const kiln_tensor *g1 = init_of(a, "layer1.0.bn1.weight"), *v1 = init_of(a, "layer1.0.bn1.running_var");
+    const kiln_tensor *g1 = init_of(a, "layer1.0.bn1.weight"),
+                      *v1 = init_of(a, "layer1.0.bn1.running_var");
     CHECK(g1 && ((float *)g1->data)[3] == 1.0f && v1 && ((float *)v1->data)[5] == 1.0f);
     CHECK(a->values[ir_find_value(a, "layer1.0.bn1.weight")].trainable);
     CHECK(!a->values[ir_find_value(a, "layer1.0.bn1.running_mean")].trainable);
@@ -227,7 +232,8 @@ static void test_symbolic_batch(void) {
   CHECK_OK(ir_infer(h, &ev, &e), &e);
   const kiln_value *lg = &h->values[h->outputs[0]], *sal = &h->values[h->outputs[1]];
   CHECK(lg->shape.rank == 2 && lg->shape.d[0] == 5 && lg->shape.d[1] == 3);
-  CHECK(sal->shape.rank == 4 && sal->shape.d[0] == 5 && sal->shape.d[1] == 1 && sal->shape.d[3] == 64);
+  CHECK(sal->shape.rank == 4 && sal->shape.d[0] == 5 && sal->shape.d[1] == 1 &&
+        sal->shape.d[3] == 64);
   ir_graph_free(h);
 }
 
@@ -283,7 +289,8 @@ static void run_and_compare(kiln_graph *g, const char *input, const char *const 
   CHECK_OK(kiln_ref_run(g, &ctx, &x, out, &e), &e);
   for (int i = 0; i < g->n_outputs && i < 2; i++)
     if (want[i]) check_tensor_close(out[i], want[i], tol);
-  for (int i = 0; i < g->n_outputs && i < 2; i++) kiln_tensor_free(out[i]);
+  for (int i = 0; i < g->n_outputs && i < 2; i++)
+    kiln_tensor_free(out[i]);
   kiln_tensor_free(x);
 }
 
@@ -302,7 +309,17 @@ static const struct variant {
     {"r18_nearest", KILN_RESNET18, 8, 3, 16, true, 0, {0}, 0, KILN_UPSAMPLE_NEAREST, false},
     {"r18_bilinear", KILN_RESNET18, 8, 3, 16, true, 0, {0}, 0, KILN_UPSAMPLE_BILINEAR, false},
     {"r18_bilinear_ac", KILN_RESNET18, 8, 3, 16, true, 0, {0}, 0, KILN_UPSAMPLE_BILINEAR, true},
-    {"r50_scales", KILN_RESNET50, 4, 5, 32, true, 4, {2, 2, 2, 4}, 24, KILN_UPSAMPLE_BILINEAR, false},
+    {"r50_scales",
+     KILN_RESNET50,
+     4,
+     5,
+     32,
+     true,
+     4,
+     {2, 2, 2, 4},
+     24,
+     KILN_UPSAMPLE_BILINEAR,
+     false},
     {"r34_plain", KILN_RESNET34, 4, 4, 0, false, 0, {0}, 0, KILN_UPSAMPLE_NEAREST, false},
 };
 
@@ -375,7 +392,8 @@ static void test_init_from(void) {
   CHECK_OK(kiln_model_init_from(g, src, &r, &e), &e);
   CHECK(r.n_matched == 100 && r.n_mismatched == 2 && r.n_missing == 0 && r.n_unused == 0);
   CHECK(r.n_mismatched == 2 && strstr(r.mismatched[0], "fc.") && strstr(r.mismatched[0], "[10"));
-  const kiln_tensor *a = init_of(g, "layer2.1.bn2.running_var"), *b = init_of(src, "layer2.1.bn2.running_var");
+  const kiln_tensor *a = init_of(g, "layer2.1.bn2.running_var"),
+                    *b = init_of(src, "layer2.1.bn2.running_var");
   CHECK(a && b && !memcmp(a->data, b->data, kiln_tensor_nbytes(a)));
   kiln_init_report_free(&r);
   ir_graph_free(g);

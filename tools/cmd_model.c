@@ -10,55 +10,54 @@
 #include "tools/cli.h"
 
 static void usage(FILE *f) {
-  fprintf(f,
-          "usage: kiln model --classes K [options] -o MODEL.onnx\n"
-          "\n"
-          "Builds the saliency-aware classifier as a standard ONNX model (opset 13):\n"
-          "  F-Net  torchvision's ResNet trunk without its pooling and fc (feature map\n"
-          "         512x7x7, or 2048x7x7 for resnet50, at 224x224);\n"
-          "  C-Net  global average pool -> FC hidden -> ReLU -> FC K (output `logits`);\n"
-          "  SPN    blocks of upsample -> conv 3x3 -> BN -> ReLU with channels halving,\n"
-          "         then conv 1x1 -> 1 channel (output `saliency`, the size of the image).\n"
-          "Input `image` [B,3,S,S].  Initializer names follow torchvision (conv1.weight,\n"
-          "layer1.0.bn1.running_mean, ...); see docs/models.md.\n"
-          "\n"
-          "network:\n"
-          "  --backbone NAME      resnet18 | resnet34 | resnet50 (default resnet18)\n"
-          "  --classes K          number of classes (required)\n"
-          "  --cnet-hidden H      C-Net hidden width (default 1024); 0: a single FC named\n"
-          "                       fc, exactly torchvision's classifier head\n"
-          "  --no-spn             no saliency net (the study's baseline)\n"
-          "  --spn-blocks N       number of upsampling blocks, equal scales (default: as\n"
-          "                       many x2 blocks as reach the image size, 5 at 224)\n"
-          "  --spn-scales A,B,..  per-block scales, e.g. 2,2,2,4 (the study's 4 blocks);\n"
-          "                       their product times the feature size must equal S\n"
-          "  --spn-width-cap W    at most W channels in the first SPN block; later blocks\n"
-          "                       keep halving (makes resnet50's SPN affordable)\n"
-          "  --upsample MODE      nearest (default) | bilinear\n"
-          "  --align-corners      bilinear with align_corners=True (default half-pixel)\n"
-          "  --width W            channels of the stem and layer1 (default 64; stages\n"
-          "                       double); small widths make narrow test variants\n"
-          "\n"
-          "input and weights:\n"
-          "  --image-size S       input height and width (default 224)\n"
-          "  --batch B|NAME       fixed batch size (default 1), or a name for a symbolic\n"
-          "                       batch dimension bound later (kiln info --bind NAME=8)\n"
-          "  --seed S             initialization seed (default 0); same options and\n"
-          "                       seed give the same bytes\n"
-          "  --init-from FILE     copy initializers by name and shape from an ONNX export\n"
-          "                       of a torchvision ResNet (export with BatchNorm kept:\n"
-          "                       training=TrainingMode.PRESERVE); prints what matched\n"
-          "  -o, --output FILE    where to write the model (written atomically)\n"
-          "  -q, --quiet          print nothing on success\n"
-          "\n"
-          "Initialization: conv weights Kaiming-normal (fan_out, ReLU gain) as torchvision\n"
-          "does; Linear weights and the SPN's 1x1 head Kaiming-normal (fan_in, ReLU gain);\n"
-          "biases 0; BatchNorm weight 1, bias 0, running mean 0, running var 1.\n"
-          "\n"
-          "examples:\n"
-          "  kiln model --backbone resnet50 --classes 8 --spn-scales 2,2,2,4 -o ours.onnx\n"
-          "  kiln model --backbone resnet18 --classes 8 --no-spn -o baseline.onnx\n"
-          "  kiln model --classes 1000 --no-spn --cnet-hidden 0 -o torchvision18.onnx\n");
+  fprintf(f, "usage: kiln model --classes K [options] -o MODEL.onnx\n"
+             "\n"
+             "Builds the saliency-aware classifier as a standard ONNX model (opset 13):\n"
+             "  F-Net  torchvision's ResNet trunk without its pooling and fc (feature map\n"
+             "         512x7x7, or 2048x7x7 for resnet50, at 224x224);\n"
+             "  C-Net  global average pool -> FC hidden -> ReLU -> FC K (output `logits`);\n"
+             "  SPN    blocks of upsample -> conv 3x3 -> BN -> ReLU with channels halving,\n"
+             "         then conv 1x1 -> 1 channel (output `saliency`, the size of the image).\n"
+             "Input `image` [B,3,S,S].  Initializer names follow torchvision (conv1.weight,\n"
+             "layer1.0.bn1.running_mean, ...); see docs/models.md.\n"
+             "\n"
+             "network:\n"
+             "  --backbone NAME      resnet18 | resnet34 | resnet50 (default resnet18)\n"
+             "  --classes K          number of classes (required)\n"
+             "  --cnet-hidden H      C-Net hidden width (default 1024); 0: a single FC named\n"
+             "                       fc, exactly torchvision's classifier head\n"
+             "  --no-spn             no saliency net (the study's baseline)\n"
+             "  --spn-blocks N       number of upsampling blocks, equal scales (default: as\n"
+             "                       many x2 blocks as reach the image size, 5 at 224)\n"
+             "  --spn-scales A,B,..  per-block scales, e.g. 2,2,2,4 (the study's 4 blocks);\n"
+             "                       their product times the feature size must equal S\n"
+             "  --spn-width-cap W    at most W channels in the first SPN block; later blocks\n"
+             "                       keep halving (makes resnet50's SPN affordable)\n"
+             "  --upsample MODE      nearest (default) | bilinear\n"
+             "  --align-corners      bilinear with align_corners=True (default half-pixel)\n"
+             "  --width W            channels of the stem and layer1 (default 64; stages\n"
+             "                       double); small widths make narrow test variants\n"
+             "\n"
+             "input and weights:\n"
+             "  --image-size S       input height and width (default 224)\n"
+             "  --batch B|NAME       fixed batch size (default 1), or a name for a symbolic\n"
+             "                       batch dimension bound later (kiln info --bind NAME=8)\n"
+             "  --seed S             initialization seed (default 0); same options and\n"
+             "                       seed give the same bytes\n"
+             "  --init-from FILE     copy initializers by name and shape from an ONNX export\n"
+             "                       of a torchvision ResNet (export with BatchNorm kept:\n"
+             "                       training=TrainingMode.PRESERVE); prints what matched\n"
+             "  -o, --output FILE    where to write the model (written atomically)\n"
+             "  -q, --quiet          print nothing on success\n"
+             "\n"
+             "Initialization: conv weights Kaiming-normal (fan_out, ReLU gain) as torchvision\n"
+             "does; Linear weights and the SPN's 1x1 head Kaiming-normal (fan_in, ReLU gain);\n"
+             "biases 0; BatchNorm weight 1, bias 0, running mean 0, running var 1.\n"
+             "\n"
+             "examples:\n"
+             "  kiln model --backbone resnet50 --classes 8 --spn-scales 2,2,2,4 -o ours.onnx\n"
+             "  kiln model --backbone resnet18 --classes 8 --no-spn -o baseline.onnx\n"
+             "  kiln model --classes 1000 --no-spn --cnet-hidden 0 -o torchvision18.onnx\n");
 }
 
 /* Parses a decimal integer in [lo, hi]; false on anything else. */
@@ -123,7 +122,8 @@ int cmd_model(int argc, char **argv) {
       return 0;
     } else if (cli_opt(argc, argv, &i, "--backbone", &val, &bad)) {
       if (!bad && !kiln_backbone_parse(val, &o.backbone))
-        return cli_usage_error("model", "unknown backbone '%s' (resnet18, resnet34, resnet50)", val);
+        return cli_usage_error("model", "unknown backbone '%s' (resnet18, resnet34, resnet50)",
+                               val);
     } else if (cli_opt(argc, argv, &i, "--classes", &val, &bad)) {
       if (!bad && !parse_int(val, 1, 1000000, &o.classes))
         return cli_usage_error("model", "--classes wants a number 1..1000000, not '%s'", val);
@@ -140,16 +140,21 @@ int cmd_model(int argc, char **argv) {
       o.spn_blocks = (int)iv;
     } else if (cli_opt(argc, argv, &i, "--spn-scales", &val, &bad)) {
       if (!bad && !parse_scales(val, &o))
-        return cli_usage_error("model", "--spn-scales wants up to %d integers 1..64 like 2,2,2,4, "
-                               "not '%s'", KILN_SPN_MAX_BLOCKS, val);
+        return cli_usage_error("model",
+                               "--spn-scales wants up to %d integers 1..64 like 2,2,2,4, "
+                               "not '%s'",
+                               KILN_SPN_MAX_BLOCKS, val);
     } else if (cli_opt(argc, argv, &i, "--spn-width-cap", &val, &bad)) {
       if (!bad && !parse_int(val, 1, 1000000, &o.spn_width_cap))
         return cli_usage_error("model", "--spn-width-cap wants a positive number, not '%s'", val);
     } else if (cli_opt(argc, argv, &i, "--upsample", &val, &bad)) {
       if (bad) break;
-      if (!strcmp(val, "nearest")) o.upsample = KILN_UPSAMPLE_NEAREST;
-      else if (!strcmp(val, "bilinear")) o.upsample = KILN_UPSAMPLE_BILINEAR;
-      else return cli_usage_error("model", "--upsample is nearest or bilinear, not '%s'", val);
+      if (!strcmp(val, "nearest"))
+        o.upsample = KILN_UPSAMPLE_NEAREST;
+      else if (!strcmp(val, "bilinear"))
+        o.upsample = KILN_UPSAMPLE_BILINEAR;
+      else
+        return cli_usage_error("model", "--upsample is nearest or bilinear, not '%s'", val);
     } else if (!strcmp(a, "--align-corners")) {
       o.align_corners = true;
     } else if (cli_opt(argc, argv, &i, "--width", &val, &bad)) {
@@ -210,9 +215,9 @@ int cmd_model(int argc, char **argv) {
     int64_t fnet_total = 0;
     for (int64_t v = 0; v < g->n_values; v++) {
       const kiln_value *tv = &g->values[v];
-      if (tv->is_initializer && tv->data && (!strncmp(tv->name, "conv1.", 6) ||
-                                             !strncmp(tv->name, "bn1.", 4) ||
-                                             !strncmp(tv->name, "layer", 5)))
+      if (tv->is_initializer && tv->data &&
+          (!strncmp(tv->name, "conv1.", 6) || !strncmp(tv->name, "bn1.", 4) ||
+           !strncmp(tv->name, "layer", 5)))
         fnet_total++;
     }
     printf("init-from %s: %d tensors matched (%lld values); %lld of %lld F-Net tensors not "
@@ -250,18 +255,23 @@ int cmd_model(int argc, char **argv) {
       for (int i = 0; i < plan.spn_blocks; i++)
         printf("%s%lld", i ? "," : " ", (long long)plan.spn_scales[i]);
       printf("; channels %lld", (long long)plan.feat_channels);
-      for (int i = 0; i < plan.spn_blocks; i++) printf("->%lld", (long long)plan.spn_channels[i]);
+      for (int i = 0; i < plan.spn_blocks; i++)
+        printf("->%lld", (long long)plan.spn_channels[i]);
       printf("->1)");
     }
     char bs[80];
-    if (o.batch_sym[0]) snprintf(bs, sizeof bs, "%s", o.batch_sym);
-    else snprintf(bs, sizeof bs, "%lld", (long long)o.batch);
+    if (o.batch_sym[0])
+      snprintf(bs, sizeof bs, "%s", o.batch_sym);
+    else
+      snprintf(bs, sizeof bs, "%lld", (long long)o.batch);
     printf("\n  image [%s,3,%lld,%lld], feature map %lldx%lldx%lld, parameters %lld "
            "(F-Net %lld, C-Net %lld, SPN %lld)\n",
            bs, (long long)o.image_size, (long long)o.image_size, (long long)plan.feat_channels,
            (long long)plan.feat_size, (long long)plan.feat_size,
-           (long long)kiln_model_param_count(g, NULL), (long long)kiln_model_param_count(g, "fnet/"),
-           (long long)kiln_model_param_count(g, "cnet/"), (long long)kiln_model_param_count(g, "spn/"));
+           (long long)kiln_model_param_count(g, NULL),
+           (long long)kiln_model_param_count(g, "fnet/"),
+           (long long)kiln_model_param_count(g, "cnet/"),
+           (long long)kiln_model_param_count(g, "spn/"));
   }
   ir_graph_free(g);
   return 0;
