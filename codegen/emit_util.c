@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "codegen/emit.h"
+#include "ir/ops/elementwise.h"
 
 LLVMValueRef cg_i64(cg_kernel *k, int64_t v) { return LLVMConstInt(k->t->i64, (unsigned long long)v, 1); }
 LLVMValueRef cg_i32(cg_kernel *k, int32_t v) { return LLVMConstInt(k->t->i32, (unsigned long long)(int64_t)v, 1); }
@@ -98,132 +99,211 @@ void cg_if_end(cg_kernel *k, cg_if *c) {
 /* ---- the shared elementwise kernel ----
  * The output is viewed as [outer, inner]: `inner` is the largest suffix of dims
  * along which every input is either contiguous or constant (broadcast), so the
- * inner loop has unit or zero stride and vectorizes.  Tiles split `outer`
- * (or, when outer is 1, `inner` in chunks). */
-#define MAP_MAX_IN 16
+ * inner loop has unit or zero stride and vectorizes.  A tile is a block of
+ * rows of the outer space, or, when a row is longer than TILE_ELEMS, one
+ * TILE_ELEMS chunk of a row; every element is computed by exactly one tile with
+ * the same instructions whatever the thread count.
+ *
+ * Broadcasting follows numpy, and for the opset < 7 forms (binary ops with
+ * broadcast=1 and `axis`, PRelu's per-channel slope) input i > 0 is first
+ * reshaped against input 0 by kiln_ew_bshape, the rule the reference uses, so
+ * the strides below honour the axis. */
+#define MAP_MAX_IN 64
 #define TILE_ELEMS 16384
+
+typedef struct map_plan {
+  const kiln_node *n;
+  int n_in, split;
+  const kiln_shape *os;
+  bool present[MAP_MAX_IN];
+  bool same_as_out[MAP_MAX_IN]; /* read at the output's own flat index */
+  bool inner_step[MAP_MAX_IN];  /* contiguous along the inner run (else constant over it) */
+  kiln_dtype dts[MAP_MAX_IN];
+  int64_t st[MAP_MAX_IN][KILN_MAX_RANK]; /* element strides against the output (0: broadcast) */
+  int64_t inner, outer, rows_per_tile, n_chunks;
+  kiln_dtype out_dtype;
+} map_plan;
+
+/* Emits the tile/row/inner loop nest reading the inputs from ptrs[] and writing y. */
+static void map_nest(cg_kernel *k, const map_plan *pl, LLVMValueRef *ptrs, LLVMValueRef y,
+                     cg_scalar_body body, void *user) {
+  LLVMBuilderRef b = k->b;
+  LLVMTypeRef oty = cg_dtype(k, pl->out_dtype);
+  cg_loop lt, lr, li;
+  LLVMValueRef t = cg_loop_begin(k, &lt, k->lo, k->hi, NULL, "tile");
+  LLVMValueRef row_lo, row_hi, j_lo, j_hi;
+  if (pl->n_chunks == 1) {
+    row_lo = cg_mul(k, t, cg_i64(k, pl->rows_per_tile));
+    row_hi = cg_min(k, cg_add(k, row_lo, cg_i64(k, pl->rows_per_tile)), cg_i64(k, pl->outer));
+    j_lo = cg_i64(k, 0);
+    j_hi = cg_i64(k, pl->inner);
+  } else {
+    LLVMValueRef nch = cg_i64(k, pl->n_chunks);
+    row_lo = LLVMBuildSDiv(b, t, nch, "");
+    row_hi = cg_add(k, row_lo, cg_i64(k, 1));
+    j_lo = cg_mul(k, LLVMBuildSRem(b, t, nch, ""), cg_i64(k, TILE_ELEMS));
+    j_hi = cg_min(k, cg_add(k, j_lo, cg_i64(k, TILE_ELEMS)), cg_i64(k, pl->inner));
+  }
+  LLVMValueRef row = cg_loop_begin(k, &lr, row_lo, row_hi, NULL, "row");
+  /* base offset of each input for this row: sum over outer dims of coord * stride */
+  LLVMValueRef base[MAP_MAX_IN];
+  for (int i = 0; i < pl->n_in; i++) base[i] = cg_i64(k, 0);
+  for (int d = pl->split - 1; d >= 0; d--) {
+    bool used = false;
+    for (int i = 0; i < pl->n_in; i++)
+      if (pl->present[i] && !pl->same_as_out[i] && pl->st[i][d]) used = true;
+    if (!used) continue;
+    int64_t below = 1; /* rows spanned by one step along dim d */
+    for (int q = d + 1; q < pl->split; q++) below *= pl->os->d[q];
+    LLVMValueRef c = below == 1 ? row : LLVMBuildSDiv(b, row, cg_i64(k, below), "");
+    if (d > 0) c = LLVMBuildSRem(b, c, cg_i64(k, pl->os->d[d]), "");
+    for (int i = 0; i < pl->n_in; i++)
+      if (pl->present[i] && !pl->same_as_out[i] && pl->st[i][d])
+        base[i] = cg_add(k, base[i], cg_mul(k, c, cg_i64(k, pl->st[i][d])));
+  }
+  LLVMValueRef obase = cg_mul(k, row, cg_i64(k, pl->inner));
+  /* inputs constant along the inner run are loaded once per row */
+  LLVMValueRef vals[MAP_MAX_IN];
+  for (int i = 0; i < pl->n_in; i++) {
+    vals[i] = NULL;
+    if (pl->present[i] && !pl->same_as_out[i] && !pl->inner_step[i])
+      vals[i] = cg_load(k, cg_dtype(k, pl->dts[i]), ptrs[i], base[i]);
+  }
+  LLVMValueRef j = cg_loop_begin(k, &li, j_lo, j_hi, NULL, "j");
+  LLVMValueRef oidx = cg_add(k, obase, j);
+  for (int i = 0; i < pl->n_in; i++) {
+    if (!pl->present[i] || (!pl->same_as_out[i] && !pl->inner_step[i])) continue;
+    LLVMValueRef idx = pl->same_as_out[i] ? oidx : cg_add(k, base[i], j);
+    vals[i] = cg_load(k, cg_dtype(k, pl->dts[i]), ptrs[i], idx);
+  }
+  LLVMValueRef res = body(k, pl->n, vals, pl->dts, user);
+  if (LLVMTypeOf(res) != oty) res = LLVMBuildZExt(b, res, oty, ""); /* i1 -> bool byte */
+  cg_store(k, res, y, oidx);
+  cg_loop_end(k, &li);
+  cg_loop_end(k, &lr);
+  cg_loop_end(k, &lt);
+}
 
 kiln_code cg_emit_map(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_node *n, cg_scalar_body body,
                       void *user, kiln_err *e) {
   const kiln_value *out = ir_out(g, n, 0);
-  int n_in = n->n_in;
-  if (n_in > MAP_MAX_IN) return kiln_errf(e, KILN_ERR_LIMIT, "too many inputs for an elementwise kernel");
+  map_plan *pl = kiln_calloc(1, sizeof *pl);
+  if (!pl) return kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
+  kiln_code rc = KILN_OK;
+  pl->n = n;
+  pl->n_in = n->n_in;
+  pl->os = &out->shape;
+  pl->out_dtype = out->dtype;
+  if (n->n_in > MAP_MAX_IN) {
+    rc = kiln_errf(e, KILN_ERR_LIMIT, "%d inputs exceed the elementwise kernel's limit of %d",
+                   n->n_in, MAP_MAX_IN);
+    goto done;
+  }
   const kiln_shape *os = &out->shape;
   int r = os->rank;
-  int64_t st[MAP_MAX_IN][KILN_MAX_RANK];
-  kiln_dtype dts[MAP_MAX_IN];
-  bool present[MAP_MAX_IN];
-  for (int i = 0; i < n_in; i++) {
-    const kiln_value *v = ir_in(g, n, i);
-    present[i] = v != NULL;
-    if (!v) continue;
-    dts[i] = v->dtype;
-    /* broadcast strides of input i against the output (0 on broadcast dims) */
-    int64_t acc = 1;
-    for (int d = r - 1; d >= 0; d--) {
-      int j = d - (r - v->shape.rank);
-      st[i][d] = (j < 0 || v->shape.d[j] == 1) ? 0 : acc;
-      if (j >= 0) acc *= v->shape.d[j];
-    }
-  }
-  /* find the inner suffix: dims [split, r) such that each input's strides over
-   * them are either all zero or exactly the contiguous strides of the output. */
   int64_t ost[KILN_MAX_RANK];
   kiln_strides(os, ost);
+  const kiln_value *in0 = ir_in(g, n, 0);
+  bool legacy = n->opset < 7 && in0 &&
+                (n->op == KILN_OP_PRelu || kiln_op_attr_spec(n->def, "broadcast"));
+  for (int i = 0; i < pl->n_in; i++) {
+    const kiln_value *v = ir_in(g, n, i);
+    pl->present[i] = v != NULL;
+    if (!v) continue;
+    pl->dts[i] = v->dtype;
+    kiln_shape s = v->shape;
+    if (i > 0 && legacy) {
+      rc = kiln_ew_bshape(n, &in0->shape, &v->shape, &s, e);
+      if (rc) goto done;
+    }
+    /* broadcast strides of input i against the output (0 on broadcast dims) */
+    int64_t acc = 1;
+    pl->same_as_out[i] = true;
+    for (int d = r - 1; d >= 0; d--) {
+      int jd = d - (r - s.rank);
+      pl->st[i][d] = (jd < 0 || s.d[jd] == 1) ? 0 : acc;
+      if (jd >= 0) acc *= s.d[jd];
+      if (os->d[d] != 1 && pl->st[i][d] != ost[d]) pl->same_as_out[i] = false;
+    }
+  }
+  /* the inner suffix: dims [split, r) such that each input's strides over them are
+   * either all zero or exactly the contiguous strides of the output */
   int split = r;
   for (int d = r - 1; d >= 0; d--) {
     bool ok = true;
-    for (int i = 0; i < n_in && ok; i++) {
-      if (!present[i]) continue;
+    for (int i = 0; i < pl->n_in && ok; i++) {
+      if (!pl->present[i]) continue;
       bool all_zero = true, contiguous = true;
       for (int q = d; q < r; q++) {
-        if (st[i][q] != 0) all_zero = false;
-        if (st[i][q] != ost[q] && os->d[q] != 1) contiguous = false;
+        if (pl->st[i][q] != 0) all_zero = false;
+        if (pl->st[i][q] != ost[q] && os->d[q] != 1) contiguous = false;
       }
       if (!all_zero && !contiguous) ok = false;
     }
     if (!ok) break;
     split = d;
   }
-  int64_t inner = 1, outer = 1;
-  for (int d = split; d < r; d++) inner *= os->d[d];
-  for (int d = 0; d < split; d++) outer *= os->d[d];
-  int64_t numel = inner * outer;
-  if (numel == 0) return KILN_OK; /* nothing to compute: no step */
-  /* per input: is the inner run contiguous (1) or broadcast (0)? */
-  int inner_step[MAP_MAX_IN];
-  for (int i = 0; i < n_in; i++) {
-    inner_step[i] = 0;
-    if (!present[i]) continue;
+  pl->split = split;
+  pl->inner = 1;
+  pl->outer = 1;
+  for (int d = split; d < r; d++) pl->inner *= os->d[d];
+  for (int d = 0; d < split; d++) pl->outer *= os->d[d];
+  if (pl->inner * pl->outer == 0) goto done; /* nothing to compute: no step */
+  for (int i = 0; i < pl->n_in; i++) {
+    pl->inner_step[i] = false;
+    if (!pl->present[i]) continue;
     for (int d = split; d < r; d++)
-      if (st[i][d] != 0) inner_step[i] = 1;
+      if (pl->st[i][d] != 0) pl->inner_step[i] = true;
   }
-  /* tiles: rows of the outer space, or chunks of the inner run when outer is small */
-  int64_t chunk = inner, n_chunks = 1;
-  if (outer == 1 && inner > TILE_ELEMS) {
-    chunk = TILE_ELEMS;
-    n_chunks = (inner + chunk - 1) / chunk;
+  int64_t n_tiles;
+  if (pl->inner > TILE_ELEMS) {
+    pl->rows_per_tile = 1;
+    pl->n_chunks = (pl->inner + TILE_ELEMS - 1) / TILE_ELEMS;
+    n_tiles = pl->outer * pl->n_chunks;
+  } else {
+    pl->n_chunks = 1;
+    pl->rows_per_tile = TILE_ELEMS / pl->inner;
+    if (pl->rows_per_tile > pl->outer) pl->rows_per_tile = pl->outer;
+    n_tiles = (pl->outer + pl->rows_per_tile - 1) / pl->rows_per_tile;
   }
-  int64_t rows_per_tile = 1;
-  if (inner < TILE_ELEMS) rows_per_tile = TILE_ELEMS / inner;
-  if (rows_per_tile > outer) rows_per_tile = outer;
-  int64_t n_tiles = outer == 1 ? n_chunks : (outer + rows_per_tile - 1) / rows_per_tile;
 
   cg_kernel k;
   char label[128];
   snprintf(label, sizeof label, "map_%s", n->def->name);
-  KILN_TRY(cg_kernel_begin(cx, &k, label, n_in + 1, e));
-  LLVMBuilderRef b = k.b;
-  LLVMTypeRef oty = cg_dtype(&k, out->dtype);
-  LLVMValueRef y = cg_arg(&k, n_in);
-  /* row range of this call */
-  LLVMValueRef row_lo, row_hi, in_lo, in_hi;
-  if (outer == 1) {
-    row_lo = cg_i64(&k, 0);
-    row_hi = cg_i64(&k, 1);
-    in_lo = cg_mul(&k, k.lo, cg_i64(&k, chunk));
-    in_hi = cg_min(&k, cg_mul(&k, k.hi, cg_i64(&k, chunk)), cg_i64(&k, inner));
+  rc = cg_kernel_begin(cx, &k, label, pl->n_in + 1, e);
+  if (rc) goto done;
+  LLVMValueRef y = cg_arg(&k, pl->n_in);
+  LLVMValueRef ptrs[MAP_MAX_IN];
+  for (int i = 0; i < pl->n_in; i++) ptrs[i] = pl->present[i] ? cg_arg(&k, i) : NULL;
+  /* The memory planner may run an in-place op with input 0 and the output in one
+   * buffer.  The vectorizer's runtime alias check fails for exactly equal ranges, so
+   * that case gets its own loop reading input 0 through the output pointer at the
+   * output's index: a dependence distance of 0 that vectorizes without checks. */
+  bool version = (n->def->flags & KILN_OPF_INPLACE_OK) && pl->present[0] && pl->same_as_out[0] &&
+                 kiln_dtype_size(pl->dts[0]) == kiln_dtype_size(out->dtype);
+  if (version) {
+    LLVMBasicBlockRef alias_bb = LLVMAppendBasicBlockInContext(k.ctx, k.fn, "inplace");
+    LLVMBasicBlockRef sep_bb = LLVMAppendBasicBlockInContext(k.ctx, k.fn, "separate");
+    LLVMBasicBlockRef end_bb = LLVMAppendBasicBlockInContext(k.ctx, k.fn, "end");
+    LLVMBuildCondBr(k.b, LLVMBuildICmp(k.b, LLVMIntEQ, ptrs[0], y, ""), alias_bb, sep_bb);
+    LLVMPositionBuilderAtEnd(k.b, alias_bb);
+    LLVMValueRef aptrs[MAP_MAX_IN];
+    memcpy(aptrs, ptrs, sizeof(LLVMValueRef) * (size_t)pl->n_in);
+    aptrs[0] = y;
+    map_nest(&k, pl, aptrs, y, body, user);
+    LLVMBuildBr(k.b, end_bb);
+    LLVMPositionBuilderAtEnd(k.b, sep_bb);
+    map_nest(&k, pl, ptrs, y, body, user);
+    LLVMBuildBr(k.b, end_bb);
+    LLVMPositionBuilderAtEnd(k.b, end_bb);
   } else {
-    row_lo = cg_mul(&k, k.lo, cg_i64(&k, rows_per_tile));
-    row_hi = cg_min(&k, cg_mul(&k, k.hi, cg_i64(&k, rows_per_tile)), cg_i64(&k, outer));
-    in_lo = cg_i64(&k, 0);
-    in_hi = cg_i64(&k, inner);
+    map_nest(&k, pl, ptrs, y, body, user);
   }
-  cg_loop lr, li;
-  LLVMValueRef row = cg_loop_begin(&k, &lr, row_lo, row_hi, NULL, "row");
-  /* base offset of each input for this row: sum over outer dims of coord * stride */
-  LLVMValueRef base[MAP_MAX_IN];
-  {
-    LLVMValueRef rem = row;
-    for (int i = 0; i < n_in; i++) base[i] = cg_i64(&k, 0);
-    for (int d = split - 1; d >= 0; d--) {
-      LLVMValueRef dim = cg_i64(&k, os->d[d]);
-      LLVMValueRef c = LLVMBuildSRem(b, rem, dim, "");
-      rem = LLVMBuildSDiv(b, rem, dim, "");
-      for (int i = 0; i < n_in; i++)
-        if (present[i] && st[i][d]) base[i] = cg_add(&k, base[i], cg_mul(&k, c, cg_i64(&k, st[i][d])));
-    }
-  }
-  LLVMValueRef obase = cg_mul(&k, row, cg_i64(&k, inner));
-  LLVMValueRef j = cg_loop_begin(&k, &li, in_lo, in_hi, NULL, "j");
-  LLVMValueRef vals[MAP_MAX_IN];
-  for (int i = 0; i < n_in; i++) {
-    if (!present[i]) {
-      vals[i] = NULL;
-      continue;
-    }
-    LLVMValueRef idx = inner_step[i] ? cg_add(&k, base[i], j) : base[i];
-    vals[i] = cg_load(&k, cg_dtype(&k, dts[i]), cg_arg(&k, i), idx);
-  }
-  LLVMValueRef res = body(&k, n, vals, dts, user);
-  if (LLVMTypeOf(res) != oty) { /* bools computed as i1 are stored as bytes */
-    res = LLVMBuildZExt(b, res, oty, "");
-  }
-  cg_store(&k, res, y, cg_add(&k, obase, j));
-  cg_loop_end(&k, &li);
-  cg_loop_end(&k, &lr);
   int bufs[MAP_MAX_IN + 1];
-  for (int i = 0; i < n_in; i++) bufs[i] = n->in[i];
-  bufs[n_in] = n->out[0];
-  return cg_kernel_end(cx, &k, n_tiles, bufs, e);
+  for (int i = 0; i < pl->n_in; i++) bufs[i] = n->in[i];
+  bufs[pl->n_in] = n->out[0];
+  rc = cg_kernel_end(cx, &k, n_tiles, bufs, e);
+done:
+  kiln_free(pl);
+  return rc;
 }
