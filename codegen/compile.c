@@ -127,6 +127,10 @@ void cg_emitters(kiln_emit_fn *table) {
   cg_register_tensor(table);
   cg_register_resize(table);
   cg_register_kiln(table);
+  cg_register_grad_nn(table);
+  cg_register_grad_pool(table);
+  cg_register_train(table);
+  cg_register_fused(table);
 }
 
 int kiln_list_fallbacks(const kiln_graph *g, int *count_per_op) {

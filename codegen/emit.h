@@ -124,6 +124,10 @@ void cg_register_reduce(kiln_emit_fn *table);
 void cg_register_tensor(kiln_emit_fn *table);
 void cg_register_resize(kiln_emit_fn *table);
 void cg_register_kiln(kiln_emit_fn *table);
+void cg_register_grad_nn(kiln_emit_fn *table);
+void cg_register_grad_pool(kiln_emit_fn *table);
+void cg_register_train(kiln_emit_fn *table);
+void cg_register_fused(kiln_emit_fn *table);
 /* Fills `table` (KILN_OP_COUNT entries) with every family's emitters; NULL = none. */
 void cg_emitters(kiln_emit_fn *table);
 

@@ -184,7 +184,7 @@ static test_result run_data_set(const char *test_dir, const char *set_dir, const
   {
     int fed[64];
     int n_fed = g->n_inputs;
-    memcpy(fed, g->inputs, sizeof(int) * (size_t)n_fed);
+    if (n_fed) memcpy(fed, g->inputs, sizeof(int) * (size_t)n_fed);
     for (int i = 0; i < n_fed; i++) {
       kiln_value *v = &g->values[fed[i]];
       kiln_tensor *t = inputs[i];
