@@ -131,6 +131,7 @@ void cg_emitters(kiln_emit_fn *table) {
   cg_register_grad_pool(table);
   cg_register_train(table);
   cg_register_fused(table);
+  cg_register_optim(table);
 }
 
 int kiln_list_fallbacks(const kiln_graph *g, int *count_per_op) {
@@ -203,6 +204,38 @@ kiln_code kiln_compile(kiln_graph *g, const kiln_compile_opts *opts, kiln_progra
     rc = kiln_program_add_buf(p, kind, bytes, &id, e);
     if (rc) goto fail;
     if (kind == KILN_BUF_CONST) p->bufs[id].data = val->data->data;
+  }
+  /* state: program-owned persistent buffers */
+  if (opts->n_state) {
+    p->state_in = kiln_malloc(sizeof(int) * (size_t)opts->n_state);
+    p->state_out = kiln_malloc(sizeof(int) * (size_t)opts->n_state);
+    if (!p->state_in || !p->state_out) {
+      rc = kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
+      goto fail;
+    }
+  }
+  for (int i = 0; i < opts->n_state; i++) {
+    int vin = opts->state_in[i], vout = opts->state_out[i];
+    if (vin < 0 || vin >= g->n_values || vout < 0 || vout >= g->n_values || !g->values[vin].is_input ||
+        g->values[vin].dtype != g->values[vout].dtype ||
+        !kiln_shape_eq(&g->values[vin].shape, &g->values[vout].shape)) {
+      rc = kiln_errf(e, KILN_ERR_INVALID, "state pair %d: '%s' must be a graph input with the type of '%s'", i,
+                     vin >= 0 && vin < g->n_values ? g->values[vin].name : "?",
+                     vout >= 0 && vout < g->n_values ? g->values[vout].name : "?");
+      goto fail;
+    }
+    kiln_buf *b = &p->bufs[vin];
+    b->kind = KILN_BUF_STATE;
+    b->data = aligned_alloc(64, (size_t)((b->bytes + 63) / 64 * 64 + 64));
+    if (!b->data) {
+      rc = kiln_errf(e, KILN_ERR_NOMEM, "out of memory allocating state '%s'", g->values[vin].name);
+      goto fail;
+    }
+    b->owned_data = true;
+    memset(b->data, 0, (size_t)b->bytes);
+    p->state_in[i] = vin;
+    p->state_out[i] = vout;
+    p->n_state++;
   }
   for (int64_t i = 0; i < g->n_nodes; i++) {
     const kiln_node *n = &g->nodes[i];

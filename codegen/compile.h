@@ -11,6 +11,11 @@ typedef struct kiln_compile_opts {
   const char *cache_dir;   /* see kiln_jit_opts */
   bool allow_fallback;     /* ops without an emitter run their reference kernel */
   bool no_inplace;         /* disable in-place buffer reuse */
+  /* State pairs (see runtime/program.h): graph input state_in[i] persists across
+   * runs and takes the value of state_out[i] after each run.  Its storage starts
+   * zeroed; the caller writes initial values with kiln_program_state_data(). */
+  const int *state_in, *state_out;
+  int n_state;
 } kiln_compile_opts;
 
 /* Compiles an inferred graph (takes ownership of g, also on failure). */

@@ -42,6 +42,12 @@ static void compute_lifetimes(kiln_program *p) {
     if (p->bufs[b].first < 0) p->bufs[b].first = 0;
     p->bufs[b].last = p->n_steps;
   }
+  /* state updates are copied back after the last step */
+  for (int i = 0; i < p->n_state; i++) {
+    int b = root_of(p, p->state_out[i]);
+    if (p->bufs[b].first < 0) p->bufs[b].first = 0;
+    p->bufs[b].last = p->n_steps;
+  }
 }
 
 /* In place: step s computes an elementwise node whose output 0 has the size of

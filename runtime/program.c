@@ -69,7 +69,8 @@ static void *buf_ptr(const kiln_program *p, int id, void **input_ptrs) {
   while (b->alias_of >= 0) b = &p->bufs[b->alias_of];
   switch (b->kind) {
   case KILN_BUF_ARENA: return p->arena + b->offset;
-  case KILN_BUF_CONST: return b->data;
+  case KILN_BUF_CONST:
+  case KILN_BUF_STATE: return b->data;
   case KILN_BUF_INPUT: return input_ptrs[b - p->bufs];
   default: return NULL;
   }
@@ -92,6 +93,7 @@ kiln_code kiln_program_run(kiln_program *p, kiln_tensor *const *inputs, kiln_ten
   for (int i = 0; i < g->n_inputs; i++) {
     const kiln_value *v = &g->values[g->inputs[i]];
     char a[160], b[160];
+    if (p->bufs[g->inputs[i]].kind == KILN_BUF_STATE) continue; /* program-owned */
     if (!inputs[i]) {
       rc = kiln_errf(e, KILN_ERR_INVALID, "input '%s' was not given", v->name);
       goto done;
@@ -163,6 +165,13 @@ kiln_code kiln_program_run(kiln_program *p, kiln_tensor *const *inputs, kiln_ten
     }
     if (profile) p->step_seconds[s] += now_s() - t0;
   }
+  /* state updates become the next run's state */
+  for (int i = 0; i < p->n_state; i++) {
+    const kiln_buf *bo = &p->bufs[p->state_out[i]];
+    void *dst = p->bufs[p->state_in[i]].data;
+    const void *src = buf_ptr(p, p->state_out[i], input_ptrs);
+    if (dst != src && bo->bytes) memcpy(dst, src, (size_t)bo->bytes);
+  }
   for (int i = 0; i < g->n_outputs; i++) {
     const kiln_value *v = &g->values[g->outputs[i]];
     rc = kiln_tensor_new(v->dtype, &v->shape, &outputs[i], e);
@@ -180,8 +189,22 @@ done:
   return rc;
 }
 
+int kiln_program_state_index(const kiln_program *p, int value_id) {
+  for (int i = 0; i < p->n_state; i++)
+    if (p->state_in[i] == value_id) return i;
+  return -1;
+}
+
+void *kiln_program_state_data(kiln_program *p, int i, int64_t *bytes) {
+  kiln_buf *b = &p->bufs[p->state_in[i]];
+  if (bytes) *bytes = b->bytes;
+  return b->data;
+}
+
 void kiln_program_free(kiln_program *p) {
   if (!p) return;
+  kiln_free(p->state_in);
+  kiln_free(p->state_out);
   for (int64_t s = 0; s < p->n_steps; s++) kiln_free(p->steps[s].bufs);
   kiln_free(p->steps);
   for (int64_t b = 0; b < p->n_bufs; b++)

@@ -19,6 +19,8 @@ typedef enum kiln_buf_kind {
   KILN_BUF_ARENA,  /* offset into the arena */
   KILN_BUF_CONST,  /* program-owned constant data */
   KILN_BUF_INPUT,  /* a graph input: the caller's memory */
+  KILN_BUF_STATE,  /* persistent program-owned memory: a state input (parameters,
+                    * running statistics, optimizer moments) updated every run */
 } kiln_buf_kind;
 
 typedef struct kiln_buf {
@@ -55,6 +57,12 @@ typedef struct kiln_program {
   void *jit;               /* the JIT that owns the kernels (codegen), freed with the program */
   void (*jit_free)(void *);
   double *step_seconds;    /* per-step time of the last profiled run, or NULL */
+  /* State: graph inputs that persist across runs.  state_in[i] is a graph input
+   * whose storage the program owns; after each run the value state_out[i] is
+   * copied into it (the next run reads the updated state).  The caller passes
+   * NULL for state inputs to kiln_program_run. */
+  int *state_in, *state_out;
+  int n_state;
 } kiln_program;
 
 /* Appends a step; bufs is copied. */
@@ -67,6 +75,10 @@ kiln_code kiln_program_add_buf(kiln_program *p, kiln_buf_kind kind, int64_t byte
 kiln_code kiln_program_run(kiln_program *p, kiln_tensor *const *inputs, kiln_tensor **outputs,
                            bool profile, kiln_err *e);
 void kiln_program_free(kiln_program *p);
+/* Index of the state whose input value is `value_id`, or -1. */
+int kiln_program_state_index(const kiln_program *p, int value_id);
+/* The storage of state i (bytes = the value's size); read or write it between runs. */
+void *kiln_program_state_data(kiln_program *p, int i, int64_t *bytes);
 
 /* Thread count from $KILN_NUM_THREADS, else all cores. */
 int kiln_default_threads(void);
