@@ -50,6 +50,10 @@ static kiln_code load_header(loader *L) {
   KILN_TRY(dup_str(m->producer_version, &g->producer_version, e));
   KILN_TRY(dup_str(m->doc_string, &g->doc, e));
   KILN_TRY(dup_str(str_or_empty(L->gp->name), &g->name, e));
+  for (size_t i = 0; i < m->n_metadata_props; i++) {
+    const Onnx__StringStringEntryProto *kv = m->metadata_props[i];
+    KILN_TRY(ir_set_meta(g, str_or_empty(kv->key), str_or_empty(kv->value), e));
+  }
   for (size_t i = 0; i < m->n_opset_import; i++) {
     const Onnx__OperatorSetIdProto *os = m->opset_import[i];
     const char *dom = str_or_empty(os->domain);

@@ -247,6 +247,19 @@ static kiln_code build_model(saver *s, Onnx__ModelProto *m, Onnx__GraphProto *gp
   m->producer_version = opt_str(g->producer_version);
   m->doc_string = opt_str(g->doc);
   m->graph = gp;
+  if (g->n_meta) {
+    Onnx__StringStringEntryProto *kv = sv_alloc(s, (size_t)g->n_meta, sizeof *kv);
+    Onnx__StringStringEntryProto **kvp = sv_alloc(s, (size_t)g->n_meta, sizeof *kvp);
+    if (!kv || !kvp) return e->code;
+    for (int i = 0; i < g->n_meta; i++) {
+      onnx__string_string_entry_proto__init(&kv[i]);
+      kv[i].key = g->meta_keys[i];
+      kv[i].value = g->meta_vals[i];
+      kvp[i] = &kv[i];
+    }
+    m->n_metadata_props = (size_t)g->n_meta;
+    m->metadata_props = kvp;
+  }
   KILN_TRY(save_opsets(s, m));
   gp->name = opt_str(g->name) ? g->name : "kiln_graph";
 

@@ -42,6 +42,12 @@ void ir_graph_free(kiln_graph *g) {
     for (int a = 0; a < n->n_attrs; a++) ir_attr_free(&n->attrs[a]);
     kiln_free(n->attrs);
   }
+  for (int i = 0; i < g->n_meta; i++) {
+    kiln_free(g->meta_keys[i]);
+    kiln_free(g->meta_vals[i]);
+  }
+  kiln_free(g->meta_keys);
+  kiln_free(g->meta_vals);
   for (int i = 0; i < g->n_opsets; i++) kiln_free(g->opsets[i].domain);
   kiln_free(g->opsets);
   kiln_free(g->values);
@@ -231,6 +237,36 @@ kiln_code ir_set_opset(kiln_graph *g, const char *domain, int64_t version, kiln_
   p[g->n_opsets].version = version;
   g->n_opsets++;
   return KILN_OK;
+}
+
+kiln_code ir_set_meta(kiln_graph *g, const char *key, const char *val, kiln_err *e) {
+  char *v = kiln_strdup(val);
+  if (!v) return kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
+  for (int i = 0; i < g->n_meta; i++)
+    if (!strcmp(g->meta_keys[i], key)) {
+      kiln_free(g->meta_vals[i]);
+      g->meta_vals[i] = v;
+      return KILN_OK;
+    }
+  char *k = kiln_strdup(key);
+  char **nk = kiln_realloc(g->meta_keys, sizeof(char *) * (size_t)(g->n_meta + 1));
+  if (nk) g->meta_keys = nk;
+  char **nv = kiln_realloc(g->meta_vals, sizeof(char *) * (size_t)(g->n_meta + 1));
+  if (nv) g->meta_vals = nv;
+  if (!k || !nk || !nv) {
+    kiln_free(k);
+    kiln_free(v);
+    return kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
+  }
+  g->meta_keys[g->n_meta] = k;
+  g->meta_vals[g->n_meta++] = v;
+  return KILN_OK;
+}
+
+const char *ir_get_meta(const kiln_graph *g, const char *key) {
+  for (int i = 0; i < g->n_meta; i++)
+    if (!strcmp(g->meta_keys[i], key)) return g->meta_vals[i];
+  return NULL;
 }
 
 int64_t ir_get_opset(const kiln_graph *g, const char *domain) {

@@ -91,6 +91,10 @@ typedef struct kiln_graph {
   int64_t ir_version;
   char *producer_name, *producer_version, *doc;
   char *source_path; /* file the graph was loaded from, for messages */
+  /* ModelProto.metadata_props: key/value strings (training checkpoints keep
+   * their epoch, step and configuration here). */
+  char **meta_keys, **meta_vals;
+  int n_meta;
   /* Name lookup: open-addressing hash of value names -> id. */
   int *name_index;
   int64_t name_index_cap;
@@ -115,6 +119,9 @@ kiln_code ir_add_const(kiln_graph *g, const char *name, kiln_tensor *t, bool ini
 kiln_code ir_add_input(kiln_graph *g, int value_id, kiln_err *e);
 kiln_code ir_add_output(kiln_graph *g, int value_id, kiln_err *e);
 kiln_code ir_set_opset(kiln_graph *g, const char *domain, int64_t version, kiln_err *e);
+/* Sets (or replaces) a metadata entry; ir_get_meta returns NULL when absent. */
+kiln_code ir_set_meta(kiln_graph *g, const char *key, const char *val, kiln_err *e);
+const char *ir_get_meta(const kiln_graph *g, const char *key);
 int64_t ir_get_opset(const kiln_graph *g, const char *domain); /* 0 if not imported */
 
 /* ---- attributes (set on a node; read through the op's schema) ---- */
