@@ -87,8 +87,10 @@ static kiln_code set_input(kiln_graph *g, int ni, int k, int v, kiln_err *e) {
   return KILN_OK;
 }
 
-/* The bias of a Conv/ConvTranspose after folding: (b - mean) * s + beta. */
-static kiln_code conv_bias(kiln_graph *g, int pi, const bn_params *p, kiln_err *e) {
+/* The bias of a Conv/ConvTranspose after folding: (b - mean) * s + beta.  `wname` is
+ * the original weight's name, the stem of a new bias. */
+static kiln_code conv_bias(kiln_graph *g, int pi, const bn_params *p, const char *wname,
+                           kiln_err *e) {
   const kiln_tensor *b = ir_in_const(g, &g->nodes[pi], 2);
   kiln_tensor *nb = NULL;
   KILN_TRY(kiln_tensor_new(KILN_F32, &(kiln_shape){.rank = 1, .d = {p->c}}, &nb, e));
@@ -97,7 +99,7 @@ static kiln_code conv_bias(kiln_graph *g, int pi, const bn_params *p, kiln_err *
     d[i] = (float)(p->shift[i] + (b ? ((const float *)b->data)[i] * p->s[i] : 0.0));
   const kiln_value *bv = ir_in(g, &g->nodes[pi], 2);
   char stem[512];
-  snprintf(stem, sizeof stem, "%s", bv ? bv->name : g->values[g->nodes[pi].in[1]].name);
+  snprintf(stem, sizeof stem, "%s", bv ? bv->name : wname);
   if (!bv) { /* "conv1.weight" -> "conv1.bias" reads better than "conv1.weight_bn" */
     char *dot = strrchr(stem, '.');
     if (dot && !strcmp(dot, ".weight")) strcpy(dot, ".bias");
@@ -116,10 +118,12 @@ static kiln_code fold_conv(kiln_graph *g, int pi, const bn_params *p, kiln_err *
   float *d = w->data;
   for (int64_t m = 0; m < p->c; m++)
     for (int64_t j = 0; j < per; j++) d[m * per + j] = (float)(d[m * per + j] * p->s[m]);
+  char wname[512];
+  snprintf(wname, sizeof wname, "%s", wv->name);
   int id;
-  KILN_TRY(add_const(g, wv->name, w, &id, e));
+  KILN_TRY(add_const(g, wname, w, &id, e));
   KILN_TRY(set_input(g, pi, 1, id, e));
-  return conv_bias(g, pi, p, e);
+  return conv_bias(g, pi, p, wname, e);
 }
 
 /* ConvTranspose: W [C, M/group, k...]; input channel ci of group ci / (C/group) feeds
@@ -140,10 +144,12 @@ static kiln_code fold_conv_transpose(kiln_graph *g, int pi, const bn_params *p, 
       for (int64_t t = 0; t < k; t++) row[t] = (float)(row[t] * s);
     }
   }
+  char wname[512];
+  snprintf(wname, sizeof wname, "%s", wv->name);
   int id;
-  KILN_TRY(add_const(g, wv->name, w, &id, e));
+  KILN_TRY(add_const(g, wname, w, &id, e));
   KILN_TRY(set_input(g, pi, 1, id, e));
-  return conv_bias(g, pi, p, e);
+  return conv_bias(g, pi, p, wname, e);
 }
 
 /* C's element at (m, n) of the [M, N] output, by ONNX broadcasting. */
