@@ -124,20 +124,43 @@ typedef struct mm_plan {
   bool gemm;                         /* integer epilogue rules of Gemm */
 } mm_plan;
 
-enum { MM_RB = 4 }; /* rows of the register tile */
+enum { MM_RB = 4 };   /* rows of the register tile */
+enum { MM_KC = 256 }; /* k block: a KC x CW panel of B stays in L1 across the row blocks */
+
+/* Where a register tile's k range sits in the K blocks: `first`/`last` are i1 values, or
+ * NULL when the tile covers all of K (then it is both). */
+typedef struct mm_kblock {
+  LLVMValueRef lo, hi, first, last;
+} mm_kblock;
 
 /* The register tile: `rows` (<= MM_RB) rows by `nv` vectors of VW floats at output row
- * `i`, column `j`, the last vector with `last` live lanes.  Accumulates over k = 0..K-1 in
- * order (one fmuladd per element per k), then applies the epilogue and stores. */
+ * `i`, column `j`, the last vector with `last` live lanes.  Accumulates k over kb in order
+ * (one fmuladd per element per k).  Between k blocks the partial sums wait in Y (a float
+ * store and reload is exact, so blocking does not change any result); after the last block
+ * the epilogue (alpha, beta * C) is applied. */
 static void mm_tile(cg_kernel *k, const mm_plan *p, LLVMValueRef acc_slots[][8], int rows, int nv,
                     unsigned vw, unsigned last, LLVMValueRef a0, LLVMValueRef b0, LLVMValueRef y0,
-                    LLVMValueRef i, LLVMValueRef j) {
+                    LLVMValueRef i, LLVMValueRef j, const mm_kblock *kb) {
   LLVMTypeRef vty = LLVMVectorType(k->t->f32, vw);
   LLVMValueRef A = cg_arg(k, 0), B = cg_arg(k, 1), Y = cg_arg(k, 2);
-  for (int r = 0; r < rows; r++)
-    for (int v = 0; v < nv; v++) st(k, LLVMConstNull(vty), acc_slots[r][v]);
+  LLVMValueRef yidx[MM_RB][8];
+  for (int r = 0; r < rows; r++) {
+    LLVMValueRef yrow = cg_add(k, y0, cg_mul(k, cg_add(k, i, cg_i64(k, r)), cg_i64(k, p->N)));
+    for (int v = 0; v < nv; v++) {
+      yidx[r][v] = cg_add(k, yrow, cg_add(k, j, cg_i64(k, v * (int64_t)vw)));
+      st(k, LLVMConstNull(vty), acc_slots[r][v]);
+    }
+  }
+  if (kb->first) {
+    cg_if resume;
+    cg_if_begin(k, &resume, LLVMBuildNot(k->b, kb->first, ""));
+    for (int r = 0; r < rows; r++)
+      for (int v = 0; v < nv; v++)
+        st(k, vload(k, Y, yidx[r][v], vw, v == nv - 1 ? last : vw), acc_slots[r][v]);
+    cg_if_end(k, &resume);
+  }
   cg_loop lk;
-  LLVMValueRef kk = cg_loop_begin(k, &lk, cg_i64(k, 0), cg_i64(k, p->K), NULL, "k");
+  LLVMValueRef kk = cg_loop_begin(k, &lk, kb->lo, kb->hi, NULL, "k");
   LLVMValueRef bv[8];
   LLVMValueRef brow = cg_add(k, b0, cg_add(k, cg_mul(k, kk, cg_i64(k, p->sb_k)), j));
   for (int v = 0; v < nv; v++)
@@ -150,6 +173,16 @@ static void mm_tile(cg_kernel *k, const mm_plan *p, LLVMValueRef acc_slots[][8],
       st(k, fmuladd(k, as, bv[v], ld(k, vty, acc_slots[r][v])), acc_slots[r][v]);
   }
   cg_loop_end(k, &lk);
+  cg_if fin, not_fin;
+  if (kb->last) {
+    /* not the last k block: park the partial sums in Y */
+    cg_if_begin(k, &not_fin, LLVMBuildNot(k->b, kb->last, ""));
+    for (int r = 0; r < rows; r++)
+      for (int v = 0; v < nv; v++)
+        vstore(k, ld(k, vty, acc_slots[r][v]), Y, yidx[r][v], vw, v == nv - 1 ? last : vw);
+    cg_if_end(k, &not_fin);
+    cg_if_begin(k, &fin, kb->last);
+  }
   for (int r = 0; r < rows; r++) {
     LLVMValueRef row = cg_add(k, i, cg_i64(k, r));
     for (int v = 0; v < nv; v++) {
@@ -167,13 +200,15 @@ static void mm_tile(cg_kernel *k, const mm_plan *p, LLVMValueRef acc_slots[][8],
         if (p->beta != 1.0) cv = LLVMBuildFMul(k->b, cv, splat(k, cg_f32(k, p->beta), vw), "");
         val = LLVMBuildFAdd(k->b, val, cv, "");
       }
-      vstore(k, val, Y, cg_add(k, y0, cg_add(k, cg_mul(k, row, cg_i64(k, p->N)), col)), vw, lanes);
+      vstore(k, val, Y, yidx[r][v], vw, lanes);
     }
   }
+  if (kb->last) cg_if_end(k, &fin);
 }
 
-/* The float kernel.  Tiles: (batch, column group, row group); inside a tile the column
- * blocks are the outer loop so a K x CW slab of B stays in cache across row blocks. */
+/* The float kernel.  Tiles: (batch, column group, row group), columns split first (each
+ * column group reads its part of B once); inside a tile: k blocks, then column blocks,
+ * then row blocks, so a KC x CW panel of B is reused from L1 by every row block. */
 static kiln_code mm_emit_f32(kiln_emit_ctx *cx, const kiln_node *n, const mm_plan *p,
                              const int *bufs, int n_bufs, kiln_err *e) {
   unsigned vw = cg_avx512(cx) ? 16 : 8;
@@ -187,17 +222,17 @@ static kiln_code mm_emit_f32(kiln_emit_ctx *cx, const kiln_node *n, const mm_pla
   int64_t want = macs / 65536;
   if (want > 64) want = 64;
   if (want < 1) want = 1;
-  int64_t per_matrix = ceil_div(want, batch), rb_per, cb_per;
-  if (n_rb >= per_matrix) {
-    rb_per = ceil_div(n_rb, per_matrix);
-    cb_per = n_cb;
-  } else {
-    rb_per = 1;
-    cb_per = ceil_div(n_cb, ceil_div(per_matrix, n_rb));
-  }
+  int64_t per_matrix = ceil_div(want, batch);
+  int64_t col_groups = per_matrix < n_cb ? per_matrix : n_cb;
+  int64_t cb_per = ceil_div(n_cb, col_groups);
+  int64_t row_groups = per_matrix / ceil_div(n_cb, cb_per);
+  if (row_groups > n_rb) row_groups = n_rb;
+  if (row_groups < 1) row_groups = 1;
+  int64_t rb_per = ceil_div(n_rb, row_groups);
   int64_t rows_pt = rb_per * MM_RB, cols_pt = cb_per * cw;
   int64_t n_rt = ceil_div(p->M, rows_pt), n_ct = ceil_div(p->N, cols_pt);
   int64_t n_tiles = batch * n_ct * n_rt;
+  int64_t n_kb = p->K > MM_KC + MM_KC / 4 ? ceil_div(p->K, MM_KC) : 1;
 
   cg_kernel kk;
   cg_kernel *k = &kk;
@@ -206,7 +241,7 @@ static kiln_code mm_emit_f32(kiln_emit_ctx *cx, const kiln_node *n, const mm_pla
   LLVMValueRef slots[MM_RB][8];
   for (int r = 0; r < MM_RB; r++)
     for (int v = 0; v < vb; v++) slots[r][v] = entry_alloca(k, vty);
-  cg_loop lt;
+  cg_loop lt, lkb;
   LLVMValueRef t = cg_loop_begin(k, &lt, k->lo, k->hi, NULL, "tile");
   LLVMValueRef rt = srem_c(k, t, n_rt);
   LLVMValueRef ct = srem_c(k, sdiv_c(k, t, n_rt), n_ct);
@@ -229,6 +264,14 @@ static kiln_code mm_emit_f32(kiln_emit_ctx *cx, const kiln_node *n, const mm_pla
   int64_t r_tail = p->M % MM_RB, c_tail = p->N % cw;
   int tail_nv = (int)ceil_div(c_tail, vw);
   unsigned tail_last = (unsigned)(c_tail - (int64_t)(tail_nv - 1) * vw);
+  mm_kblock kb = {.lo = cg_i64(k, 0), .hi = cg_i64(k, p->K)};
+  if (n_kb > 1) {
+    LLVMValueRef kbi = cg_loop_begin(k, &lkb, cg_i64(k, 0), cg_i64(k, n_kb), NULL, "kb");
+    kb.lo = cg_mul(k, kbi, cg_i64(k, MM_KC));
+    kb.hi = cg_min(k, cg_add(k, kb.lo, cg_i64(k, MM_KC)), cg_i64(k, p->K));
+    kb.first = LLVMBuildICmp(k->b, LLVMIntEQ, kbi, cg_i64(k, 0), "");
+    kb.last = LLVMBuildICmp(k->b, LLVMIntEQ, kbi, cg_i64(k, n_kb - 1), "");
+  }
   /* for each column block (full ones, then the partial one in the last column group) */
   for (int cpart = 0; cpart < 2; cpart++) {
     if (cpart == 1 && !c_tail) break;
@@ -246,12 +289,12 @@ static kiln_code mm_emit_f32(kiln_emit_ctx *cx, const kiln_node *n, const mm_pla
     }
     cg_loop lr;
     LLVMValueRef i = cg_loop_begin(k, &lr, r_lo, r_full, cg_i64(k, MM_RB), "i");
-    mm_tile(k, p, slots, MM_RB, nv, vw, last, a0, b0, y0, i, j);
+    mm_tile(k, p, slots, MM_RB, nv, vw, last, a0, b0, y0, i, j, &kb);
     cg_loop_end(k, &lr);
     if (r_tail) {
       cg_if rif;
       cg_if_begin(k, &rif, LLVMBuildICmp(k->b, LLVMIntEQ, r_hi, cg_i64(k, p->M), ""));
-      mm_tile(k, p, slots, (int)r_tail, nv, vw, last, a0, b0, y0, cg_i64(k, p->M - r_tail), j);
+      mm_tile(k, p, slots, (int)r_tail, nv, vw, last, a0, b0, y0, cg_i64(k, p->M - r_tail), j, &kb);
       cg_if_end(k, &rif);
     }
     if (cpart == 0)
@@ -259,6 +302,7 @@ static kiln_code mm_emit_f32(kiln_emit_ctx *cx, const kiln_node *n, const mm_pla
     else
       cg_if_end(k, &cif);
   }
+  if (n_kb > 1) cg_loop_end(k, &lkb);
   cg_loop_end(k, &lt);
   return cg_kernel_end(cx, k, n_tiles, bufs, e);
 }
@@ -407,7 +451,6 @@ static kiln_code emit_Gemm(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_no
     p.sc_n = cs[1];
     bufs[n_bufs++] = cg_buf_value(cx, n->in[2]);
   }
-  (void)b;
   return mm_emit(cx, n, &p, bufs, n_bufs, e);
 }
 
