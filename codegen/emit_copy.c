@@ -222,6 +222,63 @@ static void emit_segment(cg_kernel *k, const row_ctx *r, const segment *s) {
   }
 }
 
+/* A transpose (the innermost axis is strided in the source, another axis is contiguous there):
+ * copied in BLOCK x BLOCK blocks of those two axes, so that the lines read from the source and
+ * written to the destination stay in cache (and in the TLB) while a block is moved.  Work items
+ * are blocks; `ax` holds only affine axes. */
+#define BLOCK 32
+#define MIN_BLOCK_DIM 4
+
+static kiln_code emit_blocked(kiln_emit_ctx *cx, const cg_copy *c, const axis *ax, int r, int p,
+                              int64_t soff, int64_t doff, kiln_err *e) {
+  const axis *ap = &ax[p], *aj = &ax[r - 1];
+  int64_t qdims[KILN_MAX_RANK], nq_total = 1;
+  int qax[KILN_MAX_RANK], nq = 0;
+  for (int d = 0; d < r - 1; d++)
+    if (d != p) {
+      qax[nq] = d;
+      qdims[nq++] = ax[d].dim;
+      nq_total *= ax[d].dim;
+    }
+  int64_t pb = (ap->dim + BLOCK - 1) / BLOCK, jb = (aj->dim + BLOCK - 1) / BLOCK;
+  int64_t items = nq_total * pb * jb, ipt = CG_TILE_ELEMS / (BLOCK * BLOCK);
+  if (ipt > items) ipt = items;
+  int64_t n_tiles = (items + ipt - 1) / ipt;
+  cg_kernel k;
+  KILN_TRY(cg_kernel_begin(cx, &k, c->label, c->n_bufs, e));
+  LLVMBuilderRef b = k.b;
+  LLVMTypeRef ety = cg_bits_type(&k, c->dtype);
+  LLVMValueRef src = cg_arg(&k, c->src_arg), dst = cg_arg(&k, c->dst_arg);
+  cg_loop li, lp, lj;
+  LLVMValueRef ilo = cg_mul(&k, k.lo, cg_i64(&k, ipt));
+  LLVMValueRef ihi = cg_min(&k, cg_mul(&k, k.hi, cg_i64(&k, ipt)), cg_i64(&k, items));
+  LLVMValueRef item = cg_loop_begin(&k, &li, ilo, ihi, NULL, "block");
+  LLVMValueRef jbi = LLVMBuildURem(b, item, cg_i64(&k, jb), "");
+  LLVMValueRef rest = LLVMBuildUDiv(b, item, cg_i64(&k, jb), "");
+  LLVMValueRef pbi = LLVMBuildURem(b, rest, cg_i64(&k, pb), "");
+  LLVMValueRef q = LLVMBuildUDiv(b, rest, cg_i64(&k, pb), "");
+  LLVMValueRef coord[KILN_MAX_RANK];
+  cg_unravel(&k, q, qdims, nq, coord);
+  LLVMValueRef sbase = cg_i64(&k, soff), dbase = cg_i64(&k, doff);
+  for (int i = 0; i < nq; i++) {
+    sbase = cg_add(&k, sbase, cg_mul(&k, coord[i], cg_i64(&k, ax[qax[i]].sst)));
+    dbase = cg_add(&k, dbase, cg_mul(&k, coord[i], cg_i64(&k, ax[qax[i]].dst)));
+  }
+  LLVMValueRef p0 = cg_mul(&k, pbi, cg_i64(&k, BLOCK)), j0 = cg_mul(&k, jbi, cg_i64(&k, BLOCK));
+  LLVMValueRef p1 = cg_min(&k, cg_add(&k, p0, cg_i64(&k, BLOCK)), cg_i64(&k, ap->dim));
+  LLVMValueRef j1 = cg_min(&k, cg_add(&k, j0, cg_i64(&k, BLOCK)), cg_i64(&k, aj->dim));
+  LLVMValueRef pp = cg_loop_begin(&k, &lp, p0, p1, NULL, "p");
+  LLVMValueRef s = cg_add(&k, sbase, cg_mul(&k, pp, cg_i64(&k, ap->sst)));
+  LLVMValueRef d = cg_add(&k, dbase, cg_mul(&k, pp, cg_i64(&k, ap->dst)));
+  LLVMValueRef j = cg_loop_begin(&k, &lj, j0, j1, NULL, "j");
+  LLVMValueRef v = cg_load(&k, ety, src, cg_add(&k, s, cg_mul(&k, j, cg_i64(&k, aj->sst))));
+  cg_store(&k, v, dst, cg_add(&k, d, cg_mul(&k, j, cg_i64(&k, aj->dst))));
+  cg_loop_end(&k, &lj);
+  cg_loop_end(&k, &lp);
+  cg_loop_end(&k, &li);
+  return cg_kernel_end(cx, &k, n_tiles, c->bufs, e);
+}
+
 kiln_code cg_emit_copy(kiln_emit_ctx *cx, const cg_copy *c, kiln_err *e) {
   for (int d = 0; d < c->rank; d++)
     if (c->dims[d] == 0) return KILN_OK; /* empty box: no step */
@@ -275,6 +332,15 @@ kiln_code cg_emit_copy(kiln_emit_ctx *cx, const cg_copy *c, kiln_err *e) {
   }
   r = m;
   if (r == 0) ax[r++] = (axis){.dim = 1, .sst = 0, .dst = 1};
+  if (!all_fill && r >= 2 && ax[r - 1].sst != 1 && ax[r - 1].sst != 0 &&
+      ax[r - 1].dim >= MIN_BLOCK_DIM) {
+    bool any_tab = false;
+    int p = -1;
+    for (int d = 0; d < r; d++) any_tab |= ax[d].tab != NULL;
+    for (int d = r - 2; d >= 0 && p < 0; d--)
+      if (ax[d].sst == 1 && ax[d].dim >= MIN_BLOCK_DIM) p = d;
+    if (!any_tab && p >= 0) return emit_blocked(cx, c, ax, r, p, soff, doff, e);
+  }
   /* 3. the innermost axis' segments */
   const axis *in = &ax[r - 1];
   segment segs[MAX_SEGS];
