@@ -26,6 +26,7 @@ void kiln_grad_rules(kiln_grad_fn *table) {
   grad_register_resize(table);
   grad_register_reduce(table);
   grad_register_kiln(table);
+  grad_register_activations(table);
 }
 
 /* Opset of the nodes autodiff creates: their attribute/input conventions follow
