@@ -24,6 +24,7 @@ void kiln_grad_rules(kiln_grad_fn *table) {
   grad_register_linalg(table);
   grad_register_tensor(table);
   grad_register_resize(table);
+  grad_register_pool(table);
   grad_register_reduce(table);
   grad_register_kiln(table);
   grad_register_activations(table);

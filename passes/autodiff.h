@@ -74,6 +74,7 @@ void grad_register_nn(kiln_grad_fn *table);
 void grad_register_linalg(kiln_grad_fn *table);
 void grad_register_tensor(kiln_grad_fn *table);
 void grad_register_resize(kiln_grad_fn *table);
+void grad_register_pool(kiln_grad_fn *table);
 void grad_register_reduce(kiln_grad_fn *table);
 void grad_register_kiln(kiln_grad_fn *table);
 void grad_register_activations(kiln_grad_fn *table);
