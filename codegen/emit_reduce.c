@@ -224,10 +224,19 @@ static kiln_code emit_reduce(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_
     if (bufs[2] < 0) return e->code ? e->code : KILN_ERR_NOMEM;
     n_bufs = 3;
   }
-  int64_t row_work = p.W * (p.count ? p.count : 1);
-  int64_t rpt = row_work >= 16384 ? 1 : 16384 / row_work;
-  if (rpt > p.n_outer) rpt = p.n_outer;
-  int64_t n_tiles = (p.n_outer + rpt - 1) / rpt;
+  /* Work items: outer rows, each split into chunks of the kept run when there are too few
+   * rows to go around (e.g. a reduction over axis 0 of [N, W]); tiles group items. */
+  int64_t wc = p.W, n_wc = 1;
+  if (p.W > 1 && p.n_outer < 16 && p.W * p.count >= 32768) {
+    int64_t split = (16 + p.n_outer - 1) / p.n_outer;
+    wc = ((p.W + split - 1) / split + 15) / 16 * 16;
+    n_wc = (p.W + wc - 1) / wc;
+  }
+  int64_t items = p.n_outer * n_wc;
+  int64_t item_work = wc * (p.count ? p.count : 1);
+  int64_t ipt = item_work >= 16384 ? 1 : 16384 / item_work;
+  if (ipt > items) ipt = items;
+  int64_t n_tiles = (items + ipt - 1) / ipt;
 
   cg_kernel kk;
   cg_kernel *k = &kk;
@@ -237,9 +246,10 @@ static kiln_code emit_reduce(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_
   LLVMTypeRef xt = cg_dtype(k, p.dt);
   LLVMValueRef X = cg_arg(k, 0), Y = cg_arg(k, 1);
   cg_loop lo, lw, loops[KILN_MAX_RANK];
-  LLVMValueRef o = cg_loop_begin(k, &lo, cg_mul(k, k->lo, cg_i64(k, rpt)),
-                                 cg_min(k, cg_mul(k, k->hi, cg_i64(k, rpt)), cg_i64(k, p.n_outer)),
-                                 NULL, "o");
+  LLVMValueRef item = cg_loop_begin(k, &lo, cg_mul(k, k->lo, cg_i64(k, ipt)),
+                                    cg_min(k, cg_mul(k, k->hi, cg_i64(k, ipt)), cg_i64(k, items)),
+                                    NULL, "item");
+  LLVMValueRef o = n_wc == 1 ? item : LLVMBuildSDiv(k->b, item, cg_i64(k, n_wc), "");
   LLVMValueRef base = outer_base(k, &p, o);
   if (p.W == 1) {
     LLVMValueRef slot = entry_alloca(k, p.at);
@@ -251,19 +261,24 @@ static kiln_code emit_reduce(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_
     cg_store(k, red_done(k, &p, LLVMBuildLoad2(k->b, p.at, slot, "")), Y, o);
   } else {
     LLVMValueRef A = acc_in_y ? Y : cg_arg(k, 2);
+    LLVMValueRef w_lo = cg_i64(k, 0), w_hi = cg_i64(k, p.W);
+    if (n_wc > 1) {
+      w_lo = cg_mul(k, LLVMBuildSRem(k->b, item, cg_i64(k, n_wc), ""), cg_i64(k, wc));
+      w_hi = cg_min(k, cg_add(k, w_lo, cg_i64(k, wc)), cg_i64(k, p.W));
+    }
     LLVMValueRef a0 = cg_mul(k, o, cg_i64(k, p.W));
-    LLVMValueRef w = cg_loop_begin(k, &lw, cg_i64(k, 0), cg_i64(k, p.W), NULL, "w");
+    LLVMValueRef w = cg_loop_begin(k, &lw, w_lo, w_hi, NULL, "w");
     cg_store(k, red_start(k, &p), A, cg_add(k, a0, w));
     cg_loop_end(k, &lw);
     LLVMValueRef off = open_reduced(k, &p, loops, base);
-    w = cg_loop_begin(k, &lw, cg_i64(k, 0), cg_i64(k, p.W), NULL, "w");
+    w = cg_loop_begin(k, &lw, w_lo, w_hi, NULL, "w");
     LLVMValueRef ai = cg_add(k, a0, w);
     LLVMValueRef xv = cg_load(k, xt, X, cg_add(k, off, w));
     cg_store(k, red_step(k, &p, cg_load(k, p.at, A, ai), xv, false), A, ai);
     cg_loop_end(k, &lw);
     close_reduced(k, &p, loops);
     if (!acc_in_y || p.kind == RK_MEAN || p.kind == RK_L2) {
-      w = cg_loop_begin(k, &lw, cg_i64(k, 0), cg_i64(k, p.W), NULL, "w");
+      w = cg_loop_begin(k, &lw, w_lo, w_hi, NULL, "w");
       ai = cg_add(k, a0, w);
       cg_store(k, red_done(k, &p, cg_load(k, p.at, A, ai)), Y, ai);
       cg_loop_end(k, &lw);

@@ -146,9 +146,9 @@ static const kiln_op red_ops[6] = {KILN_OP_ReduceSum, KILN_OP_ReduceMean, KILN_O
                                    KILN_OP_ReduceMin, KILN_OP_ReduceSumSquare, KILN_OP_ReduceL2};
 
 /* One case with the axes as an attribute (opset 11); n_axes < 0 leaves axes unset. */
-static void red_attr(kiln_op op, kiln_dtype dt, int rank, const int64_t *d, int n_axes,
-                     const int64_t *axes, int keepdims, const char *what) {
-  jcase c = {.op = op, .opset = 11, .n_in = 1, .n_out = 1};
+static void red_attr_tiles(kiln_op op, kiln_dtype dt, int rank, const int64_t *d, int n_axes,
+                           const int64_t *axes, int keepdims, int64_t min_tiles, const char *what) {
+  jcase c = {.op = op, .opset = 11, .n_in = 1, .n_out = 1, .min_tiles = min_tiles};
   c.in[0] = dt == KILN_F32 ? rf(rank, d) : ri(dt, rank, d);
   if (n_axes >= 0)
     c.attrs[c.n_attrs++] = (jattr){.name = "axes", .kind = 'v', .n = n_axes, .v = axes};
@@ -157,6 +157,11 @@ static void red_attr(kiln_op op, kiln_dtype dt, int rank, const int64_t *d, int 
   snprintf(buf, sizeof buf, "%s %s %s", kiln_op_name(op), kiln_dtype_name(dt), what);
   jc_run(&c, buf);
   jc_free(&c);
+}
+
+static void red_attr(kiln_op op, kiln_dtype dt, int rank, const int64_t *d, int n_axes,
+                     const int64_t *axes, int keepdims, const char *what) {
+  red_attr_tiles(op, dt, rank, d, n_axes, axes, keepdims, 0, what);
 }
 
 static void test_axes(void) {
@@ -183,7 +188,9 @@ static void test_shapes(void) {
     red_attr(op, KILN_F32, 3, DIMS(3, 1, 4), 1, IV(0), 0, "axis 0 over a size-1 dim");
     red_attr(op, KILN_F32, 3, DIMS(7, 33, 9), 1, IV(1), 1, "odd kept run");
     red_attr(op, KILN_F32, 2, DIMS(64, 3000), 1, IV(1), 0, "long rows");
-    red_attr(op, KILN_F32, 2, DIMS(3000, 64), 1, IV(0), 0, "long columns");
+    /* few rows: the kept run is split into chunks so several threads share the work */
+    red_attr_tiles(op, KILN_F32, 2, DIMS(3000, 64), 1, IV(0), 0, 4, "long columns");
+    red_attr_tiles(op, KILN_F32, 3, DIMS(2, 2000, 70), 1, IV(1), 0, 8, "long odd columns");
     red_attr(op, KILN_I64, 2, DIMS(3000, 64), 1, IV(0), 1, "long int columns");
     red_attr(op, KILN_I32, 2, DIMS(64, 3000), 1, IV(1), 1, "long int rows");
     red_attr(op, KILN_F32, 4, DIMS(8, 64, 7, 7), 2, IV(2, 3), 1, "global pool");
