@@ -1,0 +1,586 @@
+/* conv_gen.c — the convolution generator (see conv_gen.h): geometry checks, the blocking
+ * plan, the input-preparation copy, weight repacking, and the register-blocked direct
+ * convolution kernel with its epilogue. */
+#include "codegen/conv_gen.h"
+
+#include <string.h>
+
+#include "codegen/emit_copy.h"
+#include "ir/ops/nn_window.h"
+
+cg_conv_epilogue cg_conv_epilogue_none(void) {
+  return (cg_conv_epilogue){.bias_buf = -1, .scale_buf = -1, .shift_buf = -1, .residual_buf = -1};
+}
+
+kiln_code cg_conv_geom_from_node(const kiln_graph *g, const kiln_node *n, cg_conv_geom *geom,
+                                 kiln_err *e) {
+  const kiln_value *x = ir_in(g, n, 0), *w = ir_in(g, n, 1), *y = ir_out(g, n, 0);
+  int64_t kernel[NN_WIN_MAX];
+  for (int i = 2; i < w->shape.rank; i++) kernel[i - 2] = w->shape.d[i];
+  nn_window win;
+  KILN_TRY(nn_window_forward(n, &x->shape, x->name, kernel, false, &win, e));
+  nn_window t = nn_window_3d(&win);
+  memset(geom, 0, sizeof *geom);
+  geom->N = x->shape.d[0];
+  geom->C = x->shape.d[1];
+  geom->OC = y->shape.d[1];
+  geom->groups = ir_attr_int(n, "group");
+  for (int d = 0; d < 3; d++) {
+    geom->in[d] = t.in[d];
+    geom->xform[d] = CG_IN_PLAIN;
+    geom->xfactor[d] = 1;
+    geom->k[d] = t.kernel[d];
+    geom->stride[d] = t.stride[d];
+    geom->dil[d] = t.dilation[d];
+    geom->pad_b[d] = t.pad_begin[d];
+    geom->pad_e[d] = t.pad_end[d];
+    geom->out[d] = t.out[d];
+  }
+  return KILN_OK;
+}
+
+cg_conv_weights cg_conv_weights_oihw(const cg_conv_geom *geom, int buf, const float *data) {
+  int64_t kk = geom->k[0] * geom->k[1] * geom->k[2];
+  int64_t cg = geom->C / geom->groups, ocg = geom->OC / geom->groups;
+  return (cg_conv_weights){.buf = buf, .data = data, .off = 0, .g_stride = ocg * cg * kk,
+                           .oc_stride = cg * kk, .ic_stride = kk, .tap_stride = 1};
+}
+
+/* ---- the plan ---- */
+
+#define MAX_ACC 32
+
+typedef struct conv_plan {
+  cg_conv_geom g;       /* possibly flattened (1x1 stride-1 unpadded: one long row) */
+  int64_t cg, ocg, kk;  /* input / output channels per group, taps */
+  /* the X the main kernel reads: X itself, or the prepared copy */
+  bool prep;
+  int64_t rows[2];      /* its D and H sizes */
+  int64_t kst[2];       /* output row step in D and H (1 where the copy subsampled) */
+  int64_t S;            /* W phases (the W stride split apart) */
+  int64_t wq;           /* columns per phase */
+  int64_t rowlen;       /* S * wq */
+  int64_t plane;        /* rows[0] * rows[1] * rowlen */
+  int64_t sub[3];       /* the copy's subsampling per dim */
+  bool mask_x;          /* partial vectors of X must be masked (no slack columns) */
+  /* blocking */
+  int V;                /* vector width */
+  int ocb, nv, rb;      /* register block: channels x rows x vectors */
+  int64_t rg;           /* rows per tile (multiple of rb) */
+  int64_t n_ocb, ocb_tail, n_rg, rb_tail;
+  int64_t n_owfull;     /* full column blocks per row */
+  int nv_tail, lanes_tail; /* the column tail block: vectors, lanes of its last vector */
+  /* weights as the kernel reads them */
+  bool packed;
+  int64_t w_o, w_ic, w_tap; /* strides (packed: 1, kk*ob, ob; ob = the block's channels) */
+} conv_plan;
+
+static int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* Size of the transformed input along dim d. */
+static int64_t eff_size(const cg_conv_geom *g, int d) {
+  switch (g->xform[d]) {
+  case CG_IN_NEAREST: return g->in[d] * g->xfactor[d];
+  case CG_IN_ZERO_INSERT: return g->in[d] ? (g->in[d] - 1) * g->xfactor[d] + 1 : 0;
+  default: return g->in[d];
+  }
+}
+
+/* X index of transformed coordinate q along dim d, or -1 for a zero. */
+static int64_t src_index(const cg_conv_geom *g, int d, int64_t q) {
+  if (q < 0 || q >= eff_size(g, d)) return -1;
+  switch (g->xform[d]) {
+  case CG_IN_NEAREST: return q / g->xfactor[d];
+  case CG_IN_ZERO_INSERT: return q % g->xfactor[d] ? -1 : q / g->xfactor[d];
+  default: return q;
+  }
+}
+
+static kiln_code check_geom(const cg_conv_geom *g, kiln_err *e) {
+  if (g->N < 0 || g->C < 0 || g->OC < 0 || g->groups < 1 || g->C % g->groups ||
+      g->OC % g->groups)
+    return kiln_errf(e, KILN_ERR_INVALID, "convolution: bad channel counts (C %lld, OC %lld, "
+                     "groups %lld)", (long long)g->C, (long long)g->OC, (long long)g->groups);
+  for (int d = 0; d < 3; d++) {
+    if (g->in[d] < 0 || g->k[d] < 1 || g->stride[d] < 1 || g->dil[d] < 1 || g->xfactor[d] < 1 ||
+        g->out[d] < 0)
+      return kiln_errf(e, KILN_ERR_INVALID, "convolution: bad geometry in spatial dim %d", d);
+    int64_t ext = (g->k[d] - 1) * g->dil[d] + 1;
+    /* every window must lie inside the padded input */
+    if (g->out[d] > 0 &&
+        (g->out[d] - 1) * g->stride[d] + ext > eff_size(g, d) + g->pad_b[d] + g->pad_e[d])
+      return kiln_errf(e, KILN_ERR_INVALID,
+                       "convolution: %lld outputs do not fit spatial dim %d", (long long)g->out[d],
+                       d);
+  }
+  return KILN_OK;
+}
+
+static void make_plan(kiln_emit_ctx *cx, const cg_conv_geom *geom, const cg_conv_weights *w,
+                      conv_plan *p) {
+  memset(p, 0, sizeof *p);
+  p->g = *geom;
+  cg_conv_geom *g = &p->g;
+  bool plain = true, unpadded = true, unit = true, point = true;
+  for (int d = 0; d < 3; d++) {
+    plain &= g->xform[d] == CG_IN_PLAIN || g->xfactor[d] == 1;
+    unpadded &= g->pad_b[d] == 0 && g->pad_e[d] == 0;
+    unit &= g->stride[d] == 1;
+    point &= g->k[d] == 1;
+  }
+  if (plain && unpadded && unit && point) { /* 1x1: the whole plane is one row */
+    int64_t sz = g->in[0] * g->in[1] * g->in[2];
+    for (int d = 0; d < 2; d++) g->in[d] = g->out[d] = 1;
+    g->in[2] = g->out[2] = sz;
+  }
+  p->cg = g->C / g->groups;
+  p->ocg = g->OC / g->groups;
+  p->kk = g->k[0] * g->k[1] * g->k[2];
+  bool avx512 = cg_avx512(cx);
+  p->V = avx512 ? 16 : 8;
+  int acc = avx512 ? 24 : 12;
+  p->prep = !(plain && unpadded && g->stride[2] == 1) && p->cg > 0;
+  if (p->prep) {
+    for (int d = 0; d < 2; d++) {
+      p->sub[d] = g->k[d] == 1 ? g->stride[d] : 1;
+      p->kst[d] = g->k[d] == 1 ? 1 : g->stride[d];
+      p->rows[d] = g->out[d] ? (g->out[d] - 1) * p->kst[d] + (g->k[d] - 1) * g->dil[d] + 1 : 0;
+    }
+    p->sub[2] = g->k[2] == 1 ? g->stride[2] : 1;
+    p->S = g->k[2] == 1 ? 1 : g->stride[2];
+    p->wq = div_up(g->out[2], p->V) * p->V + (g->k[2] - 1) * g->dil[2] / p->S;
+    p->mask_x = false;
+  } else {
+    for (int d = 0; d < 2; d++) {
+      p->sub[d] = 1;
+      p->kst[d] = g->stride[d];
+      p->rows[d] = g->in[d];
+    }
+    p->sub[2] = p->S = 1;
+    p->wq = g->in[2];
+    p->mask_x = true;
+  }
+  p->rowlen = p->S * p->wq;
+  p->plane = p->rows[0] * p->rows[1] * p->rowlen;
+
+  /* Register block: about `acc` vector accumulators, OCB channels x RB rows x NV vectors. */
+  int64_t ow = g->out[2], oh = g->out[1];
+  int64_t nvec = div_up(ow, p->V);
+  int slots, ocb;
+  int wide = acc / 3; /* channels per block when there are enough of them */
+  if (p->ocg >= wide) {
+    ocb = wide;
+    slots = 3;
+  } else {
+    ocb = (int)(p->ocg > 0 ? p->ocg : 1);
+    slots = acc / ocb;
+  }
+  p->nv = (int)(nvec < slots ? (nvec > 0 ? nvec : 1) : slots);
+  int64_t rb = slots / p->nv;
+  if (rb < 1) rb = 1;
+  if (rb > oh) rb = oh > 0 ? oh : 1;
+  p->rb = (int)rb;
+  if (p->ocg > ocb && p->nv * p->rb < slots) { /* few columns and rows: more channels */
+    int64_t more = acc / (p->nv * p->rb);
+    ocb = (int)(more < p->ocg ? more : p->ocg);
+  }
+  if (ocb > MAX_ACC) ocb = MAX_ACC;
+  p->ocb = ocb;
+  p->n_ocb = div_up(p->ocg, ocb);
+  p->ocb_tail = p->ocg % ocb;
+  /* Rows per tile: keep the tile's input rows within ~128 KiB (they are reread for every
+   * channel block), and make enough tiles for the threads. */
+  int64_t row_bytes = (p->cg ? p->cg : 1) * p->rowlen * 4;
+  int64_t rg = p->rb;
+  while (rg + p->rb <= oh && (rg + p->rb) * p->kst[1] * row_bytes <= 128 * 1024) rg += p->rb;
+  int64_t base_tiles = g->N * g->groups * g->out[0] * p->n_ocb;
+  int64_t want = 4 * (int64_t)cg_threads(cx);
+  while (rg > p->rb && base_tiles * div_up(oh, rg) < want) rg -= p->rb;
+  p->rg = rg;
+  p->n_rg = div_up(oh, rg);
+  p->rb_tail = oh % p->rb;
+  int64_t blk = (int64_t)p->nv * p->V;
+  p->n_owfull = ow / blk;
+  int64_t rem = ow - p->n_owfull * blk;
+  p->nv_tail = (int)div_up(rem, p->V);
+  p->lanes_tail = rem ? (int)(rem - (int64_t)(p->nv_tail - 1) * p->V) : 0;
+  p->packed = w->data != NULL;
+  if (!p->packed) {
+    p->w_o = w->oc_stride;
+    p->w_ic = w->ic_stride;
+    p->w_tap = w->tap_stride;
+  }
+}
+
+/* Weights repacked per (group, channel block) as [ic][tap][o]: the block's weights of one tap
+ * are adjacent, and a block's weights are contiguous. */
+static int pack_weights(kiln_emit_ctx *cx, const conv_plan *p, const cg_conv_weights *w,
+                        kiln_err *e) {
+  int64_t G = p->g.groups, total = G * p->ocg * p->cg * p->kk;
+  float *buf = kiln_malloc(sizeof(float) * (size_t)(total ? total : 1));
+  if (!buf) {
+    kiln_errf(e, KILN_ERR_NOMEM, "out of memory (packed weights)");
+    return -1;
+  }
+  for (int64_t g = 0; g < G; g++)
+    for (int64_t oc = 0; oc < p->ocg; oc++) {
+      int64_t b = oc / p->ocb, o = oc % p->ocb;
+      int64_t ob = (b == p->n_ocb - 1 && p->ocb_tail) ? p->ocb_tail : p->ocb;
+      int64_t base = (g * p->ocg + b * p->ocb) * p->cg * p->kk;
+      for (int64_t ic = 0; ic < p->cg; ic++)
+        for (int64_t t = 0; t < p->kk; t++)
+          buf[base + (ic * p->kk + t) * ob + o] =
+              w->data[w->off + g * w->g_stride + oc * w->oc_stride + ic * w->ic_stride +
+                      t * w->tap_stride];
+    }
+  int id = cg_buf_const(cx, buf, sizeof(float) * (size_t)total, e);
+  kiln_free(buf);
+  return id;
+}
+
+/* The preparation copy: X -> (N*C, rows0, rows1, S*wq) with zeros outside the input. */
+static kiln_code emit_prep(kiln_emit_ctx *cx, const char *label, const conv_plan *p, int x_buf,
+                           int xp_buf, kiln_err *e) {
+  const cg_conv_geom *g = &p->g;
+  int64_t len[3] = {p->rows[0], p->rows[1], p->rowlen};
+  int64_t sstride[3] = {g->in[1] * g->in[2], g->in[2], 1};
+  int64_t *tab[3] = {0};
+  kiln_code rc = KILN_OK;
+  for (int d = 0; d < 3 && !rc; d++) {
+    tab[d] = kiln_malloc(sizeof(int64_t) * (size_t)(len[d] ? len[d] : 1));
+    if (!tab[d]) {
+      rc = kiln_errf(e, KILN_ERR_NOMEM, "out of memory (convolution tables)");
+      break;
+    }
+    for (int64_t i = 0; i < len[d]; i++) {
+      int64_t pos = d < 2 ? i : (i / p->wq) + p->S * (i % p->wq); /* W: phase, column */
+      int64_t s = src_index(g, d, pos * p->sub[d] - g->pad_b[d]);
+      tab[d][i] = s < 0 ? -1 : s * sstride[d];
+    }
+  }
+  if (!rc) {
+    char lbl[96];
+    snprintf(lbl, sizeof lbl, "%s_prep", label);
+    cg_copy c = {.label = lbl, .dtype = KILN_F32, .rank = 4,
+                 .dims = {g->N * g->C, len[0], len[1], len[2]},
+                 .src_stride = {g->in[0] * g->in[1] * g->in[2], 0, 0, 0},
+                 .src_tab = {NULL, tab[0], tab[1], tab[2]},
+                 .bufs = (int[]){x_buf, xp_buf}, .n_bufs = 2, .src_arg = 0, .dst_arg = 1,
+                 .fill_arg = -1, .fill_bits = 0};
+    cg_contig_strides(4, c.dims, c.dst_stride);
+    rc = cg_emit_copy(cx, &c, e);
+  }
+  for (int d = 0; d < 3; d++) kiln_free(tab[d]);
+  return rc;
+}
+
+/* ---- vector helpers ---- */
+
+static LLVMValueRef entry_alloca(cg_kernel *k, LLVMTypeRef ty) {
+  LLVMBuilderRef b2 = LLVMCreateBuilderInContext(k->ctx);
+  LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(k->fn);
+  LLVMValueRef first = LLVMGetFirstInstruction(entry);
+  if (first)
+    LLVMPositionBuilderBefore(b2, first);
+  else
+    LLVMPositionBuilderAtEnd(b2, entry);
+  LLVMValueRef a = LLVMBuildAlloca(b2, ty, "acc");
+  LLVMDisposeBuilder(b2);
+  return a;
+}
+
+static LLVMValueRef splat(cg_kernel *k, LLVMValueRef s, unsigned w) {
+  LLVMTypeRef vty = LLVMVectorType(LLVMTypeOf(s), w);
+  LLVMValueRef v = LLVMBuildInsertElement(k->b, LLVMGetPoison(vty), s, cg_i32(k, 0), "");
+  LLVMValueRef zeros = LLVMConstNull(LLVMVectorType(k->t->i32, w));
+  return LLVMBuildShuffleVector(k->b, v, LLVMGetPoison(vty), zeros, "");
+}
+
+static LLVMValueRef lane_mask(cg_kernel *k, unsigned w, unsigned n) {
+  LLVMValueRef bits[64];
+  for (unsigned i = 0; i < w; i++) bits[i] = LLVMConstInt(k->t->i1, i < n, 0);
+  return LLVMConstVector(bits, w);
+}
+
+/* `w` floats at base[idx]; only the first n lanes when n < w (masked, the rest read 0). */
+static LLVMValueRef vload(cg_kernel *k, LLVMValueRef base, LLVMValueRef idx, unsigned w,
+                          unsigned n) {
+  LLVMTypeRef vty = LLVMVectorType(k->t->f32, w);
+  LLVMValueRef p = cg_gep(k, k->t->f32, base, idx);
+  if (n >= w) {
+    LLVMValueRef v = LLVMBuildLoad2(k->b, vty, p, "");
+    LLVMSetAlignment(v, 4);
+    return v;
+  }
+  LLVMValueRef args[4] = {p, cg_i32(k, 4), lane_mask(k, w, n), LLVMConstNull(vty)};
+  return cg_intrinsic(k, "llvm.masked.load", (LLVMTypeRef[]){vty, k->t->ptr}, 2, args, 4);
+}
+
+static void vstore(cg_kernel *k, LLVMValueRef v, LLVMValueRef base, LLVMValueRef idx, unsigned w,
+                   unsigned n) {
+  LLVMValueRef p = cg_gep(k, k->t->f32, base, idx);
+  if (n >= w) {
+    LLVMValueRef s = LLVMBuildStore(k->b, v, p);
+    LLVMSetAlignment(s, 4);
+    return;
+  }
+  LLVMValueRef args[4] = {v, p, cg_i32(k, 4), lane_mask(k, w, n)};
+  cg_intrinsic(k, "llvm.masked.store", (LLVMTypeRef[]){LLVMTypeOf(v), k->t->ptr}, 2, args, 4);
+}
+
+static LLVMValueRef fmuladd(cg_kernel *k, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c) {
+  LLVMTypeRef ty = LLVMTypeOf(a);
+  return cg_intrinsic(k, "llvm.fmuladd", &ty, 1, (LLVMValueRef[]){a, b, c}, 3);
+}
+
+static LLVMValueRef c64(cg_kernel *k, int64_t v) { return cg_i64(k, v); }
+static LLVMValueRef add(cg_kernel *k, LLVMValueRef a, LLVMValueRef b) { return cg_add(k, a, b); }
+static LLVMValueRef mulc(cg_kernel *k, LLVMValueRef a, int64_t c) {
+  return c == 1 ? a : c == 0 ? c64(k, 0) : cg_mul(k, a, c64(k, c));
+}
+static LLVMValueRef addc(cg_kernel *k, LLVMValueRef a, int64_t c) {
+  return c == 0 ? a : cg_add(k, a, c64(k, c));
+}
+
+/* ---- the main kernel ---- */
+
+typedef struct conv_kern {
+  cg_kernel *k;
+  const conv_plan *p;
+  const cg_conv_epilogue *epi;
+  LLVMValueRef x, w, y, bias, scale, shift, res;
+  LLVMTypeRef vty;
+  int64_t w_off, w_g; /* weight offset and group stride as the kernel reads them */
+  /* the tile's coordinates */
+  LLVMValueRef n, grp, od;
+} conv_kern;
+
+/* Applies the activation to a vector. */
+static LLVMValueRef activate(conv_kern *ck, LLVMValueRef v) {
+  cg_kernel *k = ck->k;
+  LLVMBuilderRef b = k->b;
+  unsigned V = (unsigned)ck->p->V;
+  LLVMValueRef zero = LLVMConstNull(ck->vty);
+  switch (ck->epi->act) {
+  case CG_ACT_RELU:
+    return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, v, zero, ""), zero, v, "");
+  case CG_ACT_LEAKY_RELU: {
+    LLVMValueRef a = splat(k, cg_f32(k, ck->epi->act_a), V);
+    return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, v, zero, ""),
+                           LLVMBuildFMul(b, v, a, ""), v, "");
+  }
+  case CG_ACT_CLIP: {
+    LLVMValueRef lo = splat(k, cg_f32(k, ck->epi->act_a), V);
+    LLVMValueRef hi = splat(k, cg_f32(k, ck->epi->act_b), V);
+    v = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, v, lo, ""), lo, v, "");
+    return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, v, hi, ""), hi, v, "");
+  }
+  case CG_ACT_SIGMOID: {
+    LLVMValueRef one = splat(k, cg_f32(k, 1.0), V);
+    LLVMValueRef ex = cg_intrinsic(k, "llvm.exp", &ck->vty, 1,
+                                   (LLVMValueRef[]){LLVMBuildFNeg(b, v, "")}, 1);
+    return LLVMBuildFDiv(b, one, LLVMBuildFAdd(b, one, ex, ""), "");
+  }
+  default: return v;
+  }
+}
+
+/* One register block: channels [oc0, oc0+ob) of the tile's group, output rows [oh0, oh0+rb),
+ * columns [ow0, ow0 + nv*V) of which the last vector has `lanes` lanes. */
+static void emit_block(conv_kern *ck, LLVMValueRef oc0, int ob, LLVMValueRef oh0, int rb,
+                       LLVMValueRef ow0, int nv, int lanes) {
+  cg_kernel *k = ck->k;
+  const conv_plan *p = ck->p;
+  const cg_conv_geom *g = &p->g;
+  LLVMBuilderRef b = k->b;
+  unsigned V = (unsigned)p->V;
+  int n_acc = ob * rb * nv;
+  LLVMValueRef acc[MAX_ACC * 3];
+  LLVMValueRef zero = LLVMConstNull(ck->vty);
+  for (int a = 0; a < n_acc; a++) {
+    acc[a] = entry_alloca(k, ck->vty);
+    LLVMBuildStore(b, zero, acc[a]);
+  }
+#define ACC(o, r, v) acc[((o) * rb + (r)) * nv + (v)]
+  /* weight strides of this block */
+  int64_t w_o = p->packed ? 1 : p->w_o, w_ic = p->packed ? p->kk * ob : p->w_ic;
+  int64_t w_tap = p->packed ? ob : p->w_tap;
+  LLVMValueRef wblk = add(k, addc(k, mulc(k, ck->grp, ck->w_g), ck->w_off),
+                          mulc(k, oc0, p->packed ? p->cg * p->kk : p->w_o));
+  /* X plane of input channel 0 of the group, and the row of tap (0, 0) of row oh0 */
+  LLVMValueRef xpl = mulc(k, add(k, mulc(k, ck->n, g->C), mulc(k, ck->grp, p->cg)), p->plane);
+  LLVMValueRef row0 = add(k, mulc(k, mulc(k, ck->od, p->kst[0]), p->rows[1]),
+                          mulc(k, oh0, p->kst[1]));
+  cg_loop lic, lkd, lkh;
+  LLVMValueRef ic = cg_loop_begin(k, &lic, c64(k, 0), c64(k, p->cg), NULL, "ic");
+  LLVMValueRef xi = add(k, xpl, mulc(k, ic, p->plane));
+  LLVMValueRef wi = add(k, wblk, mulc(k, ic, w_ic));
+  LLVMValueRef kd = g->k[0] > 1 ? cg_loop_begin(k, &lkd, c64(k, 0), c64(k, g->k[0]), NULL, "kd")
+                                : c64(k, 0);
+  LLVMValueRef kh = g->k[1] > 1 ? cg_loop_begin(k, &lkh, c64(k, 0), c64(k, g->k[1]), NULL, "kh")
+                                : c64(k, 0);
+  LLVMValueRef row = add(k, row0, add(k, mulc(k, kd, g->dil[0] * p->rows[1]), mulc(k, kh, g->dil[1])));
+  LLVMValueRef xr = add(k, add(k, xi, mulc(k, row, p->rowlen)), ow0);
+  LLVMValueRef wt = add(k, wi, mulc(k, add(k, mulc(k, kd, g->k[1]), kh), g->k[2] * w_tap));
+  LLVMValueRef cur[MAX_ACC * 3];
+  for (int a = 0; a < n_acc; a++) cur[a] = LLVMBuildLoad2(b, ck->vty, acc[a], "");
+  LLVMValueRef xv[MAX_ACC * 3];
+  for (int64_t kw = 0; kw < g->k[2]; kw++) {
+    int64_t tap = kw * g->dil[2];
+    int64_t xoff = (tap % p->S) * p->wq + tap / p->S;
+    for (int r = 0; r < rb; r++)
+      for (int v = 0; v < nv; v++) {
+        unsigned n = (v == nv - 1 && p->mask_x) ? (unsigned)lanes : V;
+        xv[r * nv + v] = vload(k, ck->x, addc(k, xr, r * p->kst[1] * p->rowlen + xoff + v * p->V),
+                               V, n);
+      }
+    for (int o = 0; o < ob; o++) {
+      LLVMValueRef ws = cg_load(k, k->t->f32, ck->w, addc(k, wt, o * w_o + kw * w_tap));
+      LLVMValueRef wv = splat(k, ws, V);
+      for (int r = 0; r < rb; r++)
+        for (int v = 0; v < nv; v++) {
+          LLVMValueRef *c = &cur[(o * rb + r) * nv + v];
+          *c = fmuladd(k, wv, xv[r * nv + v], *c);
+        }
+    }
+  }
+  for (int a = 0; a < n_acc; a++) LLVMBuildStore(b, cur[a], acc[a]);
+  if (g->k[1] > 1) cg_loop_end(k, &lkh);
+  if (g->k[0] > 1) cg_loop_end(k, &lkd);
+  cg_loop_end(k, &lic);
+
+  /* epilogue */
+  const cg_conv_epilogue *epi = ck->epi;
+  int64_t OD = g->out[0], OH = g->out[1], OW = g->out[2];
+  for (int o = 0; o < ob; o++) {
+    LLVMValueRef oc = add(k, add(k, mulc(k, ck->grp, p->ocg), oc0), c64(k, o));
+    LLVMValueRef bias = NULL, scale = NULL, shift = NULL;
+    if (ck->bias) bias = splat(k, cg_load(k, k->t->f32, ck->bias, oc), V);
+    if (ck->scale) scale = splat(k, cg_load(k, k->t->f32, ck->scale, oc), V);
+    if (ck->shift) shift = splat(k, cg_load(k, k->t->f32, ck->shift, oc), V);
+    LLVMValueRef plane = mulc(k, add(k, mulc(k, add(k, mulc(k, ck->n, g->OC), oc), OD), ck->od),
+                              OH * OW);
+    for (int r = 0; r < rb; r++)
+      for (int v = 0; v < nv; v++) {
+        unsigned n = v == nv - 1 ? (unsigned)lanes : V;
+        LLVMValueRef val = LLVMBuildLoad2(b, ck->vty, ACC(o, r, v), "");
+        if (bias) val = LLVMBuildFAdd(b, val, bias, "");
+        if (scale && shift)
+          val = fmuladd(k, val, scale, shift);
+        else if (scale)
+          val = LLVMBuildFMul(b, val, scale, "");
+        else if (shift)
+          val = LLVMBuildFAdd(b, val, shift, "");
+        LLVMValueRef yi = add(k, add(k, plane, mulc(k, addc(k, oh0, r), OW)), addc(k, ow0, v * p->V));
+        if (ck->res) val = LLVMBuildFAdd(b, val, vload(k, ck->res, yi, V, n), "");
+        if (epi->act) val = activate(ck, val);
+        vstore(k, val, ck->y, yi, V, n);
+      }
+  }
+#undef ACC
+}
+
+/* All column blocks of rows [oh0, oh0 + rb). */
+static void emit_rows(conv_kern *ck, LLVMValueRef oc0, int ob, LLVMValueRef oh0, int rb) {
+  cg_kernel *k = ck->k;
+  const conv_plan *p = ck->p;
+  int64_t blk = (int64_t)p->nv * p->V;
+  if (p->n_owfull > 0) {
+    cg_loop l;
+    LLVMValueRef i = cg_loop_begin(k, &l, c64(k, 0), c64(k, p->n_owfull), NULL, "owb");
+    emit_block(ck, oc0, ob, oh0, rb, mulc(k, i, blk), p->nv, p->V);
+    cg_loop_end(k, &l);
+  }
+  if (p->nv_tail > 0)
+    emit_block(ck, oc0, ob, oh0, rb, c64(k, p->n_owfull * blk), p->nv_tail, p->lanes_tail);
+}
+
+/* The rows of row group `rgi` for one channel block. */
+static void emit_group(conv_kern *ck, LLVMValueRef rgi, LLVMValueRef oc0, int ob) {
+  cg_kernel *k = ck->k;
+  const conv_plan *p = ck->p;
+  int64_t OH = p->g.out[1];
+  LLVMValueRef lo = mulc(k, rgi, p->rg);
+  LLVMValueRef hi = cg_min(k, addc(k, lo, p->rg), c64(k, OH));
+  LLVMValueRef nfull = LLVMBuildSDiv(k->b, LLVMBuildNSWSub(k->b, hi, lo, ""), c64(k, p->rb), "");
+  cg_loop l;
+  LLVMValueRef i = cg_loop_begin(k, &l, c64(k, 0), nfull, NULL, "rb");
+  emit_rows(ck, oc0, ob, add(k, lo, mulc(k, i, p->rb)), p->rb);
+  cg_loop_end(k, &l);
+  if (p->rb_tail) {
+    cg_if c;
+    cg_if_begin(k, &c, LLVMBuildICmp(k->b, LLVMIntEQ, rgi, c64(k, p->n_rg - 1), ""));
+    emit_rows(ck, oc0, ob, c64(k, OH - p->rb_tail), (int)p->rb_tail);
+    cg_if_end(k, &c);
+  }
+}
+
+kiln_code cg_emit_conv(kiln_emit_ctx *cx, const char *label, const cg_conv_geom *geom,
+                       const cg_conv_weights *w, const cg_conv_epilogue *epi, int x_buf,
+                       int y_buf, kiln_err *e) {
+  KILN_TRY(check_geom(geom, e));
+  int64_t out_numel = geom->N * geom->OC * geom->out[0] * geom->out[1] * geom->out[2];
+  if (out_numel == 0) return KILN_OK;
+  conv_plan p;
+  make_plan(cx, geom, w, &p);
+  const cg_conv_geom *g = &p.g;
+
+  int xk_buf = x_buf;
+  if (p.prep) {
+    int64_t bytes = g->N * g->C * p.plane * 4;
+    xk_buf = cg_buf_scratch(cx, (size_t)bytes, e);
+    if (xk_buf < 0) return e->code;
+    KILN_TRY(emit_prep(cx, label, &p, x_buf, xk_buf, e));
+  }
+  int wk_buf = w->buf;
+  if (p.packed) {
+    wk_buf = pack_weights(cx, &p, w, e);
+    if (wk_buf < 0) return e->code;
+  }
+
+  int bufs[8] = {xk_buf, wk_buf, y_buf};
+  int n_args = 3, a_bias = -1, a_scale = -1, a_shift = -1, a_res = -1;
+  if (epi->bias_buf >= 0) a_bias = n_args, bufs[n_args++] = epi->bias_buf;
+  if (epi->scale_buf >= 0) a_scale = n_args, bufs[n_args++] = epi->scale_buf;
+  if (epi->shift_buf >= 0) a_shift = n_args, bufs[n_args++] = epi->shift_buf;
+  if (epi->residual_buf >= 0) a_res = n_args, bufs[n_args++] = epi->residual_buf;
+
+  cg_kernel k;
+  KILN_TRY(cg_kernel_begin(cx, &k, label, n_args, e));
+  conv_kern ck = {.k = &k, .p = &p, .epi = epi, .x = cg_arg(&k, 0), .w = cg_arg(&k, 1),
+                  .y = cg_arg(&k, 2), .vty = LLVMVectorType(k.t->f32, (unsigned)p.V)};
+  if (a_bias >= 0) ck.bias = cg_arg(&k, a_bias);
+  if (a_scale >= 0) ck.scale = cg_arg(&k, a_scale);
+  if (a_shift >= 0) ck.shift = cg_arg(&k, a_shift);
+  if (a_res >= 0) ck.res = cg_arg(&k, a_res);
+  ck.w_off = p.packed ? 0 : w->off;
+  ck.w_g = p.packed ? p.ocg * p.cg * p.kk : w->g_stride;
+
+  /* tile = (((n * G + grp) * OD + od) * n_rg + rg) * n_ocb + ocb: channel blocks fastest, so
+   * consecutive tiles reuse the same input rows */
+  int64_t n_tiles = g->N * g->groups * g->out[0] * p.n_rg * p.n_ocb;
+  cg_loop lt;
+  LLVMValueRef t = cg_loop_begin(&k, &lt, k.lo, k.hi, NULL, "tile");
+  LLVMBuilderRef b = k.b;
+  LLVMValueRef ocb = LLVMBuildURem(b, t, c64(&k, p.n_ocb), "");
+  LLVMValueRef rest = LLVMBuildUDiv(b, t, c64(&k, p.n_ocb), "");
+  LLVMValueRef rgi = LLVMBuildURem(b, rest, c64(&k, p.n_rg), "");
+  rest = LLVMBuildUDiv(b, rest, c64(&k, p.n_rg), "");
+  ck.od = LLVMBuildURem(b, rest, c64(&k, g->out[0]), "");
+  rest = LLVMBuildUDiv(b, rest, c64(&k, g->out[0]), "");
+  ck.grp = LLVMBuildURem(b, rest, c64(&k, g->groups), "");
+  ck.n = LLVMBuildUDiv(b, rest, c64(&k, g->groups), "");
+  LLVMValueRef oc0 = mulc(&k, ocb, p.ocb);
+  if (p.ocb_tail) {
+    cg_ifelse ie;
+    cg_ifelse_begin(&k, &ie, LLVMBuildICmp(b, LLVMIntEQ, ocb, c64(&k, p.n_ocb - 1), ""));
+    emit_group(&ck, rgi, oc0, (int)p.ocb_tail);
+    cg_ifelse_else(&k, &ie);
+    emit_group(&ck, rgi, oc0, p.ocb);
+    cg_ifelse_end(&k, &ie);
+  } else {
+    emit_group(&ck, rgi, oc0, p.ocb);
+  }
+  cg_loop_end(&k, &lt);
+  return cg_kernel_end(cx, &k, n_tiles, bufs, e);
+}

@@ -1,0 +1,100 @@
+/* conv_gen.h — the convolution generator: direct NC(D)HW convolution kernels with a fused
+ * per-output epilogue, shared by the Conv/ConvTranspose emitters and by kiln-domain fused
+ * ops (Conv+bias+activation, Conv+BN+residual Add+ReLU, Upsample+Conv+BN+ReLU).
+ *
+ * What it computes, for every output element (n, oc, od, oh, ow) of Y (N, OC, OD, OH, OW):
+ *
+ *   acc = sum over ic in the group of oc, then kd, kh, kw (in that order, one fused
+ *         multiply-add each, starting from 0) of  W(g, oc, ic, tap) * Xe(n, c, id, ih, iw)
+ *   v   = acc + bias[oc]                   (epilogue.bias_buf, optional)
+ *   v   = v * scale[oc] + shift[oc]        (scale_buf / shift_buf, each optional)
+ *   v   = v + R[n, oc, od, oh, ow]         (residual_buf, optional; same shape as Y)
+ *   Y   = act(v)                           (none, relu, clip, leaky_relu, sigmoid)
+ *
+ * where Xe is X seen through an optional per-dim input transform (nearest upsampling by an
+ * integer factor, or zero insertion as ConvTranspose needs) and then zero-padded by
+ * pad_b/pad_e; position (od, oh, ow) reads Xe at o*stride + k*dilation - pad_b.
+ *
+ * Every output element is computed by the same instruction sequence whatever the tiling, so
+ * results are bitwise identical for any thread count.
+ *
+ * How: when X needs padding, a transform, or a W stride, a first kernel copies it into a
+ * scratch buffer (zero borders, W-stride phases split apart so that every tap reads
+ * contiguous columns; dims with a 1-tap kernel are subsampled there).  The main kernel tiles
+ * over (n, group, od, block of output rows, block of output channels); each tile computes a
+ * register block of OCB channels x RB rows x NV vectors of output columns with explicit
+ * vectors (8 wide, 16 with AVX-512), looping over input channels and kernel rows with the
+ * kernel columns unrolled, then applies the epilogue and stores.  Constant weights are
+ * repacked at compile time so that the OCB weights of one tap are adjacent. */
+#ifndef KILN_CODEGEN_CONV_GEN_H
+#define KILN_CODEGEN_CONV_GEN_H
+
+#include "codegen/emit.h"
+
+/* Spatial dims are always three (D, H, W); 1-D and 2-D convolutions put size-1 identity dims
+ * first (in = k = stride = dil = out = 1, pads 0), as nn_window_3d does. */
+typedef enum cg_in_transform {
+  CG_IN_PLAIN = 0,   /* Xe = X */
+  CG_IN_NEAREST,     /* Xe[i] = X[i / factor]: nearest upsampling, size in * factor */
+  CG_IN_ZERO_INSERT, /* Xe[i * factor] = X[i], zeros between: size (in - 1) * factor + 1 */
+} cg_in_transform;
+
+typedef struct cg_conv_geom {
+  int64_t N, C, OC, groups;      /* C and OC divisible by groups */
+  int64_t in[3];                 /* X spatial sizes (before the input transform) */
+  cg_in_transform xform[3];
+  int64_t xfactor[3];            /* the transform's factor (>= 1) */
+  int64_t k[3], stride[3], dil[3];
+  int64_t pad_b[3], pad_e[3];    /* may be negative (crop) after a transform */
+  int64_t out[3];                /* Y spatial sizes: must equal the window arithmetic */
+} cg_conv_geom;
+
+/* Where weight (g, oc, ic, tap) lives in its buffer: oc and ic are local to group g, tap is
+ * the row-major index over (kd, kh, kw).  Element offset:
+ *   off + g*g_stride + oc*oc_stride + ic*ic_stride + tap*tap_stride
+ * ONNX Conv weights (OC, C/groups, kD, kH, kW) are cg_conv_weights_oihw(); ConvTranspose's
+ * (C, OC/groups, k...) read flipped make a conv too (see emit_conv.c). */
+typedef struct cg_conv_weights {
+  int buf;
+  const float *data; /* the buffer's contents when constant (lets the generator repack), or NULL */
+  int64_t off, g_stride, oc_stride, ic_stride, tap_stride;
+} cg_conv_weights;
+
+typedef enum cg_act {
+  CG_ACT_NONE = 0,
+  CG_ACT_RELU,       /* x < 0 ? 0 : x (keeps NaN, like the reference Relu) */
+  CG_ACT_CLIP,       /* min(max(x, a), b), as the reference Clip */
+  CG_ACT_LEAKY_RELU, /* x < 0 ? a * x : x */
+  CG_ACT_SIGMOID,    /* 1 / (1 + exp(-x)) */
+} cg_act;
+
+/* Buffers of float32 data; -1 = absent. */
+typedef struct cg_conv_epilogue {
+  int bias_buf;     /* [OC] */
+  int scale_buf;    /* [OC] */
+  int shift_buf;    /* [OC] */
+  int residual_buf; /* shaped like Y */
+  cg_act act;
+  float act_a, act_b; /* CLIP: min, max; LEAKY_RELU: alpha */
+} cg_conv_epilogue;
+
+/* An epilogue that does nothing (all buffers -1, no activation). */
+cg_conv_epilogue cg_conv_epilogue_none(void);
+
+/* The geometry of a node with Conv's attributes (strides, dilations, pads, auto_pad, group;
+ * X = input 0, W = input 1 in ONNX Conv layout), e.g. Conv or a fused op built on it. */
+kiln_code cg_conv_geom_from_node(const kiln_graph *g, const kiln_node *n, cg_conv_geom *geom,
+                                 kiln_err *e);
+
+/* The layout of ONNX Conv weights (OC, C/groups, k...) for `geom`. */
+cg_conv_weights cg_conv_weights_oihw(const cg_conv_geom *geom, int buf, const float *data);
+
+/* Emits the kernels (an optional input-preparation copy, then the convolution with its
+ * epilogue) as steps of the current node.  x_buf holds X (N, C, in...), y_buf receives Y
+ * (N, OC, out...).  `label` names the kernels (e.g. "conv").  Errors: inconsistent geometry
+ * (KILN_ERR_INVALID), out of memory. */
+kiln_code cg_emit_conv(kiln_emit_ctx *cx, const char *label, const cg_conv_geom *geom,
+                       const cg_conv_weights *w, const cg_conv_epilogue *epi, int x_buf,
+                       int y_buf, kiln_err *e);
+
+#endif
