@@ -135,7 +135,38 @@ static void gt_float(gt *t, const char *name, double v) {
   ir_set_attr_float(t->g, t->node, name, v, &t->e);
 }
 
-/* Makes y the graph output, checks every differentiated input, frees everything. */
+/* The forward and backward graph g (gradients as outputs) compiled by the JIT gives the
+ * reference's outputs; takes g. */
+static void jit_matches_ref(kiln_graph *g, kiln_tensor **feed, const char *what) {
+  kiln_err e = {0};
+  int n_out = g->n_outputs;
+  kiln_tensor *want[24] = {0}, *got[24] = {0};
+  kiln_ref_ctx ctx = {.g = g};
+  CHECK_OK(kiln_ref_run(g, &ctx, feed, want, &e), &e);
+  kiln_program *p = NULL;
+  kiln_compile_opts o = {.threads = 2, .cache_dir = ""};
+  CHECK_OK(kiln_compile(g, &o, &p, &e), &e);
+  if (p) {
+    CHECK_OK(kiln_program_run(p, feed, got, false, &e), &e);
+    int bad = 0;
+    for (int i = 0; i < n_out && i < 24; i++)
+      if (got[i] && want[i] && want[i]->dtype == KILN_F32)
+        for (int64_t k = 0; k < want[i]->numel; k++) {
+          float a = ((float *)got[i]->data)[k], b = ((float *)want[i]->data)[k];
+          if (!(fabsf(a - b) <= 1e-6f + 1e-4f * fabsf(b)) && bad++ < 3)
+            fprintf(stderr, "jit: output %d [%lld]: %.7g, reference %.7g\n", i, (long long)k, a, b);
+        }
+    CHECK_MSG(bad == 0, "%s: %d JIT results differ from the reference", what, bad);
+    kiln_program_free(p);
+  }
+  for (int i = 0; i < 24; i++) {
+    kiln_tensor_free(want[i]);
+    kiln_tensor_free(got[i]);
+  }
+}
+
+/* Makes y the graph output, checks every differentiated input against finite differences
+ * and the compiled backward graph against the reference, frees everything. */
 static void gt_check(gt *t, int y, const char *what, double rtol, double atol) {
   ir_add_output(t->g, y, &t->e);
   CHECK_OK(t->e.code, &t->e);
@@ -146,8 +177,11 @@ static void gt_check(gt *t, int y, const char *what, double rtol, double atol) {
     fprintf(stderr, "  (%s)\n", what);
   else if (e.code)
     fprintf(stderr, "  (%s)\n", what);
+  if (!e.code)
+    jit_matches_ref(t->g, t->feed, what);
+  else
+    ir_graph_free(t->g);
   for (int i = 0; i < 16; i++) kiln_tensor_free(t->feed[i]);
-  ir_graph_free(t->g);
 }
 
 #define RT 1e-2
