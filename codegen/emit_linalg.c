@@ -47,7 +47,8 @@ static LLVMValueRef lane_mask(cg_kernel *k, unsigned w, unsigned n) {
 }
 
 /* Vector load/store of `w` floats at base[idx]; `n` < w lanes are masked. Unaligned. */
-static LLVMValueRef vload(cg_kernel *k, LLVMValueRef base, LLVMValueRef idx, unsigned w, unsigned n) {
+static LLVMValueRef vload(cg_kernel *k, LLVMValueRef base, LLVMValueRef idx, unsigned w,
+                          unsigned n) {
   LLVMTypeRef vty = LLVMVectorType(k->t->f32, w);
   LLVMValueRef p = cg_gep(k, k->t->f32, base, idx);
   if (n == w) {
@@ -114,14 +115,15 @@ static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 typedef struct mm_plan {
   kiln_dtype dt;
   int64_t M, N, K;
-  kiln_shape batch;                  /* broadcast batch shape (rank 0 for Gemm) */
-  int64_t a_bst[KILN_MAX_RANK], b_bst[KILN_MAX_RANK]; /* batch strides in elements */
-  int64_t sa_m, sa_k;                /* A element (m, k) at a0 + m*sa_m + k*sa_k */
-  int64_t sb_k, sb_n;                /* B element (k, n); sb_n == 1 on the float path */
+  kiln_shape batch;             /* broadcast batch shape (rank 0 for Gemm) */
+  int64_t a_bst[KILN_MAX_RANK]; /* batch strides of A in elements (0: broadcast) */
+  int64_t b_bst[KILN_MAX_RANK]; /* and of B */
+  int64_t sa_m, sa_k;           /* A element (m, k) at a0 + m*sa_m + k*sa_k */
+  int64_t sb_k, sb_n;           /* B element (k, n); sb_n == 1 on the float path */
   bool has_c;
-  int64_t sc_m, sc_n;                /* C broadcast strides over [M, N] */
+  int64_t sc_m, sc_n; /* C broadcast strides over [M, N] */
   double alpha, beta;
-  bool gemm;                         /* integer epilogue rules of Gemm */
+  bool gemm; /* integer epilogue rules of Gemm */
 } mm_plan;
 
 enum { MM_RB = 4 };   /* rows of the register tile */
@@ -206,14 +208,20 @@ static void mm_tile(cg_kernel *k, const mm_plan *p, LLVMValueRef acc_slots[][8],
   if (kb->last) cg_if_end(k, &fin);
 }
 
+/* lo + floor((hi - lo) / size) * size: where the full blocks of [lo, hi) end. */
+static LLVMValueRef full_end(cg_kernel *k, LLVMValueRef lo, LLVMValueRef hi, int64_t size) {
+  LLVMValueRef nb = LLVMBuildSDiv(k->b, LLVMBuildSub(k->b, hi, lo, ""), cg_i64(k, size), "");
+  return cg_add(k, lo, cg_mul(k, nb, cg_i64(k, size)));
+}
+
 /* The float kernel.  Tiles: (batch, column group, row group), columns split first (each
  * column group reads its part of B once); inside a tile: k blocks, then column blocks,
  * then row blocks, so a KC x CW panel of B is reused from L1 by every row block. */
 static kiln_code mm_emit_f32(kiln_emit_ctx *cx, const kiln_node *n, const mm_plan *p,
                              const int *bufs, int n_bufs, kiln_err *e) {
   unsigned vw = cg_avx512(cx) ? 16 : 8;
-  int vb = cg_avx512(cx) ? 4 : 2;                 /* vectors per register tile */
-  int64_t cw = vb * (int64_t)vw;                  /* columns per register tile */
+  int vb = cg_avx512(cx) ? 4 : 2; /* vectors per register tile */
+  int64_t cw = vb * (int64_t)vw;  /* columns per register tile */
   int64_t batch = 1;
   for (int d = 0; d < p->batch.rank; d++) batch *= p->batch.d[d];
   int64_t n_rb = ceil_div(p->M, MM_RB), n_cb = ceil_div(p->N, cw);
@@ -253,14 +261,9 @@ static kiln_code mm_emit_f32(kiln_emit_ctx *cx, const kiln_node *n, const mm_pla
   LLVMValueRef r_hi = cg_min(k, cg_add(k, r_lo, cg_i64(k, rows_pt)), cg_i64(k, p->M));
   LLVMValueRef c_lo = cg_mul(k, ct, cg_i64(k, cols_pt));
   LLVMValueRef c_hi = cg_min(k, cg_add(k, c_lo, cg_i64(k, cols_pt)), cg_i64(k, p->N));
-  /* full blocks end at lo + floor((hi-lo)/size)*size; a partial block exists only in the
-   * last tile of a dimension and has the compile-time size M % RB (N % CW). */
-  LLVMValueRef r_full = cg_add(k, r_lo, cg_mul(k, LLVMBuildSDiv(k->b, LLVMBuildSub(k->b, r_hi, r_lo, ""),
-                                                                cg_i64(k, MM_RB), ""),
-                                               cg_i64(k, MM_RB)));
-  LLVMValueRef c_full = cg_add(k, c_lo, cg_mul(k, LLVMBuildSDiv(k->b, LLVMBuildSub(k->b, c_hi, c_lo, ""),
-                                                                cg_i64(k, cw), ""),
-                                               cg_i64(k, cw)));
+  /* a partial block exists only in the last tile of a dimension, with the compile-time
+   * size M % RB (N % CW) */
+  LLVMValueRef r_full = full_end(k, r_lo, r_hi, MM_RB), c_full = full_end(k, c_lo, c_hi, cw);
   int64_t r_tail = p->M % MM_RB, c_tail = p->N % cw;
   int tail_nv = (int)ceil_div(c_tail, vw);
   unsigned tail_last = (unsigned)(c_tail - (int64_t)(tail_nv - 1) * vw);
@@ -324,18 +327,19 @@ static kiln_code mm_emit_int(kiln_emit_ctx *cx, const kiln_node *n, const mm_pla
   LLVMValueRef acc = entry_alloca(k, i64);
   LLVMValueRef A = cg_arg(k, 0), B = cg_arg(k, 1), Y = cg_arg(k, 2);
   cg_loop lr, lj, lk;
-  LLVMValueRef row = cg_loop_begin(k, &lr, cg_mul(k, k->lo, cg_i64(k, rpt)),
-                                   cg_min(k, cg_mul(k, k->hi, cg_i64(k, rpt)), cg_i64(k, rows)), NULL,
-                                   "row");
+  LLVMValueRef row =
+      cg_loop_begin(k, &lr, cg_mul(k, k->lo, cg_i64(k, rpt)),
+                    cg_min(k, cg_mul(k, k->hi, cg_i64(k, rpt)), cg_i64(k, rows)), NULL, "row");
   LLVMValueRef bi = sdiv_c(k, row, p->M), i = srem_c(k, row, p->M);
-  LLVMValueRef a0 = cg_add(k, batch_offset(k, bi, &p->batch, p->a_bst), cg_mul(k, i, cg_i64(k, p->sa_m)));
+  LLVMValueRef a0 =
+      cg_add(k, batch_offset(k, bi, &p->batch, p->a_bst), cg_mul(k, i, cg_i64(k, p->sa_m)));
   LLVMValueRef b0 = batch_offset(k, bi, &p->batch, p->b_bst);
   LLVMValueRef j = cg_loop_begin(k, &lj, cg_i64(k, 0), cg_i64(k, p->N), NULL, "j");
   st(k, cg_i64(k, 0), acc);
   LLVMValueRef kv = cg_loop_begin(k, &lk, cg_i64(k, 0), cg_i64(k, p->K), NULL, "k");
   LLVMValueRef av = cg_load(k, et, A, cg_add(k, a0, cg_mul(k, kv, cg_i64(k, p->sa_k))));
-  LLVMValueRef bidx = cg_add(k, b0, cg_add(k, cg_mul(k, kv, cg_i64(k, p->sb_k)),
-                                           cg_mul(k, j, cg_i64(k, p->sb_n))));
+  LLVMValueRef bidx =
+      cg_add(k, b0, cg_add(k, cg_mul(k, kv, cg_i64(k, p->sb_k)), cg_mul(k, j, cg_i64(k, p->sb_n))));
   LLVMValueRef bv = cg_load(k, et, B, bidx);
   if (et != i64) {
     av = LLVMBuildSExt(k->b, av, i64, "");
@@ -350,17 +354,21 @@ static kiln_code mm_emit_int(kiln_emit_ctx *cx, const kiln_node *n, const mm_pla
     LLVMValueRef d = LLVMBuildFMul(k->b, LLVMConstReal(k->t->f64, p->alpha),
                                    LLVMBuildSIToFP(k->b, res, k->t->f64, ""), "");
     if (p->has_c) {
-      LLVMValueRef cidx = cg_add(k, cg_mul(k, i, cg_i64(k, p->sc_m)), cg_mul(k, j, cg_i64(k, p->sc_n)));
+      LLVMValueRef cidx =
+          cg_add(k, cg_mul(k, i, cg_i64(k, p->sc_m)), cg_mul(k, j, cg_i64(k, p->sc_n)));
       LLVMValueRef cv = cg_load(k, et, cg_arg(k, 3), cidx);
       if (et != i64) cv = LLVMBuildSExt(k->b, cv, i64, "");
-      d = LLVMBuildFAdd(k->b, d, LLVMBuildFMul(k->b, LLVMConstReal(k->t->f64, p->beta),
-                                              LLVMBuildSIToFP(k->b, cv, k->t->f64, ""), ""), "");
+      d = LLVMBuildFAdd(k->b, d,
+                        LLVMBuildFMul(k->b, LLVMConstReal(k->t->f64, p->beta),
+                                      LLVMBuildSIToFP(k->b, cv, k->t->f64, ""), ""),
+                        "");
     }
     /* saturating: an out-of-range double->int conversion is not poison */
     LLVMTypeRef tys[2] = {i64, k->t->f64};
     res = cg_intrinsic(k, "llvm.fptosi.sat", tys, 2, &d, 1);
   } else if (p->has_c) {
-    LLVMValueRef cidx = cg_add(k, cg_mul(k, i, cg_i64(k, p->sc_m)), cg_mul(k, j, cg_i64(k, p->sc_n)));
+    LLVMValueRef cidx =
+        cg_add(k, cg_mul(k, i, cg_i64(k, p->sc_m)), cg_mul(k, j, cg_i64(k, p->sc_n)));
     LLVMValueRef cv = cg_load(k, et, cg_arg(k, 3), cidx);
     if (et != i64) cv = LLVMBuildSExt(k->b, cv, i64, "");
     res = LLVMBuildAdd(k->b, res, cv, "");
@@ -391,8 +399,9 @@ static kiln_code emit_transpose(kiln_emit_ctx *cx, int src, int dst, int64_t R, 
   cg_kernel *k = &kk;
   KILN_TRY(cg_kernel_begin(cx, k, "transpose_f32", 2, e));
   cg_loop lc, lr;
-  LLVMValueRef c = cg_loop_begin(k, &lc, cg_mul(k, k->lo, cg_i64(k, cpt)),
-                                 cg_min(k, cg_mul(k, k->hi, cg_i64(k, cpt)), cg_i64(k, C)), NULL, "c");
+  LLVMValueRef c =
+      cg_loop_begin(k, &lc, cg_mul(k, k->lo, cg_i64(k, cpt)),
+                    cg_min(k, cg_mul(k, k->hi, cg_i64(k, cpt)), cg_i64(k, C)), NULL, "c");
   LLVMValueRef r = cg_loop_begin(k, &lr, cg_i64(k, 0), cg_i64(k, R), NULL, "r");
   LLVMValueRef v = cg_load(k, k->t->f32, cg_arg(k, 0), cg_add(k, cg_mul(k, r, cg_i64(k, C)), c));
   cg_store(k, v, cg_arg(k, 1), cg_add(k, cg_mul(k, c, cg_i64(k, R)), r));
@@ -401,7 +410,8 @@ static kiln_code emit_transpose(kiln_emit_ctx *cx, int src, int dst, int64_t R, 
   return cg_kernel_end(cx, k, ceil_div(C, cpt), (int[]){src, dst}, e);
 }
 
-static kiln_code emit_Gemm(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_node *n, kiln_err *e) {
+static kiln_code emit_Gemm(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_node *n,
+                           kiln_err *e) {
   const kiln_value *a = ir_in(g, n, 0), *b = ir_in(g, n, 1), *c = ir_in(g, n, 2);
   const kiln_value *y = ir_out(g, n, 0);
   mm_plan p;
@@ -468,7 +478,8 @@ static kiln_code emit_MatMul(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_
   bcast_strides(&d.b_batch, &d.batch, d.k * d.n, p.b_bst);
   p.sa_m = d.k, p.sa_k = 1, p.sb_k = d.n, p.sb_n = 1;
   p.alpha = 1.0, p.beta = 1.0;
-  int bufs[3] = {cg_buf_value(cx, n->in[0]), cg_buf_value(cx, n->in[1]), cg_buf_value(cx, n->out[0])};
+  int bufs[3] = {cg_buf_value(cx, n->in[0]), cg_buf_value(cx, n->in[1]),
+                 cg_buf_value(cx, n->out[0])};
   return mm_emit(cx, n, &p, bufs, 3, e);
 }
 
@@ -489,11 +500,11 @@ static kiln_code emit_softmax_rows(kiln_emit_ctx *cx, const kiln_node *n, int xb
   LLVMValueRef X = cg_arg(k, 0), Y = cg_arg(k, 1);
   LLVMValueRef mx_slot = entry_alloca(k, f32), sum_slot = entry_alloca(k, f64);
   cg_loop lr, l1, l2, l3;
-  LLVMValueRef row = cg_loop_begin(k, &lr, cg_mul(k, k->lo, cg_i64(k, rpt)),
-                                   cg_min(k, cg_mul(k, k->hi, cg_i64(k, rpt)), cg_i64(k, rows)), NULL,
-                                   "row");
-  LLVMValueRef base = cg_add(k, cg_mul(k, sdiv_c(k, row, inner), cg_i64(k, len * inner)),
-                             srem_c(k, row, inner));
+  LLVMValueRef row =
+      cg_loop_begin(k, &lr, cg_mul(k, k->lo, cg_i64(k, rpt)),
+                    cg_min(k, cg_mul(k, k->hi, cg_i64(k, rpt)), cg_i64(k, rows)), NULL, "row");
+  LLVMValueRef base =
+      cg_add(k, cg_mul(k, sdiv_c(k, row, inner), cg_i64(k, len * inner)), srem_c(k, row, inner));
   LLVMValueRef sstride = cg_i64(k, inner);
   /* max (maxnum skips NaN like the reference's fmax) */
   st(k, cg_f32(k, -INFINITY), mx_slot);
@@ -583,9 +594,9 @@ static kiln_code emit_nll(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_nod
   st(k, LLVMConstReal(f64, 0), sum_slot);
   st(k, LLVMConstReal(f64, 0), wsum_slot);
   cg_loop lp;
-  LLVMValueRef pos = cg_loop_begin(k, &lp, cg_mul(k, k->lo, cg_i64(k, ept)),
-                                   cg_min(k, cg_mul(k, k->hi, cg_i64(k, ept)), cg_i64(k, total)),
-                                   NULL, "p");
+  LLVMValueRef pos =
+      cg_loop_begin(k, &lp, cg_mul(k, k->lo, cg_i64(k, ept)),
+                    cg_min(k, cg_mul(k, k->hi, cg_i64(k, ept)), cg_i64(k, total)), NULL, "p");
   LLVMValueRef t = cg_load(k, cg_dtype(k, labels->dtype), T, pos);
   if (labels->dtype != KILN_I64) t = LLVMBuildSExt(k->b, t, i64, "");
   /* defaults: an ignored element (loss 0, weight 0) */
@@ -596,9 +607,8 @@ static kiln_code emit_nll(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_nod
   if (has_ii) active = LLVMBuildICmp(k->b, LLVMIntNE, t, cg_i64(k, ii), "");
   cg_if_begin(k, &not_ignored, active);
   {
-    LLVMValueRef in_range =
-        LLVMBuildAnd(k->b, LLVMBuildICmp(k->b, LLVMIntSGE, t, cg_i64(k, 0), ""),
-                     LLVMBuildICmp(k->b, LLVMIntSLT, t, cg_i64(k, C), ""), "");
+    LLVMValueRef in_range = LLVMBuildAnd(k->b, LLVMBuildICmp(k->b, LLVMIntSGE, t, cg_i64(k, 0), ""),
+                                         LLVMBuildICmp(k->b, LLVMIntSLT, t, cg_i64(k, C), ""), "");
     st(k, LLVMConstReal(f64, NAN), l_slot);
     st(k, LLVMConstReal(f64, NAN), w_slot);
     cg_if ok;
@@ -606,7 +616,8 @@ static kiln_code emit_nll(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_nod
     LLVMValueRef wt = w ? cg_load(k, f32, cg_arg(k, 3), t) : cg_f32(k, 1.0);
     wt = LLVMBuildFPExt(k->b, wt, f64, "");
     LLVMValueRef nn = sdiv_c(k, pos, D), dd = srem_c(k, pos, D);
-    LLVMValueRef pidx = cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, nn, cg_i64(k, C)), t), cg_i64(k, D)), dd);
+    LLVMValueRef pidx =
+        cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, nn, cg_i64(k, C)), t), cg_i64(k, D)), dd);
     /* in double like the reference (a product of two floats is exact there) */
     LLVMValueRef lp64 = LLVMBuildFPExt(k->b, cg_load(k, f32, P, pidx), f64, "");
     st(k, LLVMBuildFMul(k->b, LLVMBuildFNeg(k->b, wt, ""), lp64, ""), l_slot);

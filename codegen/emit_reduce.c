@@ -20,14 +20,14 @@ typedef enum red_kind { RK_SUM, RK_MEAN, RK_MAX, RK_MIN, RK_SUMSQ, RK_L2 } red_k
 
 typedef struct red_plan {
   red_kind kind;
-  kiln_dtype dt;       /* input and output dtype */
-  LLVMTypeRef at;      /* accumulator type: f64 (float sums), f32 (float max/min), i64 */
-  int64_t count;       /* elements folded into each output (mean's divisor) */
-  int nk, nr;          /* outer kept dims, reduced dims (after simplification) */
+  kiln_dtype dt;  /* input and output dtype */
+  LLVMTypeRef at; /* accumulator type: f64 (float sums), f32 (float max/min), i64 */
+  int64_t count;  /* elements folded into each output (mean's divisor) */
+  int nk, nr;     /* outer kept dims, reduced dims (after simplification) */
   int64_t kd[KILN_MAX_RANK], ks[KILN_MAX_RANK];
   int64_t rd[KILN_MAX_RANK], rs[KILN_MAX_RANK];
-  int64_t W;           /* trailing contiguous kept run (1 when the innermost dim is reduced) */
-  int64_t n_outer;     /* product of kd */
+  int64_t W;       /* trailing contiguous kept run (1 when the innermost dim is reduced) */
+  int64_t n_outer; /* product of kd */
 } red_plan;
 
 static LLVMValueRef entry_alloca(cg_kernel *k, LLVMTypeRef ty) {
@@ -81,11 +81,15 @@ static LLVMValueRef red_step(cg_kernel *k, const red_plan *p, LLVMValueRef acc, 
   LLVMTypeRef i64 = k->t->i64;
   if (p->dt != KILN_I64) x = LLVMBuildSExt(b, x, i64, "");
   switch (p->kind) {
-  case RK_MAX: return cg_intrinsic(k, "llvm.smax", &i64, 1, (LLVMValueRef[]){acc, x}, 2);
-  case RK_MIN: return cg_intrinsic(k, "llvm.smin", &i64, 1, (LLVMValueRef[]){acc, x}, 2);
+  case RK_MAX:
+    return cg_intrinsic(k, "llvm.smax", &i64, 1, (LLVMValueRef[]){acc, x}, 2);
+  case RK_MIN:
+    return cg_intrinsic(k, "llvm.smin", &i64, 1, (LLVMValueRef[]){acc, x}, 2);
   case RK_SUMSQ:
-  case RK_L2: return LLVMBuildAdd(b, acc, LLVMBuildMul(b, x, x, ""), ""); /* wraps */
-  default: return LLVMBuildAdd(b, acc, x, "");
+  case RK_L2:
+    return LLVMBuildAdd(b, acc, LLVMBuildMul(b, x, x, ""), ""); /* wraps */
+  default:
+    return LLVMBuildAdd(b, acc, x, "");
   }
 }
 
@@ -94,14 +98,16 @@ static LLVMValueRef red_done(cg_kernel *k, const red_plan *p, LLVMValueRef acc) 
   LLVMBuilderRef b = k->b;
   if (p->dt == KILN_F32) {
     if (!is_sum_like(p->kind)) return acc;
-    if (p->kind == RK_MEAN) acc = LLVMBuildFDiv(b, acc, LLVMConstReal(k->t->f64, (double)p->count), "");
+    if (p->kind == RK_MEAN)
+      acc = LLVMBuildFDiv(b, acc, LLVMConstReal(k->t->f64, (double)p->count), "");
     if (p->kind == RK_L2) {
       LLVMTypeRef f64 = k->t->f64;
       acc = cg_intrinsic(k, "llvm.sqrt", &f64, 1, &acc, 1);
     }
     return LLVMBuildFPTrunc(b, acc, k->t->f32, "");
   }
-  if (p->kind == RK_MEAN) acc = p->count ? LLVMBuildSDiv(b, acc, cg_i64(k, p->count), "") : cg_i64(k, 0);
+  if (p->kind == RK_MEAN)
+    acc = p->count ? LLVMBuildSDiv(b, acc, cg_i64(k, p->count), "") : cg_i64(k, 0);
   if (p->kind == RK_L2) {
     LLVMTypeRef f64 = k->t->f64;
     LLVMValueRef d = LLVMBuildSIToFP(b, acc, f64, "");
@@ -160,7 +166,8 @@ static LLVMValueRef outer_base(cg_kernel *k, const red_plan *p, LLVMValueRef o) 
 }
 
 /* Opens the loops over the reduced dims (outermost first); returns the x offset. */
-static LLVMValueRef open_reduced(cg_kernel *k, const red_plan *p, cg_loop *loops, LLVMValueRef base) {
+static LLVMValueRef open_reduced(cg_kernel *k, const red_plan *p, cg_loop *loops,
+                                 LLVMValueRef base) {
   LLVMValueRef off = base;
   for (int d = 0; d < p->nr; d++) {
     LLVMValueRef iv = cg_loop_begin(k, &loops[d], cg_i64(k, 0), cg_i64(k, p->rd[d]), NULL, "r");
@@ -184,8 +191,10 @@ static kiln_code emit_copy(kiln_emit_ctx *cx, const kiln_node *n, int64_t numel,
   cg_loop l;
   LLVMValueRef t = cg_loop_begin(k, &l, k->lo, k->hi, NULL, "t");
   LLVMValueRef off = cg_mul(k, t, cg_i64(k, chunk));
-  LLVMValueRef len = LLVMBuildSub(k->b, cg_min(k, cg_add(k, off, cg_i64(k, chunk)), cg_i64(k, bytes)), off, "");
-  LLVMValueRef src = cg_gep(k, k->t->i8, cg_arg(k, 0), off), dst = cg_gep(k, k->t->i8, cg_arg(k, 1), off);
+  LLVMValueRef len =
+      LLVMBuildSub(k->b, cg_min(k, cg_add(k, off, cg_i64(k, chunk)), cg_i64(k, bytes)), off, "");
+  LLVMValueRef src = cg_gep(k, k->t->i8, cg_arg(k, 0), off),
+               dst = cg_gep(k, k->t->i8, cg_arg(k, 1), off);
   LLVMBuildMemCpy(k->b, dst, 1, src, 1, len);
   cg_loop_end(k, &l);
   return cg_kernel_end(cx, k, (bytes + chunk - 1) / chunk,
@@ -246,9 +255,9 @@ static kiln_code emit_reduce(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_
   LLVMTypeRef xt = cg_dtype(k, p.dt);
   LLVMValueRef X = cg_arg(k, 0), Y = cg_arg(k, 1);
   cg_loop lo, lw, loops[KILN_MAX_RANK];
-  LLVMValueRef item = cg_loop_begin(k, &lo, cg_mul(k, k->lo, cg_i64(k, ipt)),
-                                    cg_min(k, cg_mul(k, k->hi, cg_i64(k, ipt)), cg_i64(k, items)),
-                                    NULL, "item");
+  LLVMValueRef item =
+      cg_loop_begin(k, &lo, cg_mul(k, k->lo, cg_i64(k, ipt)),
+                    cg_min(k, cg_mul(k, k->hi, cg_i64(k, ipt)), cg_i64(k, items)), NULL, "item");
   LLVMValueRef o = n_wc == 1 ? item : LLVMBuildSDiv(k->b, item, cg_i64(k, n_wc), "");
   LLVMValueRef base = outer_base(k, &p, o);
   if (p.W == 1) {

@@ -98,8 +98,8 @@ static void jc_run(const jcase *c, const char *what) {
                       : kiln_tensor_get_i(g, i) == kiln_tensor_get_i(w, i);
         if (!ok) {
           bad++;
-          CHECK_MSG(ok, "%s: output %d element %lld: jit %.9g, reference %.9g", what, o, (long long)i,
-                    kiln_tensor_get_f(g, i), kiln_tensor_get_f(w, i));
+          CHECK_MSG(ok, "%s: output %d element %lld: jit %.9g, reference %.9g", what, o,
+                    (long long)i, kiln_tensor_get_f(g, i), kiln_tensor_get_f(w, i));
         }
       }
       if (ti == 1 && first[o])
@@ -143,8 +143,14 @@ static kiln_tensor *ri(kiln_dtype dt, int rank, const int64_t *d) {
 static void gemm(int64_t M, int64_t N, int64_t K, int ta, int tb, int c_rank, const int64_t *cd,
                  double alpha, double beta, uint32_t const_mask, kiln_dtype dt, int64_t min_tiles,
                  const char *what) {
-  jcase c = {.op = KILN_OP_Gemm, .opset = 13, .n_in = c_rank >= 0 ? 3 : 2, .n_out = 1,
-             .const_mask = const_mask, .rtol = 1e-4, .atol = 1e-5, .min_tiles = min_tiles};
+  jcase c = {.op = KILN_OP_Gemm,
+             .opset = 13,
+             .n_in = c_rank >= 0 ? 3 : 2,
+             .n_out = 1,
+             .const_mask = const_mask,
+             .rtol = 1e-4,
+             .atol = 1e-5,
+             .min_tiles = min_tiles};
   int64_t ad[2] = {ta ? K : M, ta ? M : K}, bd[2] = {tb ? N : K, tb ? K : N};
   c.in[0] = dt == KILN_F32 ? rf(2, ad) : ri(dt, 2, ad);
   c.in[1] = dt == KILN_F32 ? rf(2, bd) : ri(dt, 2, bd);
@@ -192,8 +198,13 @@ static void test_gemm_opset6_broadcast(void) {
 
 static void matmul(int ra, const int64_t *da, int rb, const int64_t *db, kiln_dtype dt,
                    uint32_t const_mask, const char *what) {
-  jcase c = {.op = KILN_OP_MatMul, .opset = 13, .n_in = 2, .n_out = 1, .const_mask = const_mask,
-             .rtol = 1e-4, .atol = 1e-5};
+  jcase c = {.op = KILN_OP_MatMul,
+             .opset = 13,
+             .n_in = 2,
+             .n_out = 1,
+             .const_mask = const_mask,
+             .rtol = 1e-4,
+             .atol = 1e-5};
   c.in[0] = dt == KILN_F32 ? rf(ra, da) : ri(dt, ra, da);
   c.in[1] = dt == KILN_F32 ? rf(rb, db) : ri(dt, rb, db);
   jc_run(&c, what);
@@ -257,8 +268,8 @@ static void test_softmax(void) {
 
 static void loss(kiln_op op, int rank, const int64_t *xd, bool weights, bool has_ii, int64_t ii,
                  const char *red, int n_out, kiln_dtype label_dt, const char *what) {
-  jcase c = {.op = op, .opset = 13, .n_in = weights ? 3 : 2, .n_out = n_out, .rtol = 1e-5,
-             .atol = 1e-6};
+  jcase c = {
+      .op = op, .opset = 13, .n_in = weights ? 3 : 2, .n_out = n_out, .rtol = 1e-5, .atol = 1e-6};
   int64_t C = xd[1], td[KILN_MAX_RANK];
   td[0] = xd[0];
   for (int i = 2; i < rank; i++) td[i - 1] = xd[i];

@@ -20,7 +20,7 @@ typedef struct jattr {
 #define AI(n, v) ((jattr){.name = (n), .kind = 'i', .i = (v)})
 #define AF(n, v) ((jattr){.name = (n), .kind = 'f', .f = (v)})
 #define AS(n, v) ((jattr){.name = (n), .kind = 's', .s = (v)})
-#define AINTS(nm, cnt, ...) \
+#define AINTS(nm, cnt, ...)                                                                        \
   ((jattr){.name = (nm), .kind = 'v', .n = (cnt), .v = (const int64_t[]){__VA_ARGS__}})
 
 typedef struct jcase {
@@ -102,8 +102,8 @@ static void jc_run(const jcase *c, const char *what) {
                       : kiln_tensor_get_i(g, i) == kiln_tensor_get_i(w, i);
         if (!ok) {
           bad++;
-          CHECK_MSG(ok, "%s: output %d element %lld: jit %.9g, reference %.9g", what, o, (long long)i,
-                    kiln_tensor_get_f(g, i), kiln_tensor_get_f(w, i));
+          CHECK_MSG(ok, "%s: output %d element %lld: jit %.9g, reference %.9g", what, o,
+                    (long long)i, kiln_tensor_get_f(g, i), kiln_tensor_get_f(w, i));
         }
       }
       if (ti == 1 && first[o])
@@ -142,7 +142,7 @@ static kiln_tensor *ri(kiln_dtype dt, int rank, const int64_t *d) {
   return t;
 }
 
-static const kiln_op red_ops[6] = {KILN_OP_ReduceSum, KILN_OP_ReduceMean, KILN_OP_ReduceMax,
+static const kiln_op red_ops[6] = {KILN_OP_ReduceSum, KILN_OP_ReduceMean,      KILN_OP_ReduceMax,
                                    KILN_OP_ReduceMin, KILN_OP_ReduceSumSquare, KILN_OP_ReduceL2};
 
 /* One case with the axes as an attribute (opset 11); n_axes < 0 leaves axes unset. */
@@ -169,9 +169,15 @@ static void test_axes(void) {
     int n;
     int64_t ax[4];
     const char *what;
-  } axes[] = {{-1, {0}, "all"},      {1, {0}, "axis 0"},     {1, {1}, "axis 1"},
-              {1, {3}, "axis 3"},    {1, {-1}, "axis -1"},   {2, {0, 2}, "axes 0,2"},
-              {2, {1, 3}, "axes 1,3"}, {2, {2, 3}, "axes 2,3"}, {4, {3, 1, 0, 2}, "all listed"},
+  } axes[] = {{-1, {0}, "all"},
+              {1, {0}, "axis 0"},
+              {1, {1}, "axis 1"},
+              {1, {3}, "axis 3"},
+              {1, {-1}, "axis -1"},
+              {2, {0, 2}, "axes 0,2"},
+              {2, {1, 3}, "axes 1,3"},
+              {2, {2, 3}, "axes 2,3"},
+              {4, {3, 1, 0, 2}, "all listed"},
               {3, {0, 1, 3}, "axes 0,1,3"}};
   kiln_dtype dts[3] = {KILN_F32, KILN_I32, KILN_I64};
   for (int o = 0; o < 6; o++)
