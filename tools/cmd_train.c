@@ -1,0 +1,160 @@
+/* cmd_train.c — `kiln train`: trains a model on a dataset with the compiled
+ * forward+backward+optimizer step; checkpoints at each epoch end and on Ctrl-C. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tools/cli.h"
+#include "train/loop.h"
+
+static volatile sig_atomic_t stop_requested = 0; /* the CLI's signal flag (not library state) */
+static void on_sigint(int sig) {
+  (void)sig;
+  stop_requested = 1;
+}
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: kiln train MODEL.onnx --data DIR [options]\n"
+          "       kiln train --resume CHECKPOINT.onnx --data DIR [options]\n\n"
+          "Trains the model (outputs `logits`, and `saliency` for the localization loss) with one\n"
+          "compiled program per step: forward (BatchNorm with batch statistics), the losses,\n"
+          "the backward pass derived by kiln, and the optimizer update.\n\n"
+          "data:\n"
+          "  --data DIR           a folder of .npy tensors: images.npy [N,C,H,W] float32,\n"
+          "                       labels.npy [N] int64, optional masks.npy [N,1,H,W] and\n"
+          "                       mask_present.npy [N] (images without a mask train only the\n"
+          "                       class loss)\n"
+          "training:\n"
+          "  --epochs N           (default 40)\n"
+          "  --batch B            batch size, for a model with a symbolic batch (default: the model's)\n"
+          "  --max-steps N        stop after N steps of this run\n"
+          "  --loc-loss bce|l1|l2|none   localization loss on the saliency (default bce)\n"
+          "  --lambda X           weight of the localization loss (default 1)\n"
+          "  --optim adam|adamw|sgd      (default adam)\n"
+          "  --lr X               learning rate (default 1e-3)\n"
+          "  --weight-decay X     (default 0)\n"
+          "  --momentum X         SGD momentum (default 0.9)\n"
+          "  --seed N             data order (default 1); same seed and threads give the same weights\n"
+          "output:\n"
+          "  -o, --checkpoint F   checkpoint written at each epoch end and on Ctrl-C (default\n"
+          "                       checkpoint.onnx); an ONNX model any tool loads; `kiln export`\n"
+          "                       strips the optimizer state\n"
+          "  --resume F           continue from checkpoint F (writes back to F unless -o is given)\n"
+          "  --log F.csv          append per-step losses, accuracy and speed\n"
+          "  --stats              print the planned training memory before starting\n"
+          "  --threads N          (default: all cores)\n"
+          "  --allow-fallback     run ops without compiled kernels on reference kernels\n");
+}
+
+int cmd_train(int argc, char **argv) {
+  const char *model = NULL, *data = NULL, *ckpt = NULL, *resume = NULL, *logf = NULL, *val;
+  kiln_trainer_opts to = {.cfg = kiln_train_config_default()};
+  kiln_fit_opts fo = {.epochs = 40, .seed = 1, .loader_threads = 1};
+  int64_t batch = 0;
+  bool bad = false, stats = false;
+  for (int i = 1; i < argc; i++) {
+    if (cli_is_help(argv[i])) {
+      usage(stdout);
+      return 0;
+    } else if (cli_opt(argc, argv, &i, "--data", &val, &bad)) {
+      data = val;
+    } else if (cli_opt(argc, argv, &i, "--epochs", &val, &bad)) {
+      fo.epochs = atoi(val);
+    } else if (cli_opt(argc, argv, &i, "--batch", &val, &bad)) {
+      batch = atoll(val);
+    } else if (cli_opt(argc, argv, &i, "--max-steps", &val, &bad)) {
+      fo.max_steps = atoll(val);
+    } else if (cli_opt(argc, argv, &i, "--loc-loss", &val, &bad)) {
+      if (!strcmp(val, "bce") || !strcmp(val, "ce")) to.cfg.loc_loss = KILN_LOC_BCE;
+      else if (!strcmp(val, "l1")) to.cfg.loc_loss = KILN_LOC_L1;
+      else if (!strcmp(val, "l2")) to.cfg.loc_loss = KILN_LOC_L2;
+      else if (!strcmp(val, "none")) to.cfg.loc_loss = KILN_LOC_NONE;
+      else return cli_usage_error("train", "--loc-loss must be bce, l1, l2 or none");
+    } else if (cli_opt(argc, argv, &i, "--lambda", &val, &bad)) {
+      to.cfg.lambda = atof(val);
+    } else if (cli_opt(argc, argv, &i, "--optim", &val, &bad)) {
+      if (!strcmp(val, "adam")) to.cfg.optim = KILN_OPTIM_ADAM;
+      else if (!strcmp(val, "adamw")) to.cfg.optim = KILN_OPTIM_ADAMW;
+      else if (!strcmp(val, "sgd")) to.cfg.optim = KILN_OPTIM_SGD;
+      else return cli_usage_error("train", "--optim must be adam, adamw or sgd");
+    } else if (cli_opt(argc, argv, &i, "--lr", &val, &bad)) {
+      to.cfg.lr = atof(val);
+    } else if (cli_opt(argc, argv, &i, "--weight-decay", &val, &bad)) {
+      to.cfg.weight_decay = atof(val);
+    } else if (cli_opt(argc, argv, &i, "--momentum", &val, &bad)) {
+      to.cfg.momentum = atof(val);
+    } else if (cli_opt(argc, argv, &i, "--seed", &val, &bad)) {
+      fo.seed = strtoull(val, NULL, 10);
+    } else if (cli_opt(argc, argv, &i, "-o", &val, &bad) || cli_opt(argc, argv, &i, "--checkpoint", &val, &bad)) {
+      ckpt = val;
+    } else if (cli_opt(argc, argv, &i, "--resume", &val, &bad)) {
+      resume = val;
+    } else if (cli_opt(argc, argv, &i, "--log", &val, &bad)) {
+      logf = val;
+    } else if (cli_opt(argc, argv, &i, "--threads", &val, &bad)) {
+      to.threads = atoi(val);
+    } else if (!strcmp(argv[i], "--stats")) {
+      stats = true;
+    } else if (!strcmp(argv[i], "--allow-fallback")) {
+      to.allow_fallback = true;
+    } else if (argv[i][0] == '-') {
+      return cli_usage_error("train", "unknown option '%s'", argv[i]);
+    } else if (!model) {
+      model = argv[i];
+    } else {
+      return cli_usage_error("train", "more than one model given");
+    }
+    if (bad) return 2;
+  }
+  if (resume && model) return cli_usage_error("train", "give either a model or --resume, not both");
+  if (!resume && !model) return cli_usage_error("train", "no model given");
+  if (!data) return cli_usage_error("train", "--data is required");
+  if (fo.epochs < 1) return cli_usage_error("train", "--epochs must be at least 1");
+  if (!ckpt) ckpt = resume ? resume : "checkpoint.onnx";
+  kiln_err e = {0};
+  kiln_dataset *ds = NULL;
+  kiln_trainer *t = NULL;
+  int rc = 1;
+  if (kiln_dataset_open_tensors(data, &ds, &e)) goto out;
+  if (kiln_trainer_create(resume ? resume : model, batch, &to, &t, &e)) goto out;
+  if (stats || isatty(2)) {
+    int64_t arena, state;
+    kiln_trainer_memory(t, &arena, &state);
+    fprintf(stderr, "training %s: batch %lld, %lld classes; planned memory %.1f MiB arena + %.1f MiB state\n",
+            resume ? resume : model, (long long)kiln_trainer_batch(t), (long long)kiln_trainer_num_classes(t),
+            (double)arena / 1048576.0, (double)state / 1048576.0);
+  }
+  if (resume)
+    fprintf(stderr, "resuming from %s at step %lld (epoch %s, step %s of it)\n", resume,
+            (long long)kiln_trainer_steps_done(t), kiln_trainer_meta(t, "kiln.epoch") ? kiln_trainer_meta(t, "kiln.epoch") : "0",
+            kiln_trainer_meta(t, "kiln.epoch_step") ? kiln_trainer_meta(t, "kiln.epoch_step") : "0");
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_sigint;
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  fo.checkpoint = ckpt;
+  fo.log_csv = logf;
+  fo.stop = &stop_requested;
+  fo.progress = stderr;
+  fo.tty = isatty(2);
+  kiln_fit_result fr;
+  if (kiln_fit(t, ds, &fo, &fr, &e)) goto out;
+  if (fr.stopped)
+    fprintf(stderr, "stopped after %lld steps; checkpoint written to %s (continue with --resume %s)\n",
+            (long long)fr.steps_done, ckpt, ckpt);
+  else
+    printf("trained %d epochs (%lld steps, %.1f images/s); last epoch: loss %.4f (cls %.4f, loc %.4f), "
+           "accuracy %.3f; checkpoint %s\n",
+           fr.epochs_done, (long long)fr.steps_done, fr.images_per_second, fr.last_loss, fr.last_cls, fr.last_loc,
+           fr.last_acc, ckpt);
+  rc = fr.stopped ? 130 : 0;
+out:
+  if (rc == 1) cli_fail(&e);
+  kiln_trainer_free(t);
+  kiln_dataset_free(ds);
+  return rc;
+}

@@ -1,0 +1,41 @@
+/* loop.h — the training loop: epochs of shuffled batches from a dataset, one
+ * compiled step per batch, progress, a CSV log, and checkpoints at each epoch
+ * end and when asked to stop (SIGINT in the CLI).
+ *
+ * Determinism: the order of examples in epoch k is a permutation drawn from
+ * (seed, k) alone, so a run resumed from a checkpoint — at an epoch end or in
+ * the middle of one — sees exactly the batches an uninterrupted run sees, and
+ * (same thread count) ends with bitwise-identical weights. */
+#ifndef KILN_LOOP_H
+#define KILN_LOOP_H
+
+#include <signal.h>
+#include <stdio.h>
+
+#include "train/dataset.h"
+#include "train/trainer.h"
+
+typedef struct kiln_fit_opts {
+  int epochs;
+  int64_t max_steps;            /* stop after this many steps in this run (0: no limit) */
+  uint64_t seed;
+  const char *checkpoint;       /* path written at each epoch end and on stop (NULL: none) */
+  const char *log_csv;          /* appended to (NULL: none) */
+  volatile sig_atomic_t *stop;  /* polled between steps; set by a signal handler */
+  FILE *progress;               /* NULL: silent */
+  bool tty;                     /* progress as a bar rewritten in place */
+  int loader_threads;           /* batches prepared on a thread while the step runs (0: inline) */
+} kiln_fit_opts;
+
+typedef struct kiln_fit_result {
+  int epochs_done;
+  int64_t steps_done;
+  double last_loss, last_cls, last_loc, last_acc; /* means over the last epoch (or partial epoch) */
+  double images_per_second;
+  bool stopped;                 /* interrupted; a checkpoint was written */
+} kiln_fit_result;
+
+kiln_code kiln_fit(kiln_trainer *t, kiln_dataset *train, const kiln_fit_opts *o, kiln_fit_result *r,
+                   kiln_err *e);
+
+#endif
