@@ -6,7 +6,7 @@
  * bitwise equal to it for any thread count.  Window bounds are clipped per output position
  * (no per-tap bounds tests).
  *
- * ResizeGrad is separable: one gather pass per resized axis (innermost first) through the
+ * ResizeGrad is separable: one gather pass per resized axis (outermost first) through the
  * axis' adjoint table, computed here at compile time with the forward's own tap formulas
  * (ir/ops/grad_pool.h): each input index lists the output indices that read it and the summed
  * weights.  Every destination element sums its contributions in a fixed order, so there is no
@@ -279,24 +279,36 @@ static kiln_code emit_gather_pass(kiln_emit_ctx *cx, const gather_pass *gp, kiln
   LLVMTypeRef f32 = k.t->f32, i64 = k.t->i64;
   LLVMValueRef src = cg_arg(&k, 0), dst = cg_arg(&k, 1), tp = cg_arg(&k, 2), wp = cg_arg(&k, 3);
   LLVMValueRef row, jlo, jhi;
+  /* the innermost axis (inner == 1) sums in a register; the others add whole rows of `inner`
+   * contiguous elements (vectorized), each element in the same order */
+  LLVMValueRef acc = gp->inner == 1 ? entry_alloca(&k, f32) : NULL;
   cg_rows_begin(&k, &rp, &row, &jlo, &jhi);
   LLVMValueRef nd = cg_i64(&k, gp->n_dst);
   LLVMValueRef ou = LLVMBuildUDiv(b, row, nd, ""), i = LLVMBuildURem(b, row, nd, "");
   LLVMValueRef dbase = cg_mul(&k, row, cg_i64(&k, gp->inner));
   LLVMValueRef sbase = cg_mul(&k, ou, cg_i64(&k, gp->n_src * gp->inner));
-  cg_fill_loop(&k, dst, dbase, 1, jlo, jhi, cg_f32(&k, 0));
+  if (acc)
+    LLVMBuildStore(b, cg_f32(&k, 0), acc);
+  else
+    cg_fill_loop(&k, dst, dbase, 1, jlo, jhi, cg_f32(&k, 0));
   LLVMValueRef k0 = cg_load(&k, i64, tp, i);
   LLVMValueRef k1 = cg_load(&k, i64, tp, cg_add(&k, i, cg_i64(&k, 1)));
   cg_loop lk, lj;
   LLVMValueRef kk = cg_loop_begin(&k, &lk, k0, k1, NULL, "k");
   LLVMValueRef soff = cg_add(&k, sbase, cg_load(&k, i64, tp, kk));
   LLVMValueRef wk = cg_load(&k, f32, wp, LLVMBuildNSWSub(b, kk, cg_i64(&k, gp->n_dst + 1), ""));
-  LLVMValueRef j = cg_loop_begin(&k, &lj, jlo, jhi, NULL, "j");
-  LLVMValueRef at = cg_add(&k, dbase, j);
-  LLVMValueRef prod = LLVMBuildFMul(b, wk, cg_load(&k, f32, src, cg_add(&k, soff, j)), "");
-  cg_store(&k, LLVMBuildFAdd(b, cg_load(&k, f32, dst, at), prod, ""), dst, at);
-  cg_loop_end(&k, &lj);
+  if (acc) {
+    LLVMValueRef prod = LLVMBuildFMul(b, wk, cg_load(&k, f32, src, soff), "");
+    LLVMBuildStore(b, LLVMBuildFAdd(b, LLVMBuildLoad2(b, f32, acc, ""), prod, ""), acc);
+  } else {
+    LLVMValueRef j = cg_loop_begin(&k, &lj, jlo, jhi, NULL, "j");
+    LLVMValueRef at = cg_add(&k, dbase, j);
+    LLVMValueRef prod = LLVMBuildFMul(b, wk, cg_load(&k, f32, src, cg_add(&k, soff, j)), "");
+    cg_store(&k, LLVMBuildFAdd(b, cg_load(&k, f32, dst, at), prod, ""), dst, at);
+    cg_loop_end(&k, &lj);
+  }
   cg_loop_end(&k, &lk);
+  if (acc) cg_store(&k, LLVMBuildLoad2(b, f32, acc, ""), dst, dbase);
   cg_rows_end(&k, &rp);
   return cg_kernel_end(cx, &k, rp.n_tiles, (int[]){gp->src_buf, gp->dst_buf, ib, wb}, e);
 }
@@ -335,12 +347,14 @@ static kiln_code emit_ResizeGrad(kiln_emit_ctx *cx, const kiln_graph *g, const k
   int dy_buf = cg_buf_value(cx, n->in[0]), dx_buf = cg_buf_value(cx, n->out[0]);
   if (xnumel == 0) return KILN_OK;
   if (ynumel == 0) return emit_flat(cx, -1, dx_buf, xnumel, e);
-  /* the adjoint tables of the axes that move anything, innermost first */
+  /* the adjoint tables of the axes that move anything, outermost first: after upsampling (the
+   * common case) the innermost axis, whose pass has no contiguous rows to vectorize, then runs
+   * on the smallest tensor */
   int64_t *start[KILN_MAX_RANK] = {0}, *src[KILN_MAX_RANK] = {0};
   double *w[KILN_MAX_RANK] = {0};
   int axes[KILN_MAX_RANK], n_axes = 0;
   kiln_code rc = KILN_OK;
-  for (int d = rank - 1; d >= 0; d--) {
+  for (int d = 0; d < rank; d++) {
     bool identity;
     rc = kiln_resize_axis_adjoint(&p, d, xs.d[d], &start[d], &src[d], &w[d], &identity, e);
     if (rc) goto done;
