@@ -198,7 +198,8 @@ static void emit_segment(cg_kernel *k, const row_ctx *r, const segment *s) {
     }
     cg_loop l;
     LLVMValueRef j = cg_loop_begin(k, &l, lo, hi, NULL, "j");
-    LLVMValueRef v = cg_load(k, r->ety, r->src, cg_add(k, srcoff, cg_mul(k, j, cg_i64(k, s->stride))));
+    LLVMValueRef at = cg_add(k, srcoff, cg_mul(k, j, cg_i64(k, s->stride)));
+    LLVMValueRef v = cg_load(k, r->ety, r->src, at);
     cg_store(k, v, r->dst, cg_add(k, r->dstbase, cg_mul(k, j, cg_i64(k, r->ds))));
     cg_loop_end(k, &l);
     return;
@@ -288,7 +289,8 @@ kiln_code cg_emit_copy(kiln_emit_ctx *cx, const cg_copy *c, kiln_err *e) {
   axis ax[KILN_MAX_RANK];
   int r = 0;
   for (int d = 0; d < c->rank; d++) {
-    axis a = {.dim = c->dims[d], .sst = c->src_stride[d], .dst = c->dst_stride[d], .tab = c->src_tab[d]};
+    axis a = {.dim = c->dims[d], .sst = c->src_stride[d], .dst = c->dst_stride[d],
+              .tab = c->src_tab[d]};
     if (a.tab) {
       bool affine = true;
       int64_t step = a.dim > 1 ? a.tab[1] - a.tab[0] : 0;

@@ -313,7 +313,9 @@ static kiln_code emit_interp(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_
   LLVMValueRef acc = zero;
   for (int c = 0; c < nc; c++)
     for (int t = 0; t < T; t++) {
-      LLVMValueRef wt = c_w[c] && jw[t] ? LLVMBuildFMul(b, c_w[c], jw[t], "") : c_w[c] ? c_w[c] : jw[t];
+      LLVMValueRef wt = c_w[c] && jw[t] ? LLVMBuildFMul(b, c_w[c], jw[t], "")
+                        : c_w[c]        ? c_w[c]
+                                        : jw[t];
       LLVMValueRef v = cg_load(&k, f32, xp, cg_add(&k, c_off[c], jo[t]));
       if (wt) {
         LLVMValueRef prod = LLVMBuildFMul(b, wt, v, "");
@@ -321,7 +323,9 @@ static kiln_code emit_interp(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_
       }
       acc = c == 0 && t == 0 ? v : LLVMBuildFAdd(b, acc, v, "");
     }
-  LLVMValueRef out_any = outside && jout ? LLVMBuildOr(b, outside, jout, "") : outside ? outside : jout;
+  LLVMValueRef out_any = outside && jout ? LLVMBuildOr(b, outside, jout, "")
+                         : outside         ? outside
+                                           : jout;
   if (out_any) acc = cg_select(&k, out_any, extrap, acc);
   cg_store(&k, acc, yp, cg_add(&k, dstbase, cg_mul(&k, j, cg_i64(&k, in->dst))));
   cg_loop_end(&k, &lj);

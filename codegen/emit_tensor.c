@@ -176,7 +176,8 @@ static kiln_code slice_plan(const kiln_graph *g, const kiln_node *n, const kiln_
   bool has_axes, has_steps = false;
   if (n->opset < 10) {
     const int64_t *a;
-    if (ir_attr_ints(n, "starts", &a) > KILN_MAX_RANK || ir_attr_ints(n, "ends", &a) > KILN_MAX_RANK ||
+    if (ir_attr_ints(n, "starts", &a) > KILN_MAX_RANK ||
+        ir_attr_ints(n, "ends", &a) > KILN_MAX_RANK ||
         ir_attr_ints(n, "axes", &a) > KILN_MAX_RANK)
       return kiln_errf(e, KILN_ERR_LIMIT, "too many Slice arguments");
     ns = (int)ir_attr_ints(n, "starts", &a);
@@ -315,7 +316,8 @@ static kiln_code emit_Gather(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_
   LLVMValueRef dstbase = cg_mul(&k, row, cg_i64(&k, inner));
   cg_ifelse ie;
   cg_ifelse_begin(&k, &ie, ok);
-  LLVMValueRef srcbase = cg_mul(&k, cg_add(&k, cg_mul(&k, o, cg_i64(&k, dim)), idx), cg_i64(&k, inner));
+  LLVMValueRef srcrow = cg_add(&k, cg_mul(&k, o, cg_i64(&k, dim)), idx);
+  LLVMValueRef srcbase = cg_mul(&k, srcrow, cg_i64(&k, inner));
   cg_copy_run(&k, ety, es, yp, cg_add(&k, dstbase, jlo), xp, cg_add(&k, srcbase, jlo),
               LLVMBuildNSWSub(b, jhi, jlo, ""));
   cg_ifelse_else(&k, &ie);

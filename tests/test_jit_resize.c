@@ -22,9 +22,9 @@ static void run_free(jd_case c, const char *what) {
   jd_free(&c);
 }
 
-static const char *const coord_modes[] = {"half_pixel", "pytorch_half_pixel", "align_corners",
-                                          "asymmetric", "tf_half_pixel_for_nn",
-                                          "tf_crop_and_resize"};
+static const char *const coord_modes[] = {"half_pixel",           "pytorch_half_pixel",
+                                          "align_corners",        "asymmetric",
+                                          "tf_half_pixel_for_nn", "tf_crop_and_resize"};
 static const char *const nearest_modes[] = {"round_prefer_floor", "round_prefer_ceil", "floor",
                                             "ceil"};
 
@@ -42,12 +42,17 @@ static jd_case resize_case(kiln_tensor *x, kiln_tensor *scales, kiln_tensor *siz
       r[rank + d] = d < rank - 2 ? 1.0f : d == rank - 1 ? 1.3f : 0.8f;
     }
   }
-  jd_case c = {KILN_OP_Resize, 11, {x, roi, scales ? scales : tn_new(KILN_F32, 1, DIMS(0)), sizes},
-               sizes ? 4 : 3, 0xe, 1,
+  jd_case c = {KILN_OP_Resize,
+               11,
+               {x, roi, scales ? scales : tn_new(KILN_F32, 1, DIMS(0)), sizes},
+               sizes ? 4 : 3,
+               0xe,
+               1,
                {AS("mode", mode), AS("coordinate_transformation_mode", coord),
                 AS("nearest_mode", nearest ? nearest : "round_prefer_floor"),
                 AF("extrapolation_value", -7.5)}};
-  if (strcmp(mode, "nearest")) c.rtol = RTOL, c.atol = ATOL;
+  if (strcmp(mode, "nearest"))
+    c.rtol = RTOL, c.atol = ATOL;
   return c;
 }
 
@@ -83,11 +88,12 @@ static void test_linear(void) {
   char what[200];
   for (int cm = 0; cm < 6; cm++) {
     snprintf(what, sizeof what, "linear %s", coord_modes[cm]);
-    run_free(resize_case(RF(1, 2, 5, 7), FVEC(1, 1, 2, 1.7f), NULL, "linear", coord_modes[cm], NULL),
-             what);
-    run_free(resize_case(RF(2, 3, 8, 9), FVEC(1, 1, 0.6f, 0.45f), NULL, "linear", coord_modes[cm],
-                         NULL),
-             what);
+    run_free(
+        resize_case(RF(1, 2, 5, 7), FVEC(1, 1, 2, 1.7f), NULL, "linear", coord_modes[cm], NULL),
+        what);
+    run_free(
+        resize_case(RF(2, 3, 8, 9), FVEC(1, 1, 0.6f, 0.45f), NULL, "linear", coord_modes[cm], NULL),
+        what);
     run_free(resize_case(RF(1, 1, 4, 5), NULL, VEC(1, 1, 9, 3), "linear", coord_modes[cm], NULL),
              what);
     run_free(resize_case(RF(7), FVEC(2.3f), NULL, "linear", coord_modes[cm], NULL), what);
@@ -97,8 +103,9 @@ static void test_linear(void) {
   }
   run_free(resize_case(RF(2, 5, 6), FVEC(1, 1.5f, 1), NULL, "linear", "half_pixel", NULL),
            "linear middle axis only");
-  run_free(resize_case(RF(1, 2, 3, 4, 5), FVEC(1, 1, 2, 2, 2), NULL, "linear", "align_corners", NULL),
-           "trilinear");
+  run_free(
+      resize_case(RF(1, 2, 3, 4, 5), FVEC(1, 1, 2, 2, 2), NULL, "linear", "align_corners", NULL),
+      "trilinear");
   run_free(resize_case(RF(1, 1, 2, 20000), FVEC(1, 1, 2, 1.5f), NULL, "linear", "half_pixel", NULL),
            "linear long rows");
   run_free(resize_case(RF(1, 1, 2, 20000), FVEC(1, 1, 3, 1), NULL, "linear", "asymmetric", NULL),
@@ -113,8 +120,8 @@ static void test_cubic(void) {
   for (int cm = 0; cm < 6; cm++)
     for (int ex = 0; ex < 2; ex++) {
       snprintf(what, sizeof what, "cubic %s exclude_outside=%d", coord_modes[cm], ex);
-      jd_case c = resize_case(RF(1, 2, 6, 7), FVEC(1, 1, 1.8f, 0.7f), NULL, "cubic",
-                              coord_modes[cm], NULL);
+      jd_case c =
+          resize_case(RF(1, 2, 6, 7), FVEC(1, 1, 1.8f, 0.7f), NULL, "cubic", coord_modes[cm], NULL);
       c.attrs[4] = (jd_attr)AI("exclude_outside", ex);
       c.attrs[5] = (jd_attr)AF("cubic_coeff_a", ex ? -0.5 : -0.75);
       run_free(c, what);
@@ -122,8 +129,9 @@ static void test_cubic(void) {
       c.attrs[4] = (jd_attr)AI("exclude_outside", ex);
       run_free(c, what);
     }
-  run_free(resize_case(RF(3, 4, 5, 6), FVEC(1.4f, 1.5f, 0.6f, 2), NULL, "cubic", "half_pixel", NULL),
-           "cubic of every axis (64 combinations)");
+  run_free(
+      resize_case(RF(3, 4, 5, 6), FVEC(1.4f, 1.5f, 0.6f, 2), NULL, "cubic", "half_pixel", NULL),
+      "cubic of every axis (64 combinations)");
   run_free(resize_case(RF(2, 9000), FVEC(1.5f, 2.5f), NULL, "cubic", "asymmetric", NULL),
            "cubic long rows");
 }
@@ -141,26 +149,69 @@ static void test_too_many_axes(void) {
 }
 
 static void test_old_opsets(void) {
-  run_free((jd_case){KILN_OP_Upsample, 7, {RF(1, 2, 3, 4)}, 1, 0, 1,
+  run_free((jd_case){KILN_OP_Upsample,
+                     7,
+                     {RF(1, 2, 3, 4)},
+                     1,
+                     0,
+                     1,
                      {AS("mode", "nearest"), AFV("scales", 1, 1, 2, 3)}},
            "upsample 7 nearest");
-  run_free((jd_case){KILN_OP_Upsample, 7, {RF(1, 2, 3, 4)}, 1, 0, 1,
-                     {AS("mode", "bilinear"), AFV("scales", 1, 1, 2, 2.5)}, RTOL, ATOL},
+  run_free((jd_case){KILN_OP_Upsample,
+                     7,
+                     {RF(1, 2, 3, 4)},
+                     1,
+                     0,
+                     1,
+                     {AS("mode", "bilinear"), AFV("scales", 1, 1, 2, 2.5)},
+                     RTOL,
+                     ATOL},
            "upsample 7 bilinear");
-  run_free((jd_case){KILN_OP_Upsample, 9, {RI(1, 2, 3, 4), FVEC(1, 1, 2, 2)}, 2, 2, 1,
+  run_free((jd_case){KILN_OP_Upsample,
+                     9,
+                     {RI(1, 2, 3, 4), FVEC(1, 1, 2, 2)},
+                     2,
+                     2,
+                     1,
                      {AS("mode", "nearest")}},
            "upsample 9 nearest i64");
-  run_free((jd_case){KILN_OP_Upsample, 9, {RF(2, 3, 4), FVEC(1, 1.5f, 2)}, 2, 2, 1,
-                     {AS("mode", "linear")}, RTOL, ATOL},
+  run_free((jd_case){KILN_OP_Upsample,
+                     9,
+                     {RF(2, 3, 4), FVEC(1, 1.5f, 2)},
+                     2,
+                     2,
+                     1,
+                     {AS("mode", "linear")},
+                     RTOL,
+                     ATOL},
            "upsample 9 linear");
-  run_free((jd_case){KILN_OP_Resize, 10, {RF(1, 2, 5, 6), FVEC(1, 1, 0.5f, 0.7f)}, 2, 2, 1,
+  run_free((jd_case){KILN_OP_Resize,
+                     10,
+                     {RF(1, 2, 5, 6), FVEC(1, 1, 0.5f, 0.7f)},
+                     2,
+                     2,
+                     1,
                      {AS("mode", "nearest")}},
            "resize 10 nearest downsample");
-  run_free((jd_case){KILN_OP_Resize, 10, {RF(1, 2, 5, 6), FVEC(1, 1, 1.5f, 2)}, 2, 2, 1,
-                     {AS("mode", "linear")}, RTOL, ATOL},
+  run_free((jd_case){KILN_OP_Resize,
+                     10,
+                     {RF(1, 2, 5, 6), FVEC(1, 1, 1.5f, 2)},
+                     2,
+                     2,
+                     1,
+                     {AS("mode", "linear")},
+                     RTOL,
+                     ATOL},
            "resize 10 linear");
-  run_free((jd_case){KILN_OP_Resize, 13, {RF(1, 2, 5, 6), NULL, NULL, VEC(1, 2, 8, 4)}, 4, 0xe, 1,
-                     {AS("mode", "cubic")}, RTOL, ATOL},
+  run_free((jd_case){KILN_OP_Resize,
+                     13,
+                     {RF(1, 2, 5, 6), NULL, NULL, VEC(1, 2, 8, 4)},
+                     4,
+                     0xe,
+                     1,
+                     {AS("mode", "cubic")},
+                     RTOL,
+                     ATOL},
            "resize 13 sizes, no roi");
 }
 
@@ -171,44 +222,67 @@ static void test_pad_modes(void) {
   char what[200];
   for (int m = 0; m < 3; m++) {
     snprintf(what, sizeof what, "pad 2 %s", modes[m]);
-    run_free((jd_case){KILN_OP_Pad, 2, {RF(1, 2, 5, 7)}, 1, 0, 1,
-                       {AS("mode", modes[m]), AV("pads", 0, 0, 2, 3, 0, 0, 1, 2), AF("value", 1.25)}},
-             what);
+    run_free(
+        (jd_case){KILN_OP_Pad,
+                  2,
+                  {RF(1, 2, 5, 7)},
+                  1,
+                  0,
+                  1,
+                  {AS("mode", modes[m]), AV("pads", 0, 0, 2, 3, 0, 0, 1, 2), AF("value", 1.25)}},
+        what);
     snprintf(what, sizeof what, "pad 11 %s", modes[m]);
-    run_free((jd_case){KILN_OP_Pad, 11, {RF(1, 2, 5, 7), VEC(0, 1, 2, 3, 1, 0, 4, 2), FVEC(-3)}, 3,
-                       6, 1, {AS("mode", modes[m])}},
+    run_free((jd_case){KILN_OP_Pad,
+                       11,
+                       {RF(1, 2, 5, 7), VEC(0, 1, 2, 3, 1, 0, 4, 2), FVEC(-3)},
+                       3,
+                       6,
+                       1,
+                       {AS("mode", modes[m])}},
              what);
     snprintf(what, sizeof what, "pad 11 %s negative pads", modes[m]);
-    run_free((jd_case){KILN_OP_Pad, 11, {RF(2, 3, 6, 7), VEC(0, -1, 2, -2, 0, 1, -1, 3)}, 2, 2, 1,
+    run_free((jd_case){KILN_OP_Pad,
+                       11,
+                       {RF(2, 3, 6, 7), VEC(0, -1, 2, -2, 0, 1, -1, 3)},
+                       2,
+                       2,
+                       1,
                        {AS("mode", modes[m])}},
              what);
     snprintf(what, sizeof what, "pad 11 %s i64 rank 1", modes[m]);
     run_free((jd_case){KILN_OP_Pad, 11, {RI(5), VEC(3, 4)}, 2, 2, 1, {AS("mode", modes[m])}}, what);
     snprintf(what, sizeof what, "pad 11 %s bool rank 3", modes[m]);
-    run_free((jd_case){KILN_OP_Pad, 11, {RB(3, 4, 2), VEC(1, 0, 1, 1, 2, 0)}, 2, 2, 1,
-                       {AS("mode", modes[m])}},
-             what);
+    run_free(
+        (jd_case){
+            KILN_OP_Pad, 11, {RB(3, 4, 2), VEC(1, 0, 1, 1, 2, 0)}, 2, 2, 1, {AS("mode", modes[m])}},
+        what);
     snprintf(what, sizeof what, "pad 11 %s long rows", modes[m]);
-    run_free((jd_case){KILN_OP_Pad, 11, {RF(2, 20000), VEC(1, 3, 0, 5)}, 2, 2, 1,
-                       {AS("mode", modes[m])}},
-             what);
+    run_free(
+        (jd_case){
+            KILN_OP_Pad, 11, {RF(2, 20000), VEC(1, 3, 0, 5)}, 2, 2, 1, {AS("mode", modes[m])}},
+        what);
     snprintf(what, sizeof what, "pad 11 %s zero pads", modes[m]);
-    run_free((jd_case){KILN_OP_Pad, 11, {RI32(3, 4), VEC(0, 0, 0, 0)}, 2, 2, 1,
-                       {AS("mode", modes[m])}},
-             what);
+    run_free(
+        (jd_case){KILN_OP_Pad, 11, {RI32(3, 4), VEC(0, 0, 0, 0)}, 2, 2, 1, {AS("mode", modes[m])}},
+        what);
   }
-  run_free((jd_case){KILN_OP_Pad, 11, {RF(3, 2), VEC(5, 0, 4, 0)}, 2, 2, 1, {AS("mode", "reflect")}},
-           "reflect more than the axis");
-  run_free((jd_case){KILN_OP_Pad, 11, {RF(1, 3), VEC(0, 4, 0, 3)}, 2, 2, 1, {AS("mode", "reflect")}},
-           "reflect a size-1 axis");
+  run_free(
+      (jd_case){KILN_OP_Pad, 11, {RF(3, 2), VEC(5, 0, 4, 0)}, 2, 2, 1, {AS("mode", "reflect")}},
+      "reflect more than the axis");
+  run_free(
+      (jd_case){KILN_OP_Pad, 11, {RF(1, 3), VEC(0, 4, 0, 3)}, 2, 2, 1, {AS("mode", "reflect")}},
+      "reflect a size-1 axis");
   run_free((jd_case){KILN_OP_Pad, 11, {RF(2, 0), VEC(0, 1, 0, 2), FVEC(4.5f)}, 3, 6, 1},
            "pad an empty input");
   run_free((jd_case){KILN_OP_Pad, 11, {RF(3, 4), VEC(0, -2, 0, -2)}, 2, 2, 1}, "crop to empty");
-  run_free((jd_case){KILN_OP_Pad, 11, {RI(2, 3), VEC(1, 1, 1, 1), ti64(0, DIMS(0), IV(-9))}, 3, 2, 1},
-           "pad constant fed at run time");
-  run_free((jd_case){KILN_OP_Pad, 11, {RF(4, 5), VEC(2, 2, 2, 2)}, 2, 2, 1}, "pad default constant");
-  run_free((jd_case){KILN_OP_Pad, 2, {RI(4, 5)}, 1, 0, 1, {AV("pads", 1, 0, 0, 2), AF("value", 3.9)}},
-           "pad 2 i64 value");
+  run_free(
+      (jd_case){KILN_OP_Pad, 11, {RI(2, 3), VEC(1, 1, 1, 1), ti64(0, DIMS(0), IV(-9))}, 3, 2, 1},
+      "pad constant fed at run time");
+  run_free((jd_case){KILN_OP_Pad, 11, {RF(4, 5), VEC(2, 2, 2, 2)}, 2, 2, 1},
+           "pad default constant");
+  run_free(
+      (jd_case){KILN_OP_Pad, 2, {RI(4, 5)}, 1, 0, 1, {AV("pads", 1, 0, 0, 2), AF("value", 3.9)}},
+      "pad 2 i64 value");
 }
 
 int main(void) {

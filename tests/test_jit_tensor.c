@@ -71,7 +71,8 @@ static void test_inplace_reshape(void) {
   CHECK_OK(kiln_compile(gjit, &o, &p, &e), &e);
   if (p) {
     bool aliased = false;
-    for (int64_t b = 0; b < p->n_bufs; b++) aliased |= p->bufs[b].alias_of >= 0;
+    for (int64_t b = 0; b < p->n_bufs; b++)
+      aliased |= p->bufs[b].alias_of >= 0;
     CHECK(aliased);
     CHECK_OK(kiln_program_run(p, &x, &got, false, &e), &e);
     CHECK(jd_close(got, want, 0, 0, "in-place reshape"));
@@ -90,9 +91,9 @@ static void test_transpose(void) {
   run_free((jd_case){KILN_OP_Transpose, 13, {RF(2, 0, 5)}, 1, 0, 1, {AV("perm", 2, 0, 1)}},
            "transpose empty");
   run_free((jd_case){KILN_OP_Transpose, 13, {RF(1, 40000)}, 1, 0, 1}, "transpose long row");
-  run_free((jd_case){KILN_OP_Transpose, 13, {RF(3, 7, 1, 2, 5)}, 1, 0, 1,
-                     {AV("perm", 4, 1, 2, 0, 3)}},
-           "transpose rank 5");
+  run_free(
+      (jd_case){KILN_OP_Transpose, 13, {RF(3, 7, 1, 2, 5)}, 1, 0, 1, {AV("perm", 4, 1, 2, 0, 3)}},
+      "transpose rank 5");
   run_free((jd_case){KILN_OP_Transpose, 13, {RF(6, 4)}, 1, 0, 1, {AV("perm", 0, 1)}},
            "transpose identity");
   int64_t perms[6][3] = {{0, 1, 2}, {0, 2, 1}, {1, 0, 2}, {1, 2, 0}, {2, 0, 1}, {2, 1, 0}};
@@ -104,9 +105,10 @@ static void test_transpose(void) {
 }
 
 static void test_concat(void) {
-  run_free((jd_case){KILN_OP_Concat, 13, {RF(2, 3, 4), RF(2, 5, 4), RF(2, 1, 4)}, 3, 0, 1,
-                     {AI("axis", 1)}},
-           "concat axis 1");
+  run_free(
+      (jd_case){
+          KILN_OP_Concat, 13, {RF(2, 3, 4), RF(2, 5, 4), RF(2, 1, 4)}, 3, 0, 1, {AI("axis", 1)}},
+      "concat axis 1");
   run_free((jd_case){KILN_OP_Concat, 13, {RI(3, 5), RI(3, 2)}, 2, 2, 1, {AI("axis", -1)}},
            "concat last, const input");
   run_free((jd_case){KILN_OP_Concat, 13, {RB(1, 7), RB(4, 7)}, 2, 0, 1, {AI("axis", 0)}},
@@ -120,8 +122,9 @@ static void test_concat(void) {
 
 static void test_split(void) {
   run_free((jd_case){KILN_OP_Split, 11, {RF(6, 5)}, 1, 0, 3}, "split equal axis 0");
-  run_free((jd_case){KILN_OP_Split, 11, {RI(3, 10)}, 1, 0, 3, {AI("axis", -1), AV("split", 2, 0, 8)}},
-           "split variable with zero part");
+  run_free(
+      (jd_case){KILN_OP_Split, 11, {RI(3, 10)}, 1, 0, 3, {AI("axis", -1), AV("split", 2, 0, 8)}},
+      "split variable with zero part");
   run_free((jd_case){KILN_OP_Split, 13, {RF(2, 7, 3), VEC(3, 4)}, 2, 2, 2, {AI("axis", 1)}},
            "split 13 input");
   run_free((jd_case){KILN_OP_Split, 13, {RB(4, 4, 1)}, 1, 0, 2, {AI("axis", 1)}}, "split bool");
@@ -129,42 +132,60 @@ static void test_split(void) {
 }
 
 static void test_slice(void) {
-  run_free((jd_case){KILN_OP_Slice, 13, {RF(20, 10, 5), VEC(0, 0), VEC(3, 10), VEC(0, 1),
-                                         VEC(1, 1)},
-                     5, 0x1e, 1},
+  run_free((jd_case){KILN_OP_Slice,
+                     13,
+                     {RF(20, 10, 5), VEC(0, 0), VEC(3, 10), VEC(0, 1), VEC(1, 1)},
+                     5,
+                     0x1e,
+                     1},
            "slice basic");
-  run_free((jd_case){KILN_OP_Slice, 13, {RF(20, 10, 5), VEC(20, 10, 4), VEC(0, 0, 1),
-                                         VEC(0, 1, 2), VEC(-1, -3, -2)},
-                     5, 0x1e, 1},
+  run_free((jd_case){KILN_OP_Slice,
+                     13,
+                     {RF(20, 10, 5), VEC(20, 10, 4), VEC(0, 0, 1), VEC(0, 1, 2), VEC(-1, -3, -2)},
+                     5,
+                     0x1e,
+                     1},
            "slice negative steps");
-  run_free((jd_case){KILN_OP_Slice, 13, {RI(20, 10, 5), VEC(1000), VEC(1000), VEC(1), NULL}, 5,
-                     0x1e, 1},
-           "slice start out of bounds (empty)");
-  run_free((jd_case){KILN_OP_Slice, 13, {RI32(9, 11), VEC(-7, 2), VEC(-1, 1000), VEC(-1, -2),
-                                         VEC(3, 2)},
-                     5, 0x1e, 1},
+  run_free(
+      (jd_case){KILN_OP_Slice, 13, {RI(20, 10, 5), VEC(1000), VEC(1000), VEC(1), NULL}, 5, 0x1e, 1},
+      "slice start out of bounds (empty)");
+  run_free((jd_case){KILN_OP_Slice,
+                     13,
+                     {RI32(9, 11), VEC(-7, 2), VEC(-1, 1000), VEC(-1, -2), VEC(3, 2)},
+                     5,
+                     0x1e,
+                     1},
            "slice negative axes, steps");
-  run_free((jd_case){KILN_OP_Slice, 9, {RB(5, 6)}, 1, 0, 1,
-                     {AV("starts", 1, 0), AV("ends", 4, -1)}},
-           "slice opset 9 attrs");
-  run_free((jd_case){KILN_OP_Slice, 13, {RF(2, 50000), VEC(3), VEC(49999), VEC(1), NULL}, 5,
-                     0x1e, 1},
-           "slice long rows");
+  run_free(
+      (jd_case){KILN_OP_Slice, 9, {RB(5, 6)}, 1, 0, 1, {AV("starts", 1, 0), AV("ends", 4, -1)}},
+      "slice opset 9 attrs");
+  run_free(
+      (jd_case){KILN_OP_Slice, 13, {RF(2, 50000), VEC(3), VEC(49999), VEC(1), NULL}, 5, 0x1e, 1},
+      "slice long rows");
 }
 
 static void test_gather(void) {
-  run_free((jd_case){KILN_OP_Gather, 13, {RF(5, 4, 3), VEC(0, 4, -1, 2)}, 2, 0, 1}, "gather axis 0");
-  run_free((jd_case){KILN_OP_Gather, 13, {RI(5, 4, 3), ti32(2, DIMS(2, 2), (int32_t[]){3, -4, 0, 1})},
-                     2, 0, 1, {AI("axis", 1)}},
+  run_free((jd_case){KILN_OP_Gather, 13, {RF(5, 4, 3), VEC(0, 4, -1, 2)}, 2, 0, 1},
+           "gather axis 0");
+  run_free((jd_case){KILN_OP_Gather,
+                     13,
+                     {RI(5, 4, 3), ti32(2, DIMS(2, 2), (int32_t[]){3, -4, 0, 1})},
+                     2,
+                     0,
+                     1,
+                     {AI("axis", 1)}},
            "gather axis 1 i32 2-d indices");
-  run_free((jd_case){KILN_OP_Gather, 13, {RB(5, 4, 3), ti64(0, DIMS(0), IV(-1))}, 2, 0, 1,
-                     {AI("axis", -1)}},
-           "gather scalar index, last axis");
+  run_free(
+      (jd_case){
+          KILN_OP_Gather, 13, {RB(5, 4, 3), ti64(0, DIMS(0), IV(-1))}, 2, 0, 1, {AI("axis", -1)}},
+      "gather scalar index, last axis");
   run_free((jd_case){KILN_OP_Gather, 13, {RF(3, 4), EMPTY_VEC()}, 2, 0, 1}, "gather no indices");
-  run_free((jd_case){KILN_OP_Gather, 13, {RF(7, 30000), VEC(6, 0, 3)}, 2, 2, 1}, "gather long rows");
-  run_free((jd_case){KILN_OP_Gather, 13, {RF(100, 3), VEC(5, 9, 99, 0, 1, 2, 3, 4, 5, 6, 7, 8)}, 2,
-                     0, 1},
-           "gather const indices");
+  run_free((jd_case){KILN_OP_Gather, 13, {RF(7, 30000), VEC(6, 0, 3)}, 2, 2, 1},
+           "gather long rows");
+  run_free(
+      (jd_case){
+          KILN_OP_Gather, 13, {RF(100, 3), VEC(5, 9, 99, 0, 1, 2, 3, 4, 5, 6, 7, 8)}, 2, 0, 1},
+      "gather const indices");
 }
 
 /* An index outside [-dim, dim) fed at run time: the reference reports an error; the compiled
@@ -216,10 +237,17 @@ static void test_constants(void) {
   kiln_tensor *cv = RI(3, 4);
   run_free((jd_case){KILN_OP_Constant, 13, {NULL}, 0, 0, 1, {AT("value", cv)}, .unfold = true},
            "constant tensor (unfolded)");
-  run_free((jd_case){KILN_OP_Constant, 13, {NULL}, 0, 0, 1, {AFV("value_floats", 1.5, -2, 3)},
-                     .unfold = true},
-           "constant value_floats (unfolded)");
-  run_free((jd_case){KILN_OP_Shape, 15, {RF(2, 3, 5, 7)}, 1, 0, 1, {AI("start", 1), AI("end", -1)},
+  run_free(
+      (jd_case){
+          KILN_OP_Constant, 13, {NULL}, 0, 0, 1, {AFV("value_floats", 1.5, -2, 3)}, .unfold = true},
+      "constant value_floats (unfolded)");
+  run_free((jd_case){KILN_OP_Shape,
+                     15,
+                     {RF(2, 3, 5, 7)},
+                     1,
+                     0,
+                     1,
+                     {AI("start", 1), AI("end", -1)},
                      .unfold = true},
            "shape (unfolded)");
   kiln_tensor_free(vf), kiln_tensor_free(ff), kiln_tensor_free(cv);
