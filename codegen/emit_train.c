@@ -15,7 +15,7 @@ typedef LLVMValueRef V;
 
 #define NLL_TILE_ELEMS 16384
 
-/* dL index, label validity and weight of position `pos` (labels[pos] = t). */
+/* Whether label t is in range and not ignored. */
 static V label_active(cg_kernel *k, V t, bool has_ii, int64_t ii, int64_t C) {
   LLVMBuilderRef b = k->b;
   V ok = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntSGE, t, cg_i64(k, 0), ""),
@@ -56,7 +56,8 @@ static kiln_code emit_NLLLossGrad(kiln_emit_ctx *cx, const kiln_graph *g, const 
     V t = load_label(&k, labels->dtype, T, pos);
     cg_if act;
     cg_if_begin(&k, &act, label_active(&k, t, has_ii, ii, C));
-    V wt = w ? LLVMBuildFPExt(k.b, cg_load(&k, f32, cg_arg(&k, 2), t), f64, "") : LLVMConstReal(f64, 1);
+    V wt = w ? LLVMBuildFPExt(k.b, cg_load(&k, f32, cg_arg(&k, 2), t), f64, "")
+             : LLVMConstReal(f64, 1);
     V s = cg_load(&k, f64, S, cg_i64(&k, 0));
     cg_store(&k, LLVMBuildFAdd(k.b, s, wt, ""), S, cg_i64(&k, 0));
     cg_if_end(&k, &act);
@@ -94,11 +95,13 @@ static kiln_code emit_NLLLossGrad(kiln_emit_ctx *cx, const kiln_graph *g, const 
   V t = load_label(k, labels->dtype, T, pos);
   cg_if act;
   cg_if_begin(k, &act, label_active(k, t, has_ii, ii, C));
-  V wt = w ? LLVMBuildFPExt(b, cg_load(k, f32, cg_arg(k, w_arg), t), f64, "") : LLVMConstReal(f64, 1);
+  V wt = w ? LLVMBuildFPExt(b, cg_load(k, f32, cg_arg(k, w_arg), t), f64, "")
+           : LLVMConstReal(f64, 1);
   V dl = LLVMBuildFPExt(b, cg_load(k, f32, DL, none ? pos : cg_i64(k, 0)), f64, "");
   V gv = LLVMBuildFMul(b, LLVMBuildFNeg(b, wt, ""), dl, "");
   if (mean) gv = LLVMBuildFDiv(b, gv, cg_load(k, f64, cg_arg(k, s_arg), cg_i64(k, 0)), "");
-  cg_store(k, LLVMBuildFPTrunc(b, gv, f32, ""), Y, cg_add(k, cg_add(k, row0, cg_mul(k, t, cg_i64(k, D))), p));
+  V at = cg_add(k, cg_add(k, row0, cg_mul(k, t, cg_i64(k, D))), p); /* out[n, t, d] */
+  cg_store(k, LLVMBuildFPTrunc(b, gv, f32, ""), Y, at);
   cg_if_end(k, &act);
   cg_loop_end(k, &lp);
   cg_loop_end(k, &lt);

@@ -36,7 +36,8 @@ static kiln_code view_of(kiln_grad_ctx *gc, const kiln_node *n, reduce_view *v, 
 }
 
 /* The output gradient (and with `y`, the output) in keepdims form. */
-static kiln_code keep_form(kiln_grad_ctx *gc, const reduce_view *v, int val, int *out, kiln_err *e) {
+static kiln_code keep_form(kiln_grad_ctx *gc, const reduce_view *v, int val, int *out,
+                           kiln_err *e) {
   return grad_reshape(gc, val, &v->keep, out, e);
 }
 
@@ -51,7 +52,8 @@ static kiln_code g_sum_mean(kiln_grad_ctx *gc, const kiln_node *n, const int *dy
   }
   int d;
   KILN_TRY(keep_form(gc, &v, dy[0], &d, e));
-  if (n->op == KILN_OP_ReduceMean && v.count > 0) KILN_TRY(gu_scale(gc, d, 1.0 / (double)v.count, &d, e));
+  if (n->op == KILN_OP_ReduceMean && v.count > 0)
+    KILN_TRY(gu_scale(gc, d, 1.0 / (double)v.count, &d, e));
   return gu_expand(gc, d, &v.xs, &dx[0], e);
 }
 

@@ -164,7 +164,8 @@ static kiln_code g_pad(kiln_grad_ctx *gc, const kiln_node *n, const int *dy, int
   KILN_TRY(kiln_pad_params_get(g, n, &xs, n->n_in > 1 ? ir_in_const(g, n, 1) : NULL, &p, e));
   if (p.mode != KILN_PAD_CONSTANT)
     return kiln_errf(e, KILN_ERR_UNSUPPORTED,
-                     "autodiff supports Pad in constant mode only, not '%s'", ir_attr_str(n, "mode"));
+                     "autodiff supports Pad in constant mode only, not '%s'",
+                     ir_attr_str(n, "mode"));
   int r = xs.rank;
   int64_t pads[2 * KILN_MAX_RANK];
   for (int a = 0; a < r; a++) pads[a] = -p.begin[a], pads[r + a] = -p.end[a];

@@ -22,9 +22,9 @@ kiln_code ref_NLLLossGrad(const kiln_ref_ctx *ctx, const kiln_node *n, const kil
     int64_t t = kiln_tensor_get_i(labels, p);
     if (has_ii && t == ii) continue;
     if (t < 0 || t >= C)
-      return kiln_errf(e, KILN_ERR_INVALID, "label %lld at position %lld is out of range [0, %lld)%s",
-                       (long long)t, (long long)p, (long long)C,
-                       has_ii ? " and is not ignore_index" : "");
+      return kiln_errf(e, KILN_ERR_INVALID,
+                       "label %lld at position %lld is out of range [0, %lld)%s", (long long)t,
+                       (long long)p, (long long)C, has_ii ? " and is not ignore_index" : "");
     wsum += w ? (double)F32(w)[t] : 1.0;
   }
   for (int64_t p = 0; p < N * D; p++) {
