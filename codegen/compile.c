@@ -3,6 +3,8 @@
  * where none exists and fallback is allowed), plans memory and allocates the arena. */
 #include "codegen/compile.h"
 
+#include <llvm-c/Linker.h>
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +19,7 @@ struct kiln_emit_ctx {
   int threads;
   const kiln_node *cur;
   kiln_emit_fn table[KILN_OP_COUNT];
+  LLVMModuleRef aot;      /* AOT: every kernel linked into this module */
 };
 
 const cg_types *cg_t(kiln_emit_ctx *cx) { return &cx->t; }
@@ -88,10 +91,23 @@ kiln_code cg_kernel_end(kiln_emit_ctx *cx, cg_kernel *k, int64_t n_tiles, const 
   kiln_kernel_fn fn = NULL;
   LLVMModuleRef mod = k->mod;
   k->mod = NULL;
-  kiln_code rc = kiln_jit_add_kernel(cx->jit, mod, k->fn, &fn, e);
   int n_args = k->n_args;
   kiln_free(k->args);
   k->args = NULL;
+  if (cx->aot) {
+    char name[64];
+    kiln_jit_name_kernel(mod, k->fn, name);
+    if (LLVMGetNamedFunction(cx->aot, name)) {
+      LLVMDisposeModule(mod); /* identical kernel already collected */
+    } else if (LLVMLinkModules2(cx->aot, mod)) {
+      return kiln_errf(e, KILN_ERR_INTERNAL, "LLVM: cannot link kernel %s into the AOT module", name);
+    }
+    KILN_TRY(kiln_program_add_step(cx->p, NULL, cx->cur, bufs, n_args, n_tiles, e));
+    kiln_step *st = &cx->p->steps[cx->p->n_steps - 1];
+    snprintf(st->kernel, sizeof st->kernel, "%s", name);
+    return KILN_OK;
+  }
+  kiln_code rc = kiln_jit_add_kernel(cx->jit, mod, k->fn, &fn, e);
   if (rc) return rc;
   return kiln_program_add_step(cx->p, fn, cx->cur, bufs, n_args, n_tiles, e);
 }
@@ -160,6 +176,7 @@ const kiln_jit_stats *kiln_program_jit_stats(const kiln_program *p) {
 }
 
 static void jit_free_cb(void *j) { kiln_jit_free(j); }
+static void aot_free_cb(void *m) { LLVMDisposeModule((LLVMModuleRef)m); }
 
 kiln_code kiln_compile(kiln_graph *g, const kiln_compile_opts *opts, kiln_program **out, kiln_err *e) {
   kiln_compile_opts def = {0};
@@ -189,6 +206,11 @@ kiln_code kiln_compile(kiln_graph *g, const kiln_compile_opts *opts, kiln_progra
   cx->threads = p->threads;
   make_types(cx);
   cg_emitters(cx->table);
+  if (opts->aot) {
+    cx->aot = kiln_jit_new_module(jit, "kiln_aot");
+    p->aot_module = cx->aot;
+    p->aot_free = aot_free_cb;
+  }
 
   /* one buffer per value, same id */
   for (int64_t v = 0; v < g->n_values; v++) {
@@ -256,7 +278,7 @@ kiln_code kiln_compile(kiln_graph *g, const kiln_compile_opts *opts, kiln_progra
       }
       continue;
     }
-    if (!opts->allow_fallback) {
+    if (!opts->allow_fallback || opts->aot) {
       rc = kiln_errf(e, KILN_ERR_UNSUPPORTED, "no compiled kernel for %s", ir_node_label(n, lbl, sizeof lbl));
       goto fail;
     }

@@ -16,6 +16,9 @@ typedef struct kiln_compile_opts {
    * zeroed; the caller writes initial values with kiln_program_state_data(). */
   const int *state_in, *state_out;
   int n_state;
+  /* Ahead of time: kernels are collected into one module (p->aot_module) instead
+   * of being loaded into the JIT; steps name their kernel; no fallbacks allowed. */
+  bool aot;
 } kiln_compile_opts;
 
 /* Compiles an inferred graph (takes ownership of g, also on failure). */

@@ -193,9 +193,7 @@ static void hex(const uint8_t *h, int n, char *out) {
   for (int i = 0; i < n; i++) sprintf(out + 2 * i, "%02x", h[i]);
 }
 
-kiln_code kiln_jit_add_kernel(kiln_jit *j, LLVMModuleRef mod, LLVMValueRef fn, kiln_kernel_fn *out,
-                              kiln_err *e) {
-  kiln_code rc = KILN_OK;
+void kiln_jit_name_kernel(LLVMModuleRef mod, LLVMValueRef fn, char *name) {
   /* Name the kernel by the hash of its unoptimized IR (with a neutral name). */
   LLVMSetValueName2(fn, "kiln_kernel", strlen("kiln_kernel"));
   char *ir = LLVMPrintModuleToString(mod);
@@ -205,10 +203,16 @@ kiln_code kiln_jit_add_kernel(kiln_jit *j, LLVMModuleRef mod, LLVMValueRef fn, k
   LLVMDisposeMessage(ir);
   uint8_t digest[16];
   llvm_blake3_hasher_finalize(&h, digest, sizeof digest);
-  char name[64];
   memcpy(name, "kiln_k_", 7);
   hex(digest, 16, name + 7);
   LLVMSetValueName2(fn, name, strlen(name));
+}
+
+kiln_code kiln_jit_add_kernel(kiln_jit *j, LLVMModuleRef mod, LLVMValueRef fn, kiln_kernel_fn *out,
+                              kiln_err *e) {
+  kiln_code rc = KILN_OK;
+  char name[64];
+  kiln_jit_name_kernel(mod, fn, name);
 
   for (int i = 0; i < j->n_kernels; i++)
     if (!strcmp(j->names[i], name)) {

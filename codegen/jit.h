@@ -56,6 +56,9 @@ LLVMModuleRef kiln_jit_new_module(kiln_jit *j, const char *name);
 kiln_code kiln_jit_add_kernel(kiln_jit *j, LLVMModuleRef mod, LLVMValueRef fn, kiln_kernel_fn *out,
                               kiln_err *e);
 
+/* Renames `fn` to kiln_k_<hash of the module's IR> (40 bytes with the NUL). */
+void kiln_jit_name_kernel(LLVMModuleRef mod, LLVMValueRef fn, char *name);
+
 /* The optimized object of a module, for AOT: writes the module (already holding
  * every kernel) to an object file. */
 kiln_code kiln_jit_emit_object(kiln_jit *j, LLVMModuleRef mod, const char *path, kiln_err *e);

@@ -107,6 +107,18 @@ typedef struct kiln_step_profile {
 kiln_code kiln_session_profile(kiln_session *s, kiln_tensor *const *inputs, kiln_tensor **outputs,
                                const kiln_step_profile **steps, int64_t *n_steps, kiln_err *e);
 
+/* ---- ahead-of-time libraries ---- */
+typedef struct kiln_library_options {
+  const char *so_path;      /* shared library to write (required) */
+  const char *header_path;  /* C header describing it (NULL: none) */
+  const char *prefix;       /* entry points <prefix>_create/_run/_destroy (default "model") */
+  const char *weights_path; /* NULL: weights embedded in the library; else a side file */
+  const char *runtime_lib;  /* libkiln_aot_rt.a (NULL: the one built with kiln, or $KILN_AOT_RT) */
+} kiln_library_options;
+/* Compiles every kernel of the model into one shared library with a plain C API;
+ * the library needs no LLVM (and no kiln) at run time. */
+kiln_code kiln_compile_library(const kiln_model *m, const kiln_library_options *o, kiln_err *e);
+
 /* ---- tensors ---- (see ir/tensor.h for kiln_tensor) */
 kiln_code kiln_tensor_read(const char *path, kiln_tensor **out, kiln_err *e); /* .pb or .npy */
 kiln_code kiln_tensor_write_pb(const kiln_tensor *t, const char *name, const char *path, kiln_err *e);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codegen/aot.h"
 #include "codegen/compile.h"
 #include "frontend/onnx.h"
 #include "kiln.h"
@@ -227,6 +228,28 @@ kiln_code kiln_session_profile(kiln_session *s, kiln_tensor *const *inputs, kiln
   *steps = s->profile;
   *n_steps = p->n_steps;
   return KILN_OK;
+}
+
+kiln_code kiln_compile_library(const kiln_model *m, const kiln_library_options *o, kiln_err *e) {
+  if (!o || !o->so_path) return kiln_errf(e, KILN_ERR_INVALID, "no output library path given");
+  const char *rt = o->runtime_lib ? o->runtime_lib : getenv("KILN_AOT_RT");
+#ifdef KILN_AOT_RT_LIB
+  if (!rt) rt = KILN_AOT_RT_LIB;
+#endif
+  if (!rt) return kiln_errf(e, KILN_ERR_INVALID, "the AOT runtime library (libkiln_aot_rt.a) is unknown; set $KILN_AOT_RT");
+  kiln_graph *g = NULL;
+  KILN_TRY(clone_graph(m->g, &g, e));
+  kiln_program *p = NULL;
+  kiln_compile_opts co = {.aot = true, .cache_dir = ""};
+  KILN_TRY(kiln_compile(g, &co, &p, e));
+  kiln_aot_opts ao = {.so_path = o->so_path,
+                      .header_path = o->header_path,
+                      .prefix = o->prefix ? o->prefix : "model",
+                      .weights_path = o->weights_path,
+                      .runtime_lib = rt};
+  kiln_code rc = kiln_aot_write(p, (kiln_jit *)p->jit, &ao, e);
+  kiln_program_free(p);
+  return rc;
 }
 
 kiln_code kiln_tensor_read(const char *path, kiln_tensor **out, kiln_err *e) {

@@ -212,6 +212,7 @@ void kiln_program_free(kiln_program *p) {
   kiln_free(p->bufs);
   free(p->arena);
   kiln_free(p->step_seconds);
+  if (p->aot_module && p->aot_free) p->aot_free(p->aot_module);
   if (p->jit && p->jit_free) p->jit_free(p->jit);
   ir_graph_free(p->g);
   kiln_free(p);

@@ -41,6 +41,7 @@ typedef struct kiln_step {
   int64_t n_tiles;
   int64_t macs;            /* for bench: MACs of the node (0 if not compute) */
   char label[96];
+  char kernel[48];         /* the kernel's symbol (kiln_k_<hash>); for AOT */
 } kiln_step;
 
 typedef struct kiln_program {
@@ -55,6 +56,8 @@ typedef struct kiln_program {
   int threads;
   int n_fallback;          /* steps that run a reference kernel */
   void *jit;               /* the JIT that owns the kernels (codegen), freed with the program */
+  void *aot_module;        /* AOT: the LLVM module collecting every kernel (LLVMModuleRef) */
+  void (*aot_free)(void *);
   void (*jit_free)(void *);
   double *step_seconds;    /* per-step time of the last profiled run, or NULL */
   /* State: graph inputs that persist across runs.  state_in[i] is a graph input

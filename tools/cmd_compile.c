@@ -9,8 +9,13 @@
 #include "tools/cli.h"
 
 static void usage(FILE *f) {
-  fprintf(f, "usage: kiln compile MODEL.onnx [--stats] [--threads N] [--bind NAME=SIZE]...\n\n"
-             "Compiles every kernel of the model to native code with LLVM.\n"
+  fprintf(f, "usage: kiln compile MODEL.onnx [--stats] [--threads N] [--bind NAME=SIZE]...\n"
+             "       kiln compile MODEL.onnx -o libmodel.so [--header model.h] [--prefix NAME]\n"
+             "                    [--weights weights.bin]\n\n"
+             "Compiles every kernel of the model to native code with LLVM.  With -o, writes a\n"
+             "self-contained shared library (kernels, plan, weights) with a plain C API\n"
+             "(NAME_create/_run/_destroy, default NAME 'model') described by --header; it\n"
+             "needs no LLVM at run time.  --weights keeps the weights in a side file.\n"
              "  --stats            compile twice, cold (empty kernel cache) and warm (cached), and\n"
              "                     print both times, the kernel counts and the planned peak memory\n"
              "                     beside the sum of all intermediate tensors\n"
@@ -45,7 +50,8 @@ static int compile_once(const kiln_model *m, const kiln_options *o, double *secs
 }
 
 int cmd_compile(int argc, char **argv) {
-  const char *model = NULL, *val, *cache_dir = NULL;
+  const char *model = NULL, *val, *cache_dir = NULL, *so = NULL, *header = NULL, *prefix = "model",
+             *weights = NULL;
   const char *binds[32];
   int n_binds = 0, threads = 0;
   bool stats = false, bad = false, fallback = false;
@@ -59,6 +65,14 @@ int cmd_compile(int argc, char **argv) {
       threads = atoi(val);
     } else if (cli_opt(argc, argv, &i, "--cache-dir", &val, &bad)) {
       cache_dir = val;
+    } else if (cli_opt(argc, argv, &i, "-o", &val, &bad)) {
+      so = val;
+    } else if (cli_opt(argc, argv, &i, "--header", &val, &bad)) {
+      header = val;
+    } else if (cli_opt(argc, argv, &i, "--prefix", &val, &bad)) {
+      prefix = val;
+    } else if (cli_opt(argc, argv, &i, "--weights", &val, &bad)) {
+      weights = val;
     } else if (!strcmp(argv[i], "--stats")) {
       stats = true;
     } else if (!strcmp(argv[i], "--allow-fallback")) {
@@ -77,6 +91,16 @@ int cmd_compile(int argc, char **argv) {
   kiln_model *m = NULL;
   kiln_load_options lo = {.binds = binds, .n_binds = n_binds};
   if (kiln_model_load(model, &lo, &m, &e)) return cli_fail(&e);
+  if (so) {
+    kiln_library_options lo2 = {.so_path = so, .header_path = header, .prefix = prefix, .weights_path = weights};
+    double t0 = now_s();
+    kiln_code rc2 = kiln_compile_library(m, &lo2, &e);
+    kiln_model_free(m);
+    if (rc2) return cli_fail(&e);
+    printf("wrote %s%s%s%s%s in %.2f s (entry points %s_create, %s_run, %s_destroy)\n", so, header ? " and " : "",
+           header ? header : "", weights ? " and " : "", weights ? weights : "", now_s() - t0, prefix, prefix, prefix);
+    return 0;
+  }
   kiln_options o = kiln_options_default();
   o.threads = threads;
   o.allow_fallback = fallback;
