@@ -26,8 +26,12 @@ typedef LLVMValueRef V;
 
 /* ---- small IR helpers ---- */
 
-static V fcmp(cg_kernel *k, LLVMRealPredicate p, V a, V b) { return LLVMBuildFCmp(k->b, p, a, b, ""); }
-static V icmp(cg_kernel *k, LLVMIntPredicate p, V a, V b) { return LLVMBuildICmp(k->b, p, a, b, ""); }
+static V fcmp(cg_kernel *k, LLVMRealPredicate p, V a, V b) {
+  return LLVMBuildFCmp(k->b, p, a, b, "");
+}
+static V icmp(cg_kernel *k, LLVMIntPredicate p, V a, V b) {
+  return LLVMBuildICmp(k->b, p, a, b, "");
+}
 static V sel(cg_kernel *k, V c, V a, V b) { return LLVMBuildSelect(k->b, c, a, b, ""); }
 static V zero_like(V x) { return LLVMConstNull(LLVMTypeOf(x)); }
 static V int_like(V x, int64_t v) { return LLVMConstInt(LLVMTypeOf(x), (unsigned long long)v, 1); }
@@ -44,7 +48,9 @@ static V intr2(cg_kernel *k, const char *name, V a, V b) {
   return cg_intrinsic(k, name, &t, 1, (V[]){a, b}, 2);
 }
 /* An allow-listed libm function of one float. */
-static V libm1(cg_kernel *k, const char *name, V x) { return cg_call_rt(k, name, k->t->f32, &x, 1); }
+static V libm1(cg_kernel *k, const char *name, V x) {
+  return cg_call_rt(k, name, k->t->f32, &x, 1);
+}
 static V attr_f(cg_kernel *k, const kiln_node *n, const char *name) {
   return cg_f32(k, ir_attr_float(n, name));
 }
@@ -73,7 +79,8 @@ BODY(body_identity) { return in[0]; }
 
 /* x < 0 ? 0 : x, as the reference: NaN and -0 pass through. */
 BODY(body_relu) {
-  if (dt[0] == KILN_F32) return sel(k, fcmp(k, LLVMRealOLT, in[0], zero_like(in[0])), zero_like(in[0]), in[0]);
+  if (dt[0] == KILN_F32)
+    return sel(k, fcmp(k, LLVMRealOLT, in[0], zero_like(in[0])), zero_like(in[0]), in[0]);
   return sel(k, icmp(k, LLVMIntSLT, in[0], zero_like(in[0])), zero_like(in[0]), in[0]);
 }
 
@@ -95,7 +102,8 @@ BODY(body_clip) {
     if (hi) x = sel(k, fcmp(k, LLVMRealOGT, x, hi), hi, x);
     return x;
   }
-  if (n->opset < 11) return x; /* the float attributes do not apply to integers (as the reference) */
+  if (n->opset < 11)
+    return x; /* the float attributes do not apply to integers (as the reference) */
   if (lo) x = sel(k, icmp(k, LLVMIntSLT, x, lo), lo, x);
   if (hi) x = sel(k, icmp(k, LLVMIntSGT, x, hi), hi, x);
   return x;
@@ -106,7 +114,8 @@ BODY(body_sigmoid) {
   V x = in[0];
   V ex = libm1(k, "expf", LLVMBuildFNeg(k->b, intr1(k, "llvm.fabs", x), ""));
   V den = fadd(k, cg_f32(k, 1), ex);
-  return sel(k, fcmp(k, LLVMRealOGE, x, zero_like(x)), fdiv(k, cg_f32(k, 1), den), fdiv(k, ex, den));
+  return sel(k, fcmp(k, LLVMRealOGE, x, zero_like(x)), fdiv(k, cg_f32(k, 1), den),
+             fdiv(k, ex, den));
 }
 
 BODY(body_tanh) { return libm1(k, "tanhf", in[0]); }
@@ -120,7 +129,8 @@ BODY(body_hardsigmoid) {
 BODY(body_hardswish) {
   V x = in[0];
   V v = fadd(k, fdiv(k, x, cg_f32(k, 6)), cg_f32(k, 0.5));
-  return fmul(k, x, intr2(k, "llvm.maxnum", cg_f32(k, 0), intr2(k, "llvm.minnum", cg_f32(k, 1), v)));
+  return fmul(k, x,
+              intr2(k, "llvm.maxnum", cg_f32(k, 0), intr2(k, "llvm.minnum", cg_f32(k, 1), v)));
 }
 
 BODY(body_elu) {
@@ -142,9 +152,7 @@ BODY(body_softplus) {
   return sel(k, fcmp(k, LLVMRealOGT, x, zero_like(x)), fadd(k, x, t), t);
 }
 
-BODY(body_softsign) {
-  return fdiv(k, in[0], fadd(k, cg_f32(k, 1), intr1(k, "llvm.fabs", in[0])));
-}
+BODY(body_softsign) { return fdiv(k, in[0], fadd(k, cg_f32(k, 1), intr1(k, "llvm.fabs", in[0]))); }
 
 BODY(body_sqrt) { return intr1(k, "llvm.sqrt", in[0]); }
 BODY(body_exp) { return libm1(k, "expf", in[0]); }
@@ -173,7 +181,8 @@ BODY(body_add) {
   return dt[0] == KILN_F32 ? fadd(k, in[0], in[1]) : LLVMBuildAdd(k->b, in[0], in[1], "");
 }
 BODY(body_sub) {
-  return dt[0] == KILN_F32 ? LLVMBuildFSub(k->b, in[0], in[1], "") : LLVMBuildSub(k->b, in[0], in[1], "");
+  return dt[0] == KILN_F32 ? LLVMBuildFSub(k->b, in[0], in[1], "")
+                           : LLVMBuildSub(k->b, in[0], in[1], "");
 }
 BODY(body_mul) {
   return dt[0] == KILN_F32 ? fmul(k, in[0], in[1]) : LLVMBuildMul(k->b, in[0], in[1], "");
@@ -207,7 +216,8 @@ static V ipow(cg_kernel *k, V a, V b) {
   LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(k->ctx, k->fn, "pow.done");
   LLVMBuildBr(bd, head);
   LLVMPositionBuilderAtEnd(bd, head);
-  V r = LLVMBuildPhi(bd, i64, "r"), base = LLVMBuildPhi(bd, i64, "base"), ex = LLVMBuildPhi(bd, i64, "ex");
+  V r = LLVMBuildPhi(bd, i64, "r"), base = LLVMBuildPhi(bd, i64, "base"),
+    ex = LLVMBuildPhi(bd, i64, "ex");
   LLVMAddIncoming(r, &one, &pre, 1);
   LLVMAddIncoming(base, &a, &pre, 1);
   LLVMAddIncoming(ex, &b, &pre, 1);
@@ -224,7 +234,8 @@ static V ipow(cg_kernel *k, V a, V b) {
   LLVMPositionBuilderAtEnd(bd, done);
   V neg_exp = sel(k, icmp(k, LLVMIntEQ, a, one), one,
                   sel(k, icmp(k, LLVMIntEQ, a, LLVMConstInt(i64, (unsigned long long)-1, 1)),
-                      sel(k, LLVMBuildTrunc(bd, b, k->t->i1, ""), LLVMConstInt(i64, (unsigned long long)-1, 1), one),
+                      sel(k, LLVMBuildTrunc(bd, b, k->t->i1, ""),
+                          LLVMConstInt(i64, (unsigned long long)-1, 1), one),
                       zero_like(a)));
   return sel(k, icmp(k, LLVMIntSLT, b, zero_like(b)), neg_exp, r);
 }
@@ -243,7 +254,8 @@ BODY(body_pow) {
 }
 
 /* Comparisons: ordered (false with NaN), as C's == > <; bool and ints compare as integers. */
-static V compare(cg_kernel *k, const kiln_dtype *dt, V a, V b, LLVMRealPredicate fp, LLVMIntPredicate ip) {
+static V compare(cg_kernel *k, const kiln_dtype *dt, V a, V b, LLVMRealPredicate fp,
+                 LLVMIntPredicate ip) {
   return dt[0] == KILN_F32 ? fcmp(k, fp, a, b) : icmp(k, ip, a, b);
 }
 BODY(body_equal) { return compare(k, dt, in[0], in[1], LLVMRealOEQ, LLVMIntEQ); }
@@ -255,7 +267,8 @@ BODY(body_less) { return compare(k, dt, in[0], in[1], LLVMRealOLT, LLVMIntSLT); 
 /* max: isnan(a) || a > b ? a : b; min likewise with <.  NaN propagates from either side. */
 static V fold_max(cg_kernel *k, kiln_dtype dt, V a, V b, bool is_max) {
   if (dt != KILN_F32) return sel(k, icmp(k, is_max ? LLVMIntSGT : LLVMIntSLT, a, b), a, b);
-  V keep = LLVMBuildOr(k->b, fcmp(k, LLVMRealUNO, a, a), fcmp(k, is_max ? LLVMRealOGT : LLVMRealOLT, a, b), "");
+  V keep = LLVMBuildOr(k->b, fcmp(k, LLVMRealUNO, a, a),
+                       fcmp(k, is_max ? LLVMRealOGT : LLVMRealOLT, a, b), "");
   return sel(k, keep, a, b);
 }
 
@@ -268,12 +281,14 @@ BODY(body_sum) {
 BODY(body_mean) { return fdiv(k, body_sum(k, n, in, dt, user), cg_f32(k, (float)n->n_in)); }
 BODY(body_max) {
   V acc = in[0];
-  for (int i = 1; i < n->n_in; i++) acc = fold_max(k, dt[0], acc, in[i], true);
+  for (int i = 1; i < n->n_in; i++)
+    acc = fold_max(k, dt[0], acc, in[i], true);
   return acc;
 }
 BODY(body_min) {
   V acc = in[0];
-  for (int i = 1; i < n->n_in; i++) acc = fold_max(k, dt[0], acc, in[i], false);
+  for (int i = 1; i < n->n_in; i++)
+    acc = fold_max(k, dt[0], acc, in[i], false);
   return acc;
 }
 
@@ -286,7 +301,8 @@ BODY(body_cast) {
   V x = in[0];
   LLVMTypeRef ty = cg_dtype(k, to);
   if (to == KILN_BOOL) /* nonzero is true; NaN too, as numpy */
-    return from == KILN_F32 ? fcmp(k, LLVMRealUNE, x, zero_like(x)) : icmp(k, LLVMIntNE, x, zero_like(x));
+    return from == KILN_F32 ? fcmp(k, LLVMRealUNE, x, zero_like(x))
+                            : icmp(k, LLVMIntNE, x, zero_like(x));
   if (from == KILN_F32) return to == KILN_F32 ? x : sat_to_int(k, x, ty);
   if (to == KILN_F32)
     return from == KILN_BOOL ? LLVMBuildUIToFP(k->b, x, ty, "") : LLVMBuildSIToFP(k->b, x, ty, "");
@@ -313,7 +329,8 @@ typedef struct mt19937 {
 
 static void mt_seed(mt19937 *m, uint32_t seed) {
   m->s[0] = seed;
-  for (int i = 1; i < MT_N; i++) m->s[i] = 1812433253u * (m->s[i - 1] ^ (m->s[i - 1] >> 30)) + (uint32_t)i;
+  for (int i = 1; i < MT_N; i++)
+    m->s[i] = 1812433253u * (m->s[i - 1] ^ (m->s[i - 1] >> 30)) + (uint32_t)i;
   m->pos = MT_N;
 }
 
@@ -359,7 +376,8 @@ static double mt_uniform(mt19937 *m) { /* numpy's random_sample: 53 random bits 
 static uint64_t dropout_seed(const kiln_node *n) {
   if (ir_attr_has(n, "seed")) return (uint64_t)ir_attr_int(n, "seed");
   uint64_t h = 1469598103934665603ull; /* FNV-1a of the node's name */
-  for (const char *s = n->name ? n->name : ""; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
+  for (const char *s = n->name ? n->name : ""; *s; s++)
+    h = (h ^ (uint8_t)*s) * 1099511628211ull;
   return h;
 }
 
@@ -395,7 +413,8 @@ static int dropout_stream(kiln_emit_ctx *cx, const kiln_node *n, int64_t numel, 
 
 #define DROPOUT_TILE 16384
 
-static kiln_code emit_Dropout(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_node *n, kiln_err *e) {
+static kiln_code emit_Dropout(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_node *n,
+                              kiln_err *e) {
   const kiln_value *x = ir_in(g, n, 0), *mv = ir_out(g, n, 1);
   int64_t numel;
   kiln_shape_numel(&x->shape, &numel);
@@ -408,10 +427,12 @@ static kiln_code emit_Dropout(kiln_emit_ctx *cx, const kiln_graph *g, const kiln
   double ratio = rc ? kiln_tensor_get_f(rc, 0) : 0.5;
   bool may_train = tv && !(tc && kiln_tensor_get_i(tc, 0) == 0) && !(ratio_known && ratio == 0);
   int stream = -1;
-  if (may_train && (stream = dropout_stream(cx, n, numel, ratio_known, ratio, e)) < 0) return e->code;
+  if (may_train && (stream = dropout_stream(cx, n, numel, ratio_known, ratio, e)) < 0)
+    return e->code;
 
   /* args: x, y, mask (or none), ratio, training_mode, stream */
-  int bufs[6] = {n->in[0], n->out[0], mv ? n->out[1] : -1, rv ? n->in[1] : -1, tv ? n->in[2] : -1, stream};
+  int bufs[6] = {n->in[0],           n->out[0],          mv ? n->out[1] : -1,
+                 rv ? n->in[1] : -1, tv ? n->in[2] : -1, stream};
   cg_kernel k;
   KILN_TRY(cg_kernel_begin(cx, &k, "dropout", 6, e));
   LLVMBuilderRef b = k.b;
@@ -425,7 +446,9 @@ static kiln_code emit_Dropout(kiln_emit_ctx *cx, const kiln_graph *g, const kiln
   if (may_train) {
     LLVMBasicBlockRef train_bb = LLVMAppendBasicBlockInContext(k.ctx, k.fn, "train");
     V train = LLVMConstInt(t->i1, 1, 0);
-    if (!tc) train = icmp(&k, LLVMIntNE, cg_load(&k, t->i8, cg_arg(&k, 4), cg_i64(&k, 0)), LLVMConstInt(t->i8, 0, 0));
+    if (!tc)
+      train = icmp(&k, LLVMIntNE, cg_load(&k, t->i8, cg_arg(&k, 4), cg_i64(&k, 0)),
+                   LLVMConstInt(t->i8, 0, 0));
     V r = ratio_known ? cg_f32(&k, ratio) : cg_load(&k, t->f32, cg_arg(&k, 3), cg_i64(&k, 0));
     if (!ratio_known) train = LLVMBuildAnd(b, train, fcmp(&k, LLVMRealUNE, r, cg_f32(&k, 0)), "");
     LLVMBuildCondBr(b, train, train_bb, copy_bb);
@@ -435,9 +458,11 @@ static kiln_code emit_Dropout(kiln_emit_ctx *cx, const kiln_graph *g, const kiln
     V scale = fdiv(&k, cg_f32(&k, 1), LLVMBuildFSub(b, cg_f32(&k, 1), r, ""));
     V rd = LLVMBuildFPExt(b, r, t->f64, "");
     V i = cg_loop_begin(&k, &l, lo, hi, NULL, "i");
-    V keep = ratio_known ? icmp(&k, LLVMIntNE, cg_load(&k, t->i8, cg_arg(&k, 5), i), LLVMConstInt(t->i8, 0, 0))
+    V keep = ratio_known ? icmp(&k, LLVMIntNE, cg_load(&k, t->i8, cg_arg(&k, 5), i),
+                                LLVMConstInt(t->i8, 0, 0))
                          : fcmp(&k, LLVMRealOGE, cg_load(&k, t->f64, cg_arg(&k, 5), i), rd);
-    V y = fmul(&k, fmul(&k, LLVMBuildUIToFP(b, keep, t->f32, ""), cg_load(&k, t->f32, xp, i)), scale);
+    V y =
+        fmul(&k, fmul(&k, LLVMBuildUIToFP(b, keep, t->f32, ""), cg_load(&k, t->f32, xp, i)), scale);
     cg_store(&k, y, yp, i);
     if (mv) cg_store(&k, LLVMBuildZExt(b, keep, t->i8, ""), mp, i); /* opset >= 12: a bool mask */
     cg_loop_end(&k, &l);

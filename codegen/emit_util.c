@@ -184,8 +184,8 @@ static void map_nest(cg_kernel *k, const map_plan *pl, LLVMValueRef *ptrs, LLVMV
   cg_loop_end(k, &lt);
 }
 
-kiln_code cg_emit_map(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_node *n, cg_scalar_body body,
-                      void *user, kiln_err *e) {
+kiln_code cg_emit_map(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_node *n,
+                      cg_scalar_body body, void *user, kiln_err *e) {
   const kiln_value *out = ir_out(g, n, 0);
   map_plan *pl = kiln_calloc(1, sizeof *pl);
   if (!pl) return kiln_errf(e, KILN_ERR_NOMEM, "out of memory");

@@ -59,20 +59,31 @@ static kiln_tensor *mk(kiln_dtype dt, int rank, const int64_t *d, int kind) {
     fprintf(stderr, "tensor: %s\n", e.msg);
     abort();
   }
-  static const float fspecial[] = {NAN, INFINITY, -INFINITY, -0.0f, 0.0f, 1e30f, -1e30f, 1e-40f,
-                                    88.5f, -104.0f, 3.0f, -3.0f, 0.5f, -0.5f};
-  static const float fcast[] = {3e9f, -3e9f, 1e19f, -1e19f, 2.7f, -2.7f, 2147483520.0f, NAN,
-                                INFINITY, -INFINITY, -0.0f, 255.9f};
+  static const float fspecial[] = {NAN,    INFINITY, -INFINITY, -0.0f, 0.0f,  1e30f, -1e30f,
+                                   1e-40f, 88.5f,    -104.0f,   3.0f,  -3.0f, 0.5f,  -0.5f};
+  static const float fcast[] = {3e9f,          -3e9f, 1e19f,    -1e19f,    2.7f,  -2.7f,
+                                2147483520.0f, NAN,   INFINITY, -INFINITY, -0.0f, 255.9f};
   static const int64_t ispecial[] = {INT64_MIN, INT64_MAX, INT32_MIN, INT32_MAX, -1, 0, 1, 2};
   for (int64_t k = 0; k < t->numel; k++) {
     uint32_t r = rnd();
     double v;
     int64_t iv;
     switch (kind) {
-    case V_POS: v = (r % 5000) / 500.0 + 0.001; iv = r % 1000 + 1; break;
-    case V_SMALL: v = (double)(int)(r % 9) - 4; iv = (int64_t)(r % 11) - 5; break;
-    case V_EXP: v = ((int)(r % 13) - 4) * 0.5; iv = (int64_t)(r % 45) - 3; break;
-    case V_CAST: v = r % 3 ? ((int)(r % 20001) - 10000) / 37.0 : fcast[r % 12]; iv = (int64_t)r - (1ll << 31);
+    case V_POS:
+      v = (r % 5000) / 500.0 + 0.001;
+      iv = r % 1000 + 1;
+      break;
+    case V_SMALL:
+      v = (double)(int)(r % 9) - 4;
+      iv = (int64_t)(r % 11) - 5;
+      break;
+    case V_EXP:
+      v = ((int)(r % 13) - 4) * 0.5;
+      iv = (int64_t)(r % 45) - 3;
+      break;
+    case V_CAST:
+      v = r % 3 ? ((int)(r % 20001) - 10000) / 37.0 : fcast[r % 12];
+      iv = (int64_t)r - (1ll << 31);
       if (r % 4 == 0) iv = ispecial[r % 8];
       break;
     default:
@@ -82,13 +93,23 @@ static kiln_tensor *mk(kiln_dtype dt, int rank, const int64_t *d, int kind) {
       break;
     }
     switch (dt) {
-    case KILN_F32: ((float *)t->data)[k] = (float)v; break;
-    case KILN_I32: ((int32_t *)t->data)[k] = (int32_t)(uint32_t)(uint64_t)iv; break;
-    case KILN_I64: ((int64_t *)t->data)[k] = iv; break;
-    case KILN_BOOL: ((uint8_t *)t->data)[k] = (r >> 3) & 1; break;
-    default: abort();
+    case KILN_F32:
+      ((float *)t->data)[k] = (float)v;
+      break;
+    case KILN_I32:
+      ((int32_t *)t->data)[k] = (int32_t)(uint32_t)(uint64_t)iv;
+      break;
+    case KILN_I64:
+      ((int64_t *)t->data)[k] = iv;
+      break;
+    case KILN_BOOL:
+      ((uint8_t *)t->data)[k] = (r >> 3) & 1;
+      break;
+    default:
+      abort();
     }
-    if (kind == V_NONZERO && dt == KILN_I32 && ((int32_t *)t->data)[k] == 0) ((int32_t *)t->data)[k] = 3;
+    if (kind == V_NONZERO && dt == KILN_I32 && ((int32_t *)t->data)[k] == 0)
+      ((int32_t *)t->data)[k] = 3;
   }
   return t;
 }
@@ -142,7 +163,8 @@ static kiln_graph *build(const spec *s, kiln_err *e) {
     else
       ir_set_attr_int(g, node, s->attrs[a].name, s->attrs[a].i, e);
   }
-  for (int o = 0; o < s->n_out; o++) ir_add_output(g, outs[o], e);
+  for (int o = 0; o < s->n_out; o++)
+    ir_add_output(g, outs[o], e);
   if (!e->code) ir_verify(g, e);
   if (!e->code) ir_toposort(g, e);
   if (!e->code) ir_infer(g, NULL, e); /* no folding: constant inputs stay kernel arguments */
@@ -157,7 +179,8 @@ static int feeds_of(const spec *s, kiln_tensor **feed) {
 }
 
 /* Compiles and runs at `threads`; outputs into got[]. */
-static kiln_code run_jit(const spec *s, int threads, kiln_tensor **got, kiln_program **keep, kiln_err *e) {
+static kiln_code run_jit(const spec *s, int threads, kiln_tensor **got, kiln_program **keep,
+                         kiln_err *e) {
   kiln_graph *g = build(s, e);
   if (e->code) {
     ir_graph_free(g);
@@ -187,7 +210,8 @@ static bool same_float(float g, float w, double rtol, double atol) {
 static void compare(const spec *s, int o, const kiln_tensor *got, const kiln_tensor *want) {
   CHECK_MSG(got && want && got->dtype == want->dtype && kiln_shape_eq(&got->shape, &want->shape),
             "%s: output %d has the wrong dtype or shape", s->what, o);
-  if (!got || !want || got->dtype != want->dtype || !kiln_shape_eq(&got->shape, &want->shape)) return;
+  if (!got || !want || got->dtype != want->dtype || !kiln_shape_eq(&got->shape, &want->shape))
+    return;
   int bad = 0;
   for (int64_t i = 0; i < got->numel; i++) {
     bool ok;
@@ -213,15 +237,19 @@ static void diff(spec *s) {
   if (!e.code) {
     feeds_of(s, feed);
     kiln_ref_ctx ctx = {.g = g, .training = false, .seed = 0};
-    CHECK_MSG(kiln_ref_run(g, &ctx, feed, want, &e) == KILN_OK, "%s: reference: %s", s->what, e.msg);
+    CHECK_MSG(kiln_ref_run(g, &ctx, feed, want, &e) == KILN_OK, "%s: reference: %s", s->what,
+              e.msg);
   }
   ir_graph_free(g);
-  if (!e.code) CHECK_MSG(run_jit(s, 1, got1, NULL, &e) == KILN_OK, "%s: jit, 1 thread: %s", s->what, e.msg);
-  if (!e.code) CHECK_MSG(run_jit(s, 3, got3, NULL, &e) == KILN_OK, "%s: jit, 3 threads: %s", s->what, e.msg);
+  if (!e.code)
+    CHECK_MSG(run_jit(s, 1, got1, NULL, &e) == KILN_OK, "%s: jit, 1 thread: %s", s->what, e.msg);
+  if (!e.code)
+    CHECK_MSG(run_jit(s, 3, got3, NULL, &e) == KILN_OK, "%s: jit, 3 threads: %s", s->what, e.msg);
   if (!e.code)
     for (int o = 0; o < s->n_out; o++) {
       compare(s, o, got1[o], want[o]);
-      CHECK_MSG(got1[o] && got3[o] && memcmp(got1[o]->data, got3[o]->data, kiln_tensor_nbytes(got1[o])) == 0,
+      CHECK_MSG(got1[o] && got3[o] &&
+                    memcmp(got1[o]->data, got3[o]->data, kiln_tensor_nbytes(got1[o])) == 0,
                 "%s: output %d differs between 1 and 3 threads", s->what, o);
     }
   for (int o = 0; o < 4; o++) {
@@ -229,10 +257,12 @@ static void diff(spec *s) {
     kiln_tensor_free(got1[o]);
     kiln_tensor_free(got3[o]);
   }
-  for (int i = 0; i < s->n_in; i++) kiln_tensor_free(s->in[i]);
+  for (int i = 0; i < s->n_in; i++)
+    kiln_tensor_free(s->in[i]);
 }
 
-#define SHAPE(...) (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), ((const int64_t[]){__VA_ARGS__})
+#define SHAPE(...)                                                                                 \
+  (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), ((const int64_t[]){__VA_ARGS__})
 #define SCALAR 0, NULL
 
 /* ---- tests ---- */
@@ -246,17 +276,37 @@ typedef struct unary_case {
 } unary_case;
 
 static void test_unary_float(void) {
-#define U(o, tol, ...) {.op = KILN_OP_##o, .rtol = tol, __VA_ARGS__}
+#define U(o, tol, ...)                                                                             \
+  { .op = KILN_OP_##o, .rtol = tol, __VA_ARGS__ }
 #define A1(n1, v1) .attr = {{.name = n1, .f = v1}}, .n_attr = 1
 #define A2(n1, v1, n2, v2) .attr = {{.name = n1, .f = v1}, {.name = n2, .f = v2}}, .n_attr = 2
   static const unary_case cases[] = {
-      U(Identity, 0), U(Relu, 0), U(LeakyRelu, 1e-6), U(LeakyRelu, 1e-6, A1("alpha", 0.3)),
-      U(Sigmoid, 1e-5), U(Tanh, 1e-5), U(HardSigmoid, 1e-5),
-      U(HardSigmoid, 1e-5, A2("alpha", 0.4, "beta", 0.1)), U(HardSwish, 1e-5), U(Elu, 1e-5),
-      U(Elu, 1e-5, A1("alpha", 2.5)), U(Selu, 1e-5), U(Selu, 1e-5, A2("alpha", 2, "gamma", 3)),
-      U(Softplus, 1e-5), U(Softsign, 1e-6), U(Sqrt, 0), U(Sqrt, 0, .kind = V_POS), U(Exp, 1e-6),
-      U(Log, 1e-6), U(Log, 1e-6, .kind = V_POS), U(Neg, 0), U(Abs, 0), U(Reciprocal, 0),
-      U(Floor, 0), U(Ceil, 0), U(Erf, 1e-6),
+      U(Identity, 0),
+      U(Relu, 0),
+      U(LeakyRelu, 1e-6),
+      U(LeakyRelu, 1e-6, A1("alpha", 0.3)),
+      U(Sigmoid, 1e-5),
+      U(Tanh, 1e-5),
+      U(HardSigmoid, 1e-5),
+      U(HardSigmoid, 1e-5, A2("alpha", 0.4, "beta", 0.1)),
+      U(HardSwish, 1e-5),
+      U(Elu, 1e-5),
+      U(Elu, 1e-5, A1("alpha", 2.5)),
+      U(Selu, 1e-5),
+      U(Selu, 1e-5, A2("alpha", 2, "gamma", 3)),
+      U(Softplus, 1e-5),
+      U(Softsign, 1e-6),
+      U(Sqrt, 0),
+      U(Sqrt, 0, .kind = V_POS),
+      U(Exp, 1e-6),
+      U(Log, 1e-6),
+      U(Log, 1e-6, .kind = V_POS),
+      U(Neg, 0),
+      U(Abs, 0),
+      U(Reciprocal, 0),
+      U(Floor, 0),
+      U(Ceil, 0),
+      U(Erf, 1e-6),
   };
 #undef U
 #undef A1
@@ -264,8 +314,14 @@ static void test_unary_float(void) {
   for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
     const unary_case *u = &cases[c];
     for (int shape = 0; shape < 3; shape++) {
-      spec s = {.op = u->op, .opset = 13, .n_in = 1, .n_out = 1, .rtol = u->rtol, .atol = u->rtol ? 1e-7 : 0,
-                .what = kiln_op_name(u->op), .n_attrs = u->n_attr};
+      spec s = {.op = u->op,
+                .opset = 13,
+                .n_in = 1,
+                .n_out = 1,
+                .rtol = u->rtol,
+                .atol = u->rtol ? 1e-7 : 0,
+                .what = kiln_op_name(u->op),
+                .n_attrs = u->n_attr};
       memcpy(s.attrs, u->attr, sizeof u->attr);
       if (shape == 0) s.in[0] = mk(KILN_F32, SHAPE(3, 5, 7), u->kind);
       if (shape == 1) s.in[0] = mk(KILN_F32, SCALAR, u->kind);
@@ -274,7 +330,12 @@ static void test_unary_float(void) {
     }
   }
   /* longer than a tile, odd length */
-  spec s = {.op = KILN_OP_Sigmoid, .opset = 13, .n_in = 1, .n_out = 1, .rtol = 1e-5, .atol = 1e-7,
+  spec s = {.op = KILN_OP_Sigmoid,
+            .opset = 13,
+            .n_in = 1,
+            .n_out = 1,
+            .rtol = 1e-5,
+            .atol = 1e-7,
             .what = "Sigmoid 40001"};
   s.in[0] = mk(KILN_F32, SHAPE(40001), V_ANY);
   diff(&s);
@@ -299,8 +360,13 @@ static void test_unary_int(void) {
 
 static void test_clip(void) {
   /* opset 6: attributes */
-  spec a = {.op = KILN_OP_Clip, .opset = 6, .n_in = 1, .n_out = 1, .what = "Clip-6",
-            .attrs = {{"min", 0, -1.5}, {"max", 0, 2.25}}, .n_attrs = 2};
+  spec a = {.op = KILN_OP_Clip,
+            .opset = 6,
+            .n_in = 1,
+            .n_out = 1,
+            .what = "Clip-6",
+            .attrs = {{"min", 0, -1.5}, {"max", 0, 2.25}},
+            .n_attrs = 2};
   a.in[0] = mk(KILN_F32, SHAPE(5, 9), V_ANY);
   diff(&a);
   spec d = {.op = KILN_OP_Clip, .opset = 6, .n_in = 1, .n_out = 1, .what = "Clip-6 defaults"};
@@ -308,7 +374,8 @@ static void test_clip(void) {
   diff(&d);
   /* opset 11+: bound inputs, constant or fed, either omitted, lo > hi */
   for (int form = 0; form < 5; form++) {
-    spec s = {.op = KILN_OP_Clip, .opset = form < 3 ? 13 : 11, .n_in = 3, .n_out = 1, .what = "Clip-13"};
+    spec s = {
+        .op = KILN_OP_Clip, .opset = form < 3 ? 13 : 11, .n_in = 3, .n_out = 1, .what = "Clip-13"};
     s.in[0] = mk(KILN_F32, SHAPE(3, 50), V_ANY);
     s.in[1] = form == 1 ? NULL : scalar_f(form == 4 ? 3.0f : -0.75f);
     s.in[2] = form == 2 ? NULL : scalar_f(1.25f);
@@ -350,12 +417,17 @@ static const shape_pair pairs[] = {
 #define N_PAIRS (int)(sizeof pairs / sizeof pairs[0])
 
 /* Every pair both ways round (all), or a few of them one way. */
-static void binary_shapes(kiln_op op, int opset, kiln_dtype da, kiln_dtype db, int ka, int kb, double rtol,
-                          bool all, const char *what) {
+static void binary_shapes(kiln_op op, int opset, kiln_dtype da, kiln_dtype db, int ka, int kb,
+                          double rtol, bool all, const char *what) {
   for (int p = 0; p < N_PAIRS; p += all ? 1 : 3)
     for (int swap = 0; swap < (all ? 2 : 1); swap++) {
       const shape_pair *sp = &pairs[p];
-      spec s = {.op = op, .opset = opset, .n_in = 2, .n_out = 1, .rtol = rtol, .atol = rtol ? 1e-7 : 0,
+      spec s = {.op = op,
+                .opset = opset,
+                .n_in = 2,
+                .n_out = 1,
+                .rtol = rtol,
+                .atol = rtol ? 1e-7 : 0,
                 .what = what};
       s.in[0] = swap ? mk(da, sp->rb, sp->b, ka) : mk(da, sp->ra, sp->a, ka);
       s.in[1] = swap ? mk(db, sp->ra, sp->a, kb) : mk(db, sp->rb, sp->b, kb);
@@ -380,7 +452,8 @@ static void test_compare(void) {
     for (int d = 0; d < 4; d++) {
       if (dts[d] == KILN_BOOL && ops[o] != KILN_OP_Equal) continue;
       /* small values so that equal pairs occur */
-      binary_shapes(ops[o], 13, dts[d], dts[d], V_SMALL, V_SMALL, 0, o == 1 && d == 0, kiln_op_name(ops[o]));
+      binary_shapes(ops[o], 13, dts[d], dts[d], V_SMALL, V_SMALL, 0, o == 1 && d == 0,
+                    kiln_op_name(ops[o]));
     }
   spec s = {.op = KILN_OP_Equal, .opset = 13, .n_in = 2, .n_out = 1, .what = "Equal NaN"};
   s.in[0] = mk(KILN_F32, SHAPE(200), V_ANY);
@@ -431,22 +504,35 @@ static void test_prelu(void) {
 
 /* Opset < 7 binary ops with broadcast=1 place b at a's axes [axis, axis + rank(b)). */
 static void test_legacy_axis(void) {
-  static const kiln_op ops[] = {KILN_OP_Add, KILN_OP_Sub, KILN_OP_Mul, KILN_OP_Div, KILN_OP_Pow,
-                                KILN_OP_Equal, KILN_OP_Greater, KILN_OP_Less};
+  static const kiln_op ops[] = {KILN_OP_Add, KILN_OP_Sub,   KILN_OP_Mul,     KILN_OP_Div,
+                                KILN_OP_Pow, KILN_OP_Equal, KILN_OP_Greater, KILN_OP_Less};
   for (int o = 0; o < 8; o++)
     for (int form = 0; form < 4; form++) {
-      spec s = {.op = ops[o], .opset = 6, .n_in = 2, .n_out = 1, .what = "legacy broadcast",
-                .attrs = {{"broadcast", 1, 0, 1}, {"axis", 1, 0, form == 0 ? 1 : form == 1 ? 0 : -2}},
+      spec s = {.op = ops[o],
+                .opset = 6,
+                .n_in = 2,
+                .n_out = 1,
+                .what = "legacy broadcast",
+                .attrs = {{"broadcast", 1, 0, 1},
+                          {"axis", 1, 0,
+                           form == 0   ? 1
+                           : form == 1 ? 0
+                                       : -2}},
                 .n_attrs = form == 3 ? 1 : 2};
       s.in[0] = mk(KILN_F32, SHAPE(2, 3, 4, 5), V_SMALL);
-      if (form == 0) s.in[1] = mk(KILN_F32, SHAPE(3, 4), V_SMALL);       /* middle axes */
-      if (form == 1) s.in[1] = mk(KILN_F32, SHAPE(2), V_SMALL);          /* leading axis */
-      if (form == 2) s.in[1] = mk(KILN_F32, SHAPE(4, 1), V_SMALL);       /* negative axis */
-      if (form == 3) s.in[1] = mk(KILN_F32, SHAPE(4, 5), V_SMALL);       /* no axis: trailing */
+      if (form == 0) s.in[1] = mk(KILN_F32, SHAPE(3, 4), V_SMALL); /* middle axes */
+      if (form == 1) s.in[1] = mk(KILN_F32, SHAPE(2), V_SMALL);    /* leading axis */
+      if (form == 2) s.in[1] = mk(KILN_F32, SHAPE(4, 1), V_SMALL); /* negative axis */
+      if (form == 3) s.in[1] = mk(KILN_F32, SHAPE(4, 5), V_SMALL); /* no axis: trailing */
       diff(&s);
     }
-  spec i = {.op = KILN_OP_Add, .opset = 6, .n_in = 2, .n_out = 1, .what = "legacy broadcast int",
-            .attrs = {{"broadcast", 1, 0, 1}, {"axis", 1, 0, 0}}, .n_attrs = 2};
+  spec i = {.op = KILN_OP_Add,
+            .opset = 6,
+            .n_in = 2,
+            .n_out = 1,
+            .what = "legacy broadcast int",
+            .attrs = {{"broadcast", 1, 0, 1}, {"axis", 1, 0, 0}},
+            .n_attrs = 2};
   i.in[0] = mk(KILN_I64, SHAPE(3, 20000), V_ANY);
   i.in[1] = mk(KILN_I64, SHAPE(3), V_ANY);
   diff(&i);
@@ -467,7 +553,8 @@ static void test_variadic(void) {
         s.in[2] = mk(KILN_F32, SHAPE(6), V_ANY);
       } else if (form == 2) { /* many inputs, one constant, rows over a tile */
         s.n_in = 9;
-        for (int i = 0; i < 9; i++) s.in[i] = mk(KILN_F32, SHAPE(2, i % 2 ? 1 : 17000), V_ANY);
+        for (int i = 0; i < 9; i++)
+          s.in[i] = mk(KILN_F32, SHAPE(2, i % 2 ? 1 : 17000), V_ANY);
         s.const_mask = 1u << 4;
       } else { /* same shapes, small values: ties */
         s.n_in = 2;
@@ -511,9 +598,15 @@ static void test_cast(void) {
   for (int a = 0; a < 4; a++)
     for (int b = 0; b < 4; b++) {
       char what[64];
-      snprintf(what, sizeof what, "Cast %s -> %s", kiln_dtype_name(dts[a]), kiln_dtype_name(dts[b]));
-      spec s = {.op = KILN_OP_Cast, .opset = 13, .n_in = 1, .n_out = 1, .what = what,
-                .attrs = {{"to", 1, 0, dts[b]}}, .n_attrs = 1};
+      snprintf(what, sizeof what, "Cast %s -> %s", kiln_dtype_name(dts[a]),
+               kiln_dtype_name(dts[b]));
+      spec s = {.op = KILN_OP_Cast,
+                .opset = 13,
+                .n_in = 1,
+                .n_out = 1,
+                .what = what,
+                .attrs = {{"to", 1, 0, dts[b]}},
+                .n_attrs = 1};
       s.in[0] = mk(dts[a], SHAPE(6, 50), V_CAST);
       diff(&s);
     }
@@ -525,22 +618,32 @@ static void test_dropout(void) {
   static const int opsets[] = {7, 10, 13};
   for (int o = 0; o < 3; o++)
     for (int masks = 1; masks <= 2; masks++) {
-      spec s = {.op = KILN_OP_Dropout, .opset = opsets[o], .n_in = 1, .n_out = masks, .what = "Dropout inference",
-                .attrs = {{"ratio", 0, 0.3}}, .n_attrs = opsets[o] < 12};
+      spec s = {.op = KILN_OP_Dropout,
+                .opset = opsets[o],
+                .n_in = 1,
+                .n_out = masks,
+                .what = "Dropout inference",
+                .attrs = {{"ratio", 0, 0.3}},
+                .n_attrs = opsets[o] < 12};
       s.in[0] = mk(KILN_F32, SHAPE(3, 11000), V_ANY);
       diff(&s);
     }
   for (int form = 0; form < 7; form++) {
-    spec s = {.op = KILN_OP_Dropout, .opset = 13, .n_in = 3, .n_out = 2, .what = "Dropout training",
-              .attrs = {{"seed", 1, 0, form == 5 ? 5000000000ll : 7}}, .n_attrs = form != 4};
+    spec s = {.op = KILN_OP_Dropout,
+              .opset = 13,
+              .n_in = 3,
+              .n_out = 2,
+              .what = "Dropout training",
+              .attrs = {{"seed", 1, 0, form == 5 ? 5000000000ll : 7}},
+              .n_attrs = form != 4};
     s.in[0] = mk(KILN_F32, SHAPE(2, 3, 5000), V_ANY);
     s.in[1] = scalar_f(form == 6 ? 0.0f : 0.375f);
     s.in[2] = scalar_b(form != 2);
-    if (form == 1) s.const_mask = 2;     /* a constant ratio: keep bytes at compile time */
-    if (form == 2) s.const_mask = 4;     /* training_mode constant false: a copy */
-    if (form == 3) s.const_mask = 6;     /* both constant, training */
-    if (form == 0) s.n_out = 1;          /* no mask output */
-    diff(&s);                            /* form 4: no seed (name hash), 5: a 64-bit seed */
+    if (form == 1) s.const_mask = 2; /* a constant ratio: keep bytes at compile time */
+    if (form == 2) s.const_mask = 4; /* training_mode constant false: a copy */
+    if (form == 3) s.const_mask = 6; /* both constant, training */
+    if (form == 0) s.n_out = 1;      /* no mask output */
+    diff(&s);                        /* form 4: no seed (name hash), 5: a 64-bit seed */
   }
 }
 
@@ -583,7 +686,8 @@ static void test_inplace(void) {
     kiln_compile_opts o = {.threads = 2, .cache_dir = ""};
     CHECK_OK(kiln_compile(g[1], &o, &p, &e), &e);
     if (p) {
-      CHECK(p->bufs[ids[1][3]].alias_of >= 0 && p->bufs[ids[1][4]].alias_of >= 0); /* r, t in place */
+      CHECK(p->bufs[ids[1][3]].alias_of >= 0 &&
+            p->bufs[ids[1][4]].alias_of >= 0); /* r, t in place */
       CHECK_OK(kiln_program_run(p, &x, &got, false, &e), &e);
       spec s = {.rtol = pass ? 1e-5 : 0, .atol = pass ? 1e-7 : 0, .what = "in-place chain"};
       compare(&s, 0, got, want);
@@ -626,12 +730,14 @@ static void test_int_div_zero(void) {
 /* More inputs than the shared kernel takes: a clear error, not a crash. */
 static void test_too_many_inputs(void) {
   spec s = {.op = KILN_OP_Sum, .opset = 13, .n_in = 70, .n_out = 1, .what = "Sum of 70"};
-  for (int i = 0; i < 70; i++) s.in[i] = mk(KILN_F32, SHAPE(3), V_ANY);
+  for (int i = 0; i < 70; i++)
+    s.in[i] = mk(KILN_F32, SHAPE(3), V_ANY);
   kiln_err e = {0};
   kiln_tensor *got[1] = {0};
   CHECK(run_jit(&s, 1, got, NULL, &e) == KILN_ERR_LIMIT);
   CHECK(strstr(e.msg, "Sum") != NULL && strstr(e.msg, "70 inputs") != NULL);
-  for (int i = 0; i < 70; i++) kiln_tensor_free(s.in[i]);
+  for (int i = 0; i < 70; i++)
+    kiln_tensor_free(s.in[i]);
 }
 
 int main(void) {
