@@ -198,7 +198,8 @@ static kiln_code random_inputs(const kiln_graph *g, uint64_t seed, kiln_tensor *
 }
 
 /* |a - b| <= tol * (1 + |b|) everywhere (NaN matches NaN); prints the first miss. */
-static bool tensors_close(const kiln_tensor *a, const kiln_tensor *b, double tol, const char *what) {
+static bool tensors_close(const kiln_tensor *a, const kiln_tensor *b, double tol,
+                          const char *what) {
   if (!a || !b || a->dtype != b->dtype || !kiln_shape_eq(&a->shape, &b->shape)) {
     fprintf(stderr, "%s: missing, or different dtype/shape\n", what);
     return false;
@@ -408,7 +409,8 @@ static void test_fold_error(void) {
   CHECK_OK(ir_infer(b.g, &ev, &e), &e);
   kiln_pass_ctx cx = {.ev = &bad};
   CHECK(kiln_run_pipeline(b.g, "fold", &cx, NULL, &e) == KILN_ERR_INTERNAL);
-  CHECK_MSG(strstr(e.msg, "pass fold") && strstr(e.msg, "big_t") && strstr(e.msg, "evaluation failed"),
+  CHECK_MSG(strstr(e.msg, "pass fold") && strstr(e.msg, "big_t") &&
+                strstr(e.msg, "evaluation failed"),
             "%s", e.msg);
   ir_graph_free(b.g);
 }
