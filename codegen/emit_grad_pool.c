@@ -4,7 +4,8 @@
  * The pool gradients tile over (N, C) planes: a tile owns whole planes of dX, zeroes them and
  * adds each window's gradient in output order, exactly as the reference does, so results are
  * bitwise equal to it for any thread count.  Window bounds are clipped per output position
- * (no per-tap bounds tests).
+ * (no per-tap bounds tests).  MaxPoolGrad first finds the argmax of every output of the plane
+ * (vectorized over interior output columns, into scratch), then scatters.
  *
  * ResizeGrad is separable: one gather pass per resized axis (outermost first) through the
  * axis' adjoint table, computed here at compile time with the forward's own tap formulas
@@ -129,21 +130,74 @@ static int64_t planes_per_tile(const nn_window *t, int64_t planes) {
   return per < 1 ? 1 : per;
 }
 
-typedef struct argmax_state {
-  LLVMValueRef xp, xbase, best, best_at; /* best/best_at: allocas */
-} argmax_state;
+/* MaxPoolGrad, phase 1 per output row (plane, od, oh): the argmax of every output of the row,
+ * kept in scratch rows best[] / idx[] (plane-relative input offsets, -1 for none).  Taps are
+ * taken in (kd, kh, kw) order, the first unconditionally and later ones only when strictly
+ * greater, as in ref_MaxPool.  Interior columns (windows whole along W) are updated tap by tap
+ * with the columns innermost, so that loop vectorizes; border columns clip their W taps. */
+typedef struct argmax_row {
+  const nn_window *t;
+  LLVMTypeRef ity; /* index type: i32 when a plane's offsets fit */
+  LLVMValueRef xp, best, idx, xbase, rowo, lo[2], hi[2], pos[2];
+} argmax_row;
 
-/* The first maximum wins, as in ref_MaxPool: take v when none is held yet or v > best. */
-static void argmax_body(cg_kernel *k, LLVMValueRef at, void *user) {
-  argmax_state *s = user;
+/* Updates best/idx of output column ow with the tap at plane offset `at`. */
+static void argmax_update(cg_kernel *k, const argmax_row *r, LLVMValueRef ow, LLVMValueRef at) {
   LLVMBuilderRef b = k->b;
-  LLVMValueRef v = cg_load(k, k->t->f32, s->xp, cg_add(k, s->xbase, at));
-  LLVMValueRef best = LLVMBuildLoad2(b, k->t->f32, s->best, "");
-  LLVMValueRef best_at = LLVMBuildLoad2(b, k->t->i64, s->best_at, "");
-  LLVMValueRef take = LLVMBuildOr(b, LLVMBuildICmp(b, LLVMIntSLT, best_at, cg_i64(k, 0), ""),
-                                  LLVMBuildFCmp(b, LLVMRealOGT, v, best, ""), "");
-  LLVMBuildStore(b, cg_select(k, take, v, best), s->best);
-  LLVMBuildStore(b, cg_select(k, take, at, best_at), s->best_at);
+  LLVMValueRef o = cg_add(k, r->rowo, ow);
+  LLVMValueRef v = cg_load(k, k->t->f32, r->xp, cg_add(k, r->xbase, at));
+  LLVMValueRef best = cg_load(k, k->t->f32, r->best, o);
+  LLVMValueRef cur = cg_load(k, r->ity, r->idx, o);
+  LLVMValueRef none = LLVMBuildICmp(b, LLVMIntSLT, cur, LLVMConstInt(r->ity, 0, 1), "");
+  LLVMValueRef take = LLVMBuildOr(b, none, LLVMBuildFCmp(b, LLVMRealOGT, v, best, ""), "");
+  LLVMValueRef at_i = r->ity == k->t->i64 ? at : LLVMBuildTrunc(b, at, r->ity, "");
+  cg_store(k, cg_select(k, take, v, best), r->best, o);
+  cg_store(k, cg_select(k, take, at_i, cur), r->idx, o);
+}
+
+/* Offset of input row (id, ih) in the plane, for taps kd, kh of the row. */
+static LLVMValueRef in_row(cg_kernel *k, const argmax_row *r, LLVMValueRef kd, LLVMValueRef kh) {
+  const nn_window *t = r->t;
+  LLVMValueRef id = tap_pos(k, t, 0, r->pos[0], kd), ih = tap_pos(k, t, 1, r->pos[1], kh);
+  return cg_mul(k, cg_add(k, cg_mul(k, id, cg_i64(k, t->in[1])), ih), cg_i64(k, t->in[2]));
+}
+
+/* Border columns [a, b): each clips its own W taps. */
+static void argmax_border(cg_kernel *k, const argmax_row *r, int64_t a, int64_t b_) {
+  if (a >= b_) return;
+  const nn_window *t = r->t;
+  cg_loop lc, l0, l1, l2;
+  LLVMValueRef ow = cg_loop_begin(k, &lc, cg_i64(k, a), cg_i64(k, b_), NULL, "ow");
+  LLVMValueRef wlo, whi;
+  tap_range(k, t, 2, ow, &wlo, &whi);
+  LLVMValueRef kd = cg_loop_begin(k, &l0, r->lo[0], r->hi[0], NULL, "kd");
+  LLVMValueRef kh = cg_loop_begin(k, &l1, r->lo[1], r->hi[1], NULL, "kh");
+  LLVMValueRef row = in_row(k, r, kd, kh);
+  LLVMValueRef kw = cg_loop_begin(k, &l2, wlo, whi, NULL, "kw");
+  argmax_update(k, r, ow, cg_add(k, row, tap_pos(k, t, 2, ow, kw)));
+  cg_loop_end(k, &l2);
+  cg_loop_end(k, &l1);
+  cg_loop_end(k, &l0);
+  cg_loop_end(k, &lc);
+}
+
+/* Interior columns [a, b): every W tap is inside the input. */
+static void argmax_interior(cg_kernel *k, const argmax_row *r, int64_t a, int64_t b_) {
+  if (a >= b_) return;
+  const nn_window *t = r->t;
+  cg_loop l0, l1, l2, lc;
+  LLVMValueRef kd = cg_loop_begin(k, &l0, r->lo[0], r->hi[0], NULL, "kd");
+  LLVMValueRef kh = cg_loop_begin(k, &l1, r->lo[1], r->hi[1], NULL, "kh");
+  LLVMValueRef row = in_row(k, r, kd, kh);
+  LLVMValueRef kw = cg_loop_begin(k, &l2, cg_i64(k, 0), cg_i64(k, t->kernel[2]), NULL, "kw");
+  LLVMValueRef tap = cg_add(k, row, cg_mul(k, kw, cg_i64(k, t->dilation[2])));
+  LLVMValueRef base = LLVMBuildNSWSub(k->b, tap, cg_i64(k, t->pad_begin[2]), "");
+  LLVMValueRef ow = cg_loop_begin(k, &lc, cg_i64(k, a), cg_i64(k, b_), NULL, "ow");
+  argmax_update(k, r, ow, cg_add(k, base, cg_mul(k, ow, cg_i64(k, t->stride[2]))));
+  cg_loop_end(k, &lc);
+  cg_loop_end(k, &l2);
+  cg_loop_end(k, &l1);
+  cg_loop_end(k, &l0);
 }
 
 static kiln_code emit_MaxPoolGrad(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_node *n,
@@ -152,32 +206,66 @@ static kiln_code emit_MaxPoolGrad(kiln_emit_ctx *cx, const kiln_graph *g, const 
   nn_window t;
   KILN_TRY(window3(n, &x->shape, &t, e));
   int64_t planes = x->shape.d[0] * x->shape.d[1];
-  if (planes * t.in[0] * t.in[1] * t.in[2] == 0) return KILN_OK;
+  int64_t in_plane = t.in[0] * t.in[1] * t.in[2], out_plane = t.out[0] * t.out[1] * t.out[2];
+  if (planes * in_plane == 0) return KILN_OK;
+  bool narrow = in_plane < INT32_MAX;
+  int64_t n_out = planes * out_plane;
+  int best_buf = cg_buf_scratch(cx, sizeof(float) * (size_t)(n_out ? n_out : 1), e);
+  size_t idx_bytes = (narrow ? 4 : 8) * (size_t)(n_out ? n_out : 1);
+  int idx_buf = best_buf < 0 ? -1 : cg_buf_scratch(cx, idx_bytes, e);
+  if (idx_buf < 0) return e->code;
+  /* columns whose windows are whole along W: ow*s - pb >= 0 and ow*s - pb + (K-1)*dil < in */
+  int64_t s2 = t.stride[2], pb2 = t.pad_begin[2];
+  int64_t owl = (pb2 + s2 - 1) / s2, last = t.in[2] - 1 - (t.kernel[2] - 1) * t.dilation[2] + pb2;
+  int64_t owr = last < 0 ? 0 : last / s2 + 1;
+  if (owl > t.out[2]) owl = t.out[2];
+  if (owr > t.out[2]) owr = t.out[2];
+  if (owr < owl) owr = owl;
   int64_t per = planes_per_tile(&t, planes);
   cg_kernel k;
-  KILN_TRY(cg_kernel_begin(cx, &k, "maxpool_grad", 3, e));
+  KILN_TRY(cg_kernel_begin(cx, &k, "maxpool_grad", 5, e));
   LLVMBuilderRef b = k.b;
-  LLVMValueRef xp = cg_arg(&k, 0), dyp = cg_arg(&k, 1), dxp = cg_arg(&k, 2);
-  argmax_state s = {.xp = xp, .best = entry_alloca(&k, k.t->f32),
-                    .best_at = entry_alloca(&k, k.t->i64)};
-  plane_nest pn;
-  planes_begin(&k, &t, planes, per, dxp, &pn);
-  s.xbase = pn.base;
-  LLVMBuildStore(b, cg_f32(&k, 0), s.best);
-  LLVMBuildStore(b, cg_i64(&k, -1), s.best_at);
-  window_loops(&k, &t, pn.pos, argmax_body, &s);
-  LLVMValueRef at = LLVMBuildLoad2(b, k.t->i64, s.best_at, "");
+  LLVMValueRef dyp = cg_arg(&k, 1), dxp = cg_arg(&k, 2);
+  argmax_row r = {.t = &t, .ity = narrow ? k.t->i32 : k.t->i64, .xp = cg_arg(&k, 0),
+                  .best = cg_arg(&k, 3), .idx = cg_arg(&k, 4)};
+  LLVMValueRef plo = cg_mul(&k, k.lo, cg_i64(&k, per));
+  LLVMValueRef phi = cg_min(&k, cg_mul(&k, k.hi, cg_i64(&k, per)), cg_i64(&k, planes));
+  cg_loop lp, l0, l1, lo;
+  LLVMValueRef plane = cg_loop_begin(&k, &lp, plo, phi, NULL, "plane");
+  r.xbase = cg_mul(&k, plane, cg_i64(&k, in_plane));
+  LLVMValueRef obase = cg_mul(&k, plane, cg_i64(&k, out_plane));
+  /* phase 1: the argmax of each output */
+  r.pos[0] = cg_loop_begin(&k, &l0, cg_i64(&k, 0), cg_i64(&k, t.out[0]), NULL, "od");
+  r.pos[1] = cg_loop_begin(&k, &l1, cg_i64(&k, 0), cg_i64(&k, t.out[1]), NULL, "oh");
+  for (int d = 0; d < 2; d++) tap_range(&k, &t, d, r.pos[d], &r.lo[d], &r.hi[d]);
+  LLVMValueRef orow = cg_add(&k, cg_mul(&k, r.pos[0], cg_i64(&k, t.out[1])), r.pos[1]);
+  r.rowo = cg_add(&k, obase, cg_mul(&k, orow, cg_i64(&k, t.out[2])));
+  cg_fill_loop(&k, r.best, r.rowo, 1, cg_i64(&k, 0), cg_i64(&k, t.out[2]), cg_f32(&k, 0));
+  cg_fill_loop(&k, r.idx, r.rowo, 1, cg_i64(&k, 0), cg_i64(&k, t.out[2]),
+               LLVMConstInt(r.ity, (unsigned long long)-1, 1));
+  argmax_border(&k, &r, 0, owl);
+  argmax_interior(&k, &r, owl, owr);
+  argmax_border(&k, &r, owr, t.out[2]);
+  cg_loop_end(&k, &l1);
+  cg_loop_end(&k, &l0);
+  /* phase 2: zero the plane of dX, then add each output's gradient at its argmax, in output
+   * order (the reference's order) */
+  cg_fill_loop(&k, dxp, r.xbase, 1, cg_i64(&k, 0), cg_i64(&k, in_plane), cg_f32(&k, 0));
+  LLVMValueRef o = cg_add(&k, obase, cg_loop_begin(&k, &lo, cg_i64(&k, 0), cg_i64(&k, out_plane),
+                                                   NULL, "o"));
+  LLVMValueRef at = cg_load(&k, r.ity, r.idx, o);
   cg_if found;
-  cg_if_begin(&k, &found, LLVMBuildICmp(b, LLVMIntSGE, at, cg_i64(&k, 0), ""));
-  LLVMValueRef dst = cg_add(&k, pn.base, at);
+  cg_if_begin(&k, &found, LLVMBuildICmp(b, LLVMIntSGE, at, LLVMConstInt(r.ity, 0, 1), ""));
+  LLVMValueRef dst = cg_add(&k, r.xbase, narrow ? LLVMBuildSExt(b, at, k.t->i64, "") : at);
   LLVMValueRef sum = LLVMBuildFAdd(b, cg_load(&k, k.t->f32, dxp, dst),
-                                   cg_load(&k, k.t->f32, dyp, pn.o), "");
+                                   cg_load(&k, k.t->f32, dyp, o), "");
   cg_store(&k, sum, dxp, dst);
   cg_if_end(&k, &found);
-  planes_end(&k, &pn);
+  cg_loop_end(&k, &lo);
+  cg_loop_end(&k, &lp);
   return cg_kernel_end(cx, &k, (planes + per - 1) / per,
                        (int[]){cg_buf_value(cx, n->in[0]), cg_buf_value(cx, n->in[1]),
-                               cg_buf_value(cx, n->out[0])},
+                               cg_buf_value(cx, n->out[0]), best_buf, idx_buf},
                        e);
 }
 
