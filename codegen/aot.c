@@ -4,7 +4,7 @@
  * with the system toolchain against the small runtime libkiln_aot_rt.a.
  *
  * Plan (int64 words):
- *   magic, version, n_bufs, arena_bytes, n_steps, n_inputs, n_outputs, weights_bytes,
+ *   magic, version, n_bufs, arena_bytes, n_steps, n_inputs, n_outputs, weights_bytes, status_buf,
  *   n_bufs x {kind, bytes, offset}            kind: runtime/aot_rt.h KILN_AOT_BUF_*
  *   n_steps x {kernel index, n_tiles, n_args, args[n_args]}
  *   (n_inputs + n_outputs) x {buf, dtype, rank, d[8], name_len, name (padded to 8 bytes)} */
@@ -122,6 +122,7 @@ static kiln_code write_header(const kiln_program *p, const char *path, const cha
   }
   OUT("\n/* weights: NULL for the weights embedded in the library%s */\n", embedded ? "" : " (this one keeps them in a side file: pass its path)");
   OUT("%s *%s_create(const char *weights_path, char *err, size_t errlen);\n", prefix, prefix);
+  OUT("/* 0 on success; 2 when the inputs hold an out-of-range index or label */\n");
   OUT("int %s_run(%s *m, const void *const *inputs, void *const *outputs);\n", prefix, prefix);
   OUT("void %s_set_threads(%s *m, int threads);\n", prefix, prefix);
   OUT("void %s_destroy(%s *m);\n", prefix, prefix);
@@ -177,8 +178,9 @@ kiln_code kiln_aot_write(kiln_program *p, kiln_jit *jit, const kiln_aot_opts *o,
       memcpy(weights + off[b], p->bufs[b].data, (size_t)p->bufs[b].bytes);
   kiln_free(used);
   /* the plan */
-  int64_t head[] = {KILN_AOT_MAGIC, KILN_AOT_VERSION, p->n_bufs, p->arena_bytes, p->n_steps, g->n_inputs, g->n_outputs, wbytes};
-  for (int i = 0; i < 8 && !rc; i++) rc = push(&plan, head[i], e);
+  int64_t head[] = {KILN_AOT_MAGIC, KILN_AOT_VERSION, p->n_bufs,    p->arena_bytes, p->n_steps,
+                    g->n_inputs,    g->n_outputs,     wbytes,       p->status_buf};
+  for (int i = 0; i < 9 && !rc; i++) rc = push(&plan, head[i], e);
   for (int64_t b = 0; b < p->n_bufs && !rc; b++) {
     const kiln_buf *buf = &p->bufs[b];
     const kiln_buf *root = buf;

@@ -114,6 +114,31 @@ kiln_code cg_kernel_end(kiln_emit_ctx *cx, cg_kernel *k, int64_t n_tiles, const 
 
 int cg_buf_value(kiln_emit_ctx *cx, int value_id) { return value_id; }
 
+int cg_buf_status(kiln_emit_ctx *cx, kiln_err *e) {
+  kiln_program *p = cx->p;
+  if (p->status_buf >= 0) return p->status_buf;
+  int id;
+  /* an arena word live for the whole run (the planner keeps it) */
+  if (kiln_program_add_buf(p, KILN_BUF_ARENA, 4, &id, e)) return -1;
+  p->status_buf = id;
+  return id;
+}
+
+void cg_flag_error(cg_kernel *k, LLVMValueRef status_ptr) {
+  /* every flagging thread stores the same value: an atomic store keeps it race-free */
+  LLVMValueRef st = LLVMBuildStore(k->b, cg_i32(k, 1), status_ptr);
+  LLVMSetOrdering(st, LLVMAtomicOrderingMonotonic);
+  LLVMSetAlignment(st, 4);
+}
+
+kiln_code cg_kernel_end_checked(kiln_emit_ctx *cx, cg_kernel *k, int64_t n_tiles, const int *bufs,
+                                const char *msg, kiln_err *e) {
+  int64_t before = cx->p->n_steps;
+  KILN_TRY(cg_kernel_end(cx, k, n_tiles, bufs, e));
+  if (cx->p->n_steps > before) cx->p->steps[cx->p->n_steps - 1].error = msg;
+  return KILN_OK;
+}
+
 int cg_buf_const(kiln_emit_ctx *cx, const void *data, size_t bytes, kiln_err *e) {
   int id;
   if (kiln_program_add_buf(cx->p, KILN_BUF_CONST, (int64_t)bytes, &id, e)) return -1;
@@ -193,6 +218,7 @@ kiln_code kiln_compile(kiln_graph *g, const kiln_compile_opts *opts, kiln_progra
     return kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
   }
   p->g = g;
+  p->status_buf = -1;
   p->threads = opts->threads > 0 ? opts->threads : kiln_default_threads();
   kiln_jit_opts jo = {.cache_dir = opts->cache_dir};
   kiln_jit *jit = NULL;

@@ -4,6 +4,8 @@
 #include "codegen/conv_gen.h"
 
 #include <string.h>
+#include <stdlib.h>
+#include <stdio.h>
 
 #include "codegen/emit_copy.h"
 #include "ir/ops/nn_window.h"
@@ -67,6 +69,7 @@ typedef struct conv_plan {
   int V;                /* vector width */
   int ocb, nv, rb;      /* register block: channels x rows x vectors */
   int64_t rg;           /* rows per tile (multiple of rb) */
+  bool rows_inner;      /* tile order: row groups fastest (else channel blocks) */
   int64_t n_ocb, ocb_tail, n_rg, rb_tail;
   int64_t n_owfull;     /* full column blocks per row */
   int nv_tail, lanes_tail; /* the column tail block: vectors, lanes of its last vector */
@@ -116,6 +119,66 @@ static kiln_code check_geom(const cg_conv_geom *g, kiln_err *e) {
   return KILN_OK;
 }
 
+/* The machine the cost model describes. */
+typedef struct cost_params {
+  int regs;        /* vector registers */
+  double w_load;   /* cycles per weight broadcast */
+  double x_load;   /* cycles per input vector load */
+} cost_params;
+
+/* Estimated cycles of one tap of one input channel for a register block of ob channels x rb
+ * rows x nv vectors: the larger of one FMA latency (every accumulator takes one FMA per tap),
+ * the FMAs at two per cycle, and the loads (weight broadcasts and input vectors; when the
+ * kernel-row loop is unrolled, rows shared by neighbouring output rows are loaded once); plus
+ * a share of the loads, a spill penalty when accumulators and live input vectors exceed the
+ * registers, and loop overhead.  Calibrated on Zen 3 (AVX2) and Sapphire Rapids (AVX-512). */
+static double block_cost(const conv_plan *p, const cost_params *cp, int ob, int rb, int nv) {
+  double fma = (double)ob * rb * nv;
+  int64_t kh = p->g.k[1];
+  bool shared = p->kst[1] == 1 && kh <= 3 && rb > 1;
+  double xrows = shared ? (double)(rb + kh - 1) / (double)kh : rb;
+  double w = ob, x = nv * xrows;
+  double c = fma / 2;
+  if (c < 4) c = 4;
+  if (w * cp->w_load + x * cp->x_load > c) c = w * cp->w_load + x * cp->x_load;
+  double live = fma + nv * (shared ? rb + kh - 1 : rb) + 1;
+  double spill = live > cp->regs ? live - cp->regs : 0;
+  return c + 0.25 * (w + x) + spill + 0.5;
+}
+
+/* Picks the register block (ocb, rb, nv) minimizing the modelled time of the whole
+ * convolution: full and tail blocks of channels, rows and columns each cost a full tap. */
+static void choose_block(conv_plan *p, const cost_params *cp) {
+  int64_t ow = p->g.out[2], oh = p->g.out[1], ocg = p->ocg > 0 ? p->ocg : 1;
+  int64_t nvec = div_up(ow, p->V);
+  int acc = cp->regs - 3;
+  double best = -1;
+  for (int ob = 1; ob <= MAX_ACC && ob <= ocg; ob++)
+    for (int rb = 1; rb <= 8 && rb <= (oh > 0 ? oh : 1); rb++)
+      for (int nv = 1; nv <= 8 && nv <= (nvec > 0 ? nvec : 1); nv++) {
+        if (ob * rb * nv > acc) continue;
+        int64_t cn[2] = {ocg / ob, ocg % ob ? 1 : 0}, rn[2] = {oh / rb, oh % rb ? 1 : 0};
+        int cs[2] = {ob, (int)(ocg % ob)}, rs[2] = {rb, (int)(oh % rb)};
+        int64_t vfull = ow / ((int64_t)nv * p->V), rem = ow - vfull * nv * p->V;
+        int64_t vn[2] = {vfull, rem ? 1 : 0};
+        int vs[2] = {nv, (int)div_up(rem, p->V)};
+        double cost = 0;
+        for (int a = 0; a < 2; a++)
+          for (int b = 0; b < 2; b++)
+            for (int c = 0; c < 2; c++)
+              if (cn[a] && rn[b] && vn[c])
+                cost += (double)(cn[a] * rn[b] * vn[c]) * block_cost(p, cp, cs[a], rs[b], vs[c]);
+        /* ties go to more accumulators (fewer blocks, less overhead the model leaves out) */
+        int n_acc = ob * rb * nv, cur = p->ocb * p->rb * p->nv;
+        if (best < 0 || cost < best * 0.999 || (cost < best * 1.001 && n_acc > cur)) {
+          best = cost;
+          p->ocb = ob;
+          p->rb = rb;
+          p->nv = nv;
+        }
+      }
+}
+
 static void make_plan(kiln_emit_ctx *cx, const cg_conv_geom *geom, const cg_conv_weights *w,
                       conv_plan *p) {
   memset(p, 0, sizeof *p);
@@ -138,7 +201,6 @@ static void make_plan(kiln_emit_ctx *cx, const cg_conv_geom *geom, const cg_conv
   p->kk = g->k[0] * g->k[1] * g->k[2];
   bool avx512 = cg_avx512(cx);
   p->V = avx512 ? 16 : 8;
-  int acc = avx512 ? 24 : 12;
   p->prep = !(plain && unpadded && g->stride[2] == 1) && p->cg > 0;
   if (p->prep) {
     for (int d = 0; d < 2; d++) {
@@ -163,39 +225,31 @@ static void make_plan(kiln_emit_ctx *cx, const cg_conv_geom *geom, const cg_conv
   p->rowlen = p->S * p->wq;
   p->plane = p->rows[0] * p->rows[1] * p->rowlen;
 
-  /* Register block: about `acc` vector accumulators, OCB channels x RB rows x NV vectors. */
+  /* Register block: OCB channels x RB rows x NV vectors of columns, chosen by a cost model. */
   int64_t ow = g->out[2], oh = g->out[1];
-  int64_t nvec = div_up(ow, p->V);
-  int slots, ocb;
-  int wide = acc / 3; /* channels per block when there are enough of them */
-  if (p->ocg >= wide) {
-    ocb = wide;
-    slots = 3;
-  } else {
-    ocb = (int)(p->ocg > 0 ? p->ocg : 1);
-    slots = acc / ocb;
-  }
-  p->nv = (int)(nvec < slots ? (nvec > 0 ? nvec : 1) : slots);
-  int64_t rb = slots / p->nv;
-  if (rb < 1) rb = 1;
-  if (rb > oh) rb = oh > 0 ? oh : 1;
-  p->rb = (int)rb;
-  if (p->ocg > ocb && p->nv * p->rb < slots) { /* few columns and rows: more channels */
-    int64_t more = acc / (p->nv * p->rb);
-    ocb = (int)(more < p->ocg ? more : p->ocg);
-  }
-  if (ocb > MAX_ACC) ocb = MAX_ACC;
-  p->ocb = ocb;
-  p->n_ocb = div_up(p->ocg, ocb);
-  p->ocb_tail = p->ocg % ocb;
-  /* Rows per tile: keep the tile's input rows within ~128 KiB (they are reread for every
-   * channel block), and make enough tiles for the threads. */
+  cost_params cp = avx512 ? (cost_params){.regs = 32, .w_load = 1.0, .x_load = 1.0}
+                          : (cost_params){.regs = 16, .w_load = 0.6, .x_load = 1.0};
+  choose_block(p, &cp);
+  if (getenv("KX_OCB")) p->ocb = atoi(getenv("KX_OCB"));
+  if (getenv("KX_RB")) p->rb = atoi(getenv("KX_RB"));
+  if (getenv("KX_NV")) p->nv = atoi(getenv("KX_NV"));
+  if (getenv("KX_PRINT")) fprintf(stderr, "plan ocb %d rb %d nv %d V %d\n", p->ocb, p->rb, p->nv, p->V);
+  p->n_ocb = div_up(p->ocg, p->ocb);
+  p->ocb_tail = p->ocg % p->ocb;
+  /* Tile order.  When the weights outweigh the input, the row groups of one channel block are
+   * consecutive tiles (each block's weights are read from memory once, then from cache);
+   * otherwise the channel blocks of one row group are, and a row group's input rows (about
+   * 128 KiB) stay in cache while every channel block reads them. */
+  int64_t w_bytes = p->ocg * p->cg * p->kk * 4, x_bytes = p->cg * p->plane * 4;
+  p->rows_inner = w_bytes > x_bytes;
   int64_t row_bytes = (p->cg ? p->cg : 1) * p->rowlen * 4;
   int64_t rg = p->rb;
-  while (rg + p->rb <= oh && (rg + p->rb) * p->kst[1] * row_bytes <= 128 * 1024) rg += p->rb;
+  if (!p->rows_inner)
+    while (rg + p->rb <= oh && (rg + p->rb) * p->kst[1] * row_bytes <= 128 * 1024) rg += p->rb;
   int64_t base_tiles = g->N * g->groups * g->out[0] * p->n_ocb;
   int64_t want = 4 * (int64_t)cg_threads(cx);
   while (rg > p->rb && base_tiles * div_up(oh, rg) < want) rg -= p->rb;
+  if (getenv("KX_RG")) rg = atoi(getenv("KX_RG"));
   p->rg = rg;
   p->n_rg = div_up(oh, rg);
   p->rb_tail = oh % p->rb;
@@ -556,16 +610,18 @@ kiln_code cg_emit_conv(kiln_emit_ctx *cx, const char *label, const cg_conv_geom 
   ck.w_off = p.packed ? 0 : w->off;
   ck.w_g = p.packed ? p.ocg * p.cg * p.kk : w->g_stride;
 
-  /* tile = (((n * G + grp) * OD + od) * n_rg + rg) * n_ocb + ocb: channel blocks fastest, so
-   * consecutive tiles reuse the same input rows */
+  /* tile = (((n * G + grp) * OD + od) * n_rg + rg) * n_ocb + ocb, or with rows_inner
+   * (((n * G + grp) * OD + od) * n_ocb + ocb) * n_rg + rg */
   int64_t n_tiles = g->N * g->groups * g->out[0] * p.n_rg * p.n_ocb;
   cg_loop lt;
   LLVMValueRef t = cg_loop_begin(&k, &lt, k.lo, k.hi, NULL, "tile");
   LLVMBuilderRef b = k.b;
-  LLVMValueRef ocb = LLVMBuildURem(b, t, c64(&k, p.n_ocb), "");
-  LLVMValueRef rest = LLVMBuildUDiv(b, t, c64(&k, p.n_ocb), "");
-  LLVMValueRef rgi = LLVMBuildURem(b, rest, c64(&k, p.n_rg), "");
-  rest = LLVMBuildUDiv(b, rest, c64(&k, p.n_rg), "");
+  int64_t inner = p.rows_inner ? p.n_rg : p.n_ocb, outer = p.rows_inner ? p.n_ocb : p.n_rg;
+  LLVMValueRef i0 = LLVMBuildURem(b, t, c64(&k, inner), "");
+  LLVMValueRef rest = LLVMBuildUDiv(b, t, c64(&k, inner), "");
+  LLVMValueRef i1 = LLVMBuildURem(b, rest, c64(&k, outer), "");
+  rest = LLVMBuildUDiv(b, rest, c64(&k, outer), "");
+  LLVMValueRef ocb = p.rows_inner ? i1 : i0, rgi = p.rows_inner ? i0 : i1;
   ck.od = LLVMBuildURem(b, rest, c64(&k, g->out[0]), "");
   rest = LLVMBuildUDiv(b, rest, c64(&k, g->out[0]), "");
   ck.grp = LLVMBuildURem(b, rest, c64(&k, g->groups), "");

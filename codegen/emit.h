@@ -73,6 +73,15 @@ int cg_buf_const(kiln_emit_ctx *cx, const void *data, size_t bytes, kiln_err *e)
 /* Scratch memory live only during this node's kernels. -1 on OOM. */
 int cg_buf_scratch(kiln_emit_ctx *cx, size_t bytes, kiln_err *e);
 
+/* The program's status word (int32), for kernels that detect bad data they
+ * cannot return as an error (an index out of range).  Pass it as an argument;
+ * flag with cg_flag_error() and end the kernel with cg_kernel_end_checked(): the
+ * runner then stops with `msg` naming the node instead of a silently wrong result. */
+int cg_buf_status(kiln_emit_ctx *cx, kiln_err *e);
+void cg_flag_error(cg_kernel *k, LLVMValueRef status_ptr);
+kiln_code cg_kernel_end_checked(kiln_emit_ctx *cx, cg_kernel *k, int64_t n_tiles, const int *bufs,
+                                const char *msg, kiln_err *e);
+
 /* ---- context queries ---- */
 const cg_types *cg_t(kiln_emit_ctx *cx);
 bool cg_avx512(kiln_emit_ctx *cx);

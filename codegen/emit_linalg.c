@@ -581,8 +581,10 @@ static kiln_code emit_nll(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_nod
   if (none && total == 0) return KILN_OK;
   int64_t ept = none ? (total > 16384 ? 16384 : (total ? total : 1)) : (total ? total : 1);
   int64_t n_tiles = none ? ceil_div(total, ept) : 1;
-  int bufs[4] = {logp_buf, cg_buf_value(cx, n->in[1]), cg_buf_value(cx, n->out[0]), -1};
-  int n_bufs = 3;
+  int status = cg_buf_status(cx, e);
+  if (status < 0) return e->code;
+  int bufs[5] = {logp_buf, cg_buf_value(cx, n->in[1]), cg_buf_value(cx, n->out[0]), status, -1};
+  int n_bufs = 4;
   if (w) bufs[n_bufs++] = cg_buf_value(cx, n->in[2]);
   cg_kernel kk;
   cg_kernel *k = &kk;
@@ -611,9 +613,13 @@ static kiln_code emit_nll(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_nod
                                          LLVMBuildICmp(k->b, LLVMIntSLT, t, cg_i64(k, C), ""), "");
     st(k, LLVMConstReal(f64, NAN), l_slot);
     st(k, LLVMConstReal(f64, NAN), w_slot);
+    cg_if bad;
+    cg_if_begin(k, &bad, LLVMBuildNot(k->b, in_range, ""));
+    cg_flag_error(k, cg_arg(k, 3)); /* the runner reports it: never a silent NaN */
+    cg_if_end(k, &bad);
     cg_if ok;
     cg_if_begin(k, &ok, in_range);
-    LLVMValueRef wt = w ? cg_load(k, f32, cg_arg(k, 3), t) : cg_f32(k, 1.0);
+    LLVMValueRef wt = w ? cg_load(k, f32, cg_arg(k, 4), t) : cg_f32(k, 1.0);
     wt = LLVMBuildFPExt(k->b, wt, f64, "");
     LLVMValueRef nn = sdiv_c(k, pos, D), dd = srem_c(k, pos, D);
     LLVMValueRef pidx =
@@ -638,7 +644,7 @@ static kiln_code emit_nll(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_nod
     if (mean) s = LLVMBuildFDiv(k->b, s, ld(k, f64, wsum_slot), "");
     cg_store(k, LLVMBuildFPTrunc(k->b, s, f32, ""), L, cg_i64(k, 0));
   }
-  return cg_kernel_end(cx, k, n_tiles, bufs, e);
+  return cg_kernel_end_checked(cx, k, n_tiles, bufs, "a label is out of range [0, classes)", e);
 }
 
 static kiln_code emit_NegativeLogLikelihoodLoss(kiln_emit_ctx *cx, const kiln_graph *g,

@@ -297,8 +297,10 @@ static kiln_code emit_Gather(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_
   if (outer * ni * inner == 0) return KILN_OK;
   cg_rows rp;
   cg_rows_plan(&rp, outer * ni, inner, CG_TILE_ELEMS);
+  int status = cg_buf_status(cx, e);
+  if (status < 0) return e->code;
   cg_kernel k;
-  KILN_TRY(cg_kernel_begin(cx, &k, "gather", 3, e));
+  KILN_TRY(cg_kernel_begin(cx, &k, "gather", 4, e));
   LLVMBuilderRef b = k.b;
   LLVMTypeRef ety = cg_bits_type(&k, y->dtype);
   size_t es = kiln_dtype_size(y->dtype);
@@ -321,10 +323,13 @@ static kiln_code emit_Gather(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_
   cg_copy_run(&k, ety, es, yp, cg_add(&k, dstbase, jlo), xp, cg_add(&k, srcbase, jlo),
               LLVMBuildNSWSub(b, jhi, jlo, ""));
   cg_ifelse_else(&k, &ie);
+  /* out of range: zeros, and the runner reports the error (never a silent result) */
   cg_fill_loop(&k, yp, dstbase, 1, jlo, jhi, LLVMConstInt(ety, 0, 0));
+  cg_flag_error(&k, cg_arg(&k, 3));
   cg_ifelse_end(&k, &ie);
   cg_rows_end(&k, &rp);
-  return cg_kernel_end(cx, &k, rp.n_tiles, (int[]){n->in[0], n->in[1], n->out[0]}, e);
+  return cg_kernel_end_checked(cx, &k, rp.n_tiles, (int[]){n->in[0], n->in[1], n->out[0], status},
+                               "an index in the indices input is out of range", e);
 }
 
 void cg_register_tensor(kiln_emit_fn *table) {

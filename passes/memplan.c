@@ -42,6 +42,11 @@ static void compute_lifetimes(kiln_program *p) {
     if (p->bufs[b].first < 0) p->bufs[b].first = 0;
     p->bufs[b].last = p->n_steps;
   }
+  /* the status word is cleared before the first step and read after flagged ones */
+  if (p->status_buf >= 0) {
+    p->bufs[p->status_buf].first = 0;
+    p->bufs[p->status_buf].last = p->n_steps;
+  }
   /* state updates are copied back after the last step */
   for (int i = 0; i < p->n_state; i++) {
     int b = root_of(p, p->state_out[i]);

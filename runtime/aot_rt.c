@@ -17,7 +17,7 @@ typedef struct aot_step {
 
 typedef struct aot_model {
   const int64_t *plan;
-  int64_t n_bufs, n_steps, n_in, n_out, arena_bytes;
+  int64_t n_bufs, n_steps, n_in, n_out, arena_bytes, status_buf;
   const int64_t *bufs; /* n_bufs x (kind, bytes, offset) */
   aot_step *steps;
   int64_t *in_buf, *out_buf;
@@ -54,7 +54,8 @@ int kiln_aot_create(const int64_t *plan, const kiln_aot_kernel *kernels, const u
   m->n_in = plan[5];
   m->n_out = plan[6];
   int64_t weights_bytes = plan[7];
-  const int64_t *p = plan + 8;
+  m->status_buf = plan[8];
+  const int64_t *p = plan + 9;
   m->bufs = p;
   p += 3 * m->n_bufs;
   m->steps = calloc((size_t)(m->n_steps ? m->n_steps : 1), sizeof *m->steps);
@@ -129,6 +130,8 @@ void kiln_aot_set_threads(void *mp, int threads) {
 int kiln_aot_run(void *mp, const void *const *inputs, void *const *outputs) {
   aot_model *m = mp;
   for (int64_t i = 0; i < m->n_in; i++) m->ptrs[m->in_buf[i]] = (void *)inputs[i];
+  int32_t *status = m->status_buf >= 0 ? (int32_t *)m->ptrs[m->status_buf] : NULL;
+  if (status) *status = 0;
   for (int64_t s = 0; s < m->n_steps; s++) {
     const aot_step *st = &m->steps[s];
     for (int64_t a = 0; a < st->n_args; a++) m->argv[a] = st->args[a] < 0 ? NULL : m->ptrs[st->args[a]];
@@ -149,7 +152,8 @@ int kiln_aot_run(void *mp, const void *const *inputs, void *const *outputs) {
     int64_t b = m->out_buf[i];
     memcpy(outputs[i], m->ptrs[b], (size_t)m->bufs[3 * b + 1]);
   }
-  return 0;
+  /* a kernel found invalid data (an index or label out of range): outputs are not valid */
+  return status && *status ? 2 : 0;
 }
 
 void kiln_aot_destroy(void *mp) {

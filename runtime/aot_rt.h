@@ -25,7 +25,9 @@ enum { KILN_AOT_BUF_NONE = 0, KILN_AOT_BUF_ARENA = 1, KILN_AOT_BUF_CONST = 2, KI
  * message in err. */
 int kiln_aot_create(const int64_t *plan, const kiln_aot_kernel *kernels, const uint8_t *weights,
                     const char *weights_path, void **out, char *err, size_t errlen);
-/* inputs[i]/outputs[i] in the model's order, each holding the tensor's bytes. */
+/* inputs[i]/outputs[i] in the model's order, each holding the tensor's bytes.
+ * Returns 0, or 2 when a kernel found invalid input data (an index or label out
+ * of range): the outputs are then not meaningful. */
 int kiln_aot_run(void *m, const void *const *inputs, void *const *outputs);
 void kiln_aot_set_threads(void *m, int threads);
 void kiln_aot_destroy(void *m);

@@ -113,6 +113,8 @@ kiln_code kiln_program_run(kiln_program *p, kiln_tensor *const *inputs, kiln_ten
       goto done;
     }
   }
+  int32_t *status = p->status_buf >= 0 ? (int32_t *)buf_ptr(p, p->status_buf, input_ptrs) : NULL;
+  if (status) *status = 0;
   for (int64_t s = 0; s < p->n_steps; s++) {
     kiln_step *st = &p->steps[s];
     double t0 = profile ? now_s() : 0;
@@ -124,6 +126,12 @@ kiln_code kiln_program_run(kiln_program *p, kiln_tensor *const *inputs, kiln_ten
       argv_store[a] = st->bufs[a] < 0 ? NULL : buf_ptr(p, st->bufs[a], input_ptrs);
     if (st->fn) {
       kiln_parallel_for(st->fn, argv_store, st->n_tiles, p->threads);
+      if (st->error && status && *status) {
+        char lbl[200];
+        rc = kiln_errf(e, KILN_ERR_INVALID, "%s: %s", st->node ? ir_node_label(st->node, lbl, sizeof lbl) : st->label,
+                       st->error);
+        goto done;
+      }
     } else {
       /* Reference-kernel step: wrap the buffers as tensors. Args are the node's
        * inputs then outputs (-1 buffers for omitted ones). */

@@ -42,6 +42,10 @@ typedef struct kiln_step {
   int64_t macs;            /* for bench: MACs of the node (0 if not compute) */
   char label[96];
   char kernel[48];         /* the kernel's symbol (kiln_k_<hash>); for AOT */
+  /* Data-dependent errors a kernel can detect but not return (an index out of
+   * range): the kernel sets the program's status word and the runner reports
+   * this message with the step's node. NULL when the step never flags. */
+  const char *error;
 } kiln_step;
 
 typedef struct kiln_program {
@@ -66,6 +70,7 @@ typedef struct kiln_program {
    * NULL for state inputs to kiln_program_run. */
   int *state_in, *state_out;
   int n_state;
+  int status_buf;          /* buffer id of the int32 status word, or -1 */
 } kiln_program;
 
 /* Appends a step; bufs is copied. */
