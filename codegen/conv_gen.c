@@ -4,8 +4,6 @@
 #include "codegen/conv_gen.h"
 
 #include <string.h>
-#include <stdlib.h>
-#include <stdio.h>
 
 #include "codegen/emit_copy.h"
 #include "ir/ops/nn_window.h"
@@ -230,10 +228,6 @@ static void make_plan(kiln_emit_ctx *cx, const cg_conv_geom *geom, const cg_conv
   cost_params cp = avx512 ? (cost_params){.regs = 32, .w_load = 1.0, .x_load = 1.0}
                           : (cost_params){.regs = 16, .w_load = 0.6, .x_load = 1.0};
   choose_block(p, &cp);
-  if (getenv("KX_OCB")) p->ocb = atoi(getenv("KX_OCB"));
-  if (getenv("KX_RB")) p->rb = atoi(getenv("KX_RB"));
-  if (getenv("KX_NV")) p->nv = atoi(getenv("KX_NV"));
-  if (getenv("KX_PRINT")) fprintf(stderr, "plan ocb %d rb %d nv %d V %d\n", p->ocb, p->rb, p->nv, p->V);
   p->n_ocb = div_up(p->ocg, p->ocb);
   p->ocb_tail = p->ocg % p->ocb;
   /* Tile order.  When the weights outweigh the input, the row groups of one channel block are
@@ -249,7 +243,6 @@ static void make_plan(kiln_emit_ctx *cx, const cg_conv_geom *geom, const cg_conv
   int64_t base_tiles = g->N * g->groups * g->out[0] * p->n_ocb;
   int64_t want = 4 * (int64_t)cg_threads(cx);
   while (rg > p->rb && base_tiles * div_up(oh, rg) < want) rg -= p->rb;
-  if (getenv("KX_RG")) rg = atoi(getenv("KX_RG"));
   p->rg = rg;
   p->n_rg = div_up(oh, rg);
   p->rb_tail = oh % p->rb;

@@ -1,8 +1,6 @@
 /* emit_conv.c — emitters of Conv and ConvTranspose, both on the convolution generator
  * (conv_gen.h).  ConvTranspose is the convolution of the zero-inserted input with the
  * flipped, channel-transposed kernel. */
-#include <stdlib.h>
-#include <string.h>
 #include "codegen/conv_gen.h"
 #include "codegen/emit_nn.h"
 #include "ir/ops/nn_window.h"
@@ -18,17 +16,6 @@ static kiln_code emit_Conv(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_no
                                            wc ? (const float *)wc->data : NULL);
   cg_conv_epilogue epi = cg_conv_epilogue_none();
   if (opt_in(n, 2) >= 0) epi.bias_buf = cg_buf_value(cx, n->in[2]);
-  /* KXHACK */
-  if (getenv("KX_EPI")) {
-    const char *m = getenv("KX_EPI");
-    if (strchr(m, 'r')) epi.act = CG_ACT_RELU;
-    if (strchr(m, 'c')) epi.act = CG_ACT_CLIP, epi.act_a = -0.5f, epi.act_b = 0.7f;
-    if (strchr(m, 'l')) epi.act = CG_ACT_LEAKY_RELU, epi.act_a = 0.1f;
-    if (strchr(m, 'g')) epi.act = CG_ACT_SIGMOID;
-    if (strchr(m, 's')) epi.scale_buf = cg_buf_value(cx, n->in[2]);
-    if (strchr(m, 't')) epi.shift_buf = cg_buf_value(cx, n->in[2]);
-    if (strchr(m, 'R')) epi.residual_buf = cg_buf_value(cx, n->in[0]);
-  }
   return cg_emit_conv(cx, "conv", &geom, &w, &epi, cg_buf_value(cx, n->in[0]),
                       cg_buf_value(cx, n->out[0]), e);
 }
