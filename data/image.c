@@ -116,7 +116,6 @@ static kiln_code png_decode(const char *path, FILE *f, int channels, bool header
     rc = kiln_errf(e, KILN_ERR_PARSE, "%s: %s PNG (libpng: %s)", path, trunc ? "truncated" : "corrupt", c->msg);
     goto done;
   }
-  png_set_user_limits(c->png, KILN_IMAGE_MAX_SIDE, KILN_IMAGE_MAX_SIDE);
   png_init_io(c->png, f);
   png_read_info(c->png, c->info);
   png_uint_32 w = png_get_image_width(c->png, c->info), h = png_get_image_height(c->png, c->info);
@@ -251,10 +250,19 @@ static kiln_code decode_file(const char *path, int channels, bool header_only, k
   if (out) memset(out, 0, sizeof *out);
   FILE *f = fopen(path, "rb");
   if (!f) return kiln_errf(e, KILN_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
-  unsigned char head[8];
+  unsigned char head[24];
   size_t n = fread(head, 1, sizeof head, f);
   kiln_image_format fmt = kiln_image_sniff(head, n);
   kiln_code rc;
+  if (fmt == KILN_IMG_PNG && n == 24 && !memcmp(head + 12, "IHDR", 4)) {
+    /* the size from IHDR, checked before libpng reads (or allocates) anything more */
+    int64_t w0 = ((int64_t)head[16] << 24) | (head[17] << 16) | (head[18] << 8) | head[19];
+    int64_t h0 = ((int64_t)head[20] << 24) | (head[21] << 16) | (head[22] << 8) | head[23];
+    if ((rc = check_size(path, w0, h0, e))) {
+      fclose(f);
+      return rc;
+    }
+  }
   if (fmt == KILN_IMG_UNKNOWN) {
     rc = n == 0 ? kiln_errf(e, KILN_ERR_PARSE, "%s: empty file (expected a PNG or JPEG image)", path)
                 : kiln_errf(e, KILN_ERR_PARSE, "%s: not a PNG or JPEG image", path);
