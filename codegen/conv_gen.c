@@ -49,6 +49,7 @@ cg_conv_weights cg_conv_weights_oihw(const cg_conv_geom *geom, int buf, const fl
 /* ---- the plan ---- */
 
 #define MAX_ACC 32
+#define KW_UNROLL 16 /* kernel columns unrolled up to this many; a loop beyond */
 
 typedef struct conv_plan {
   cg_conv_geom g;       /* possibly flattened (1x1 stride-1 unpadded: one long row) */
@@ -469,20 +470,34 @@ static void emit_block(conv_kern *ck, LLVMValueRef oc0, int ob, LLVMValueRef oh0
   LLVMValueRef row = add(k, row0, add(k, mulc(k, kd, g->dil[0] * p->rows[1]), mulc(k, kh, g->dil[1])));
   LLVMValueRef xr = add(k, add(k, xi, mulc(k, row, p->rowlen)), ow0);
   LLVMValueRef wt = add(k, wi, mulc(k, add(k, mulc(k, kd, g->k[1]), kh), g->k[2] * w_tap));
+  /* kernel columns: unrolled, or a loop when there are many */
+  bool unroll = g->k[2] <= KW_UNROLL;
+  cg_loop lkw;
+  LLVMValueRef kwv = unroll ? NULL : cg_loop_begin(k, &lkw, c64(k, 0), c64(k, g->k[2]), NULL, "kw");
   LLVMValueRef cur[MAX_ACC * 3];
   for (int a = 0; a < n_acc; a++) cur[a] = LLVMBuildLoad2(b, ck->vty, acc[a], "");
   LLVMValueRef xv[MAX_ACC * 3];
-  for (int64_t kw = 0; kw < g->k[2]; kw++) {
-    int64_t tap = kw * g->dil[2];
-    int64_t xoff = (tap % p->S) * p->wq + tap / p->S;
+  for (int64_t kw = 0; kw < (unroll ? g->k[2] : 1); kw++) {
+    LLVMValueRef xoff, woff;
+    if (unroll) {
+      int64_t tap = kw * g->dil[2];
+      xoff = c64(k, (tap % p->S) * p->wq + tap / p->S);
+      woff = c64(k, kw * w_tap);
+    } else {
+      LLVMValueRef tap = mulc(k, kwv, g->dil[2]);
+      xoff = p->S == 1 ? tap
+                       : add(k, mulc(k, LLVMBuildURem(b, tap, c64(k, p->S), ""), p->wq),
+                             LLVMBuildUDiv(b, tap, c64(k, p->S), ""));
+      woff = mulc(k, kwv, w_tap);
+    }
+    LLVMValueRef xk = add(k, xr, xoff), wk = add(k, wt, woff);
     for (int r = 0; r < rb; r++)
       for (int v = 0; v < nv; v++) {
         unsigned n = (v == nv - 1 && p->mask_x) ? (unsigned)lanes : V;
-        xv[r * nv + v] = vload(k, ck->x, addc(k, xr, r * p->kst[1] * p->rowlen + xoff + v * p->V),
-                               V, n);
+        xv[r * nv + v] = vload(k, ck->x, addc(k, xk, r * p->kst[1] * p->rowlen + v * p->V), V, n);
       }
     for (int o = 0; o < ob; o++) {
-      LLVMValueRef ws = cg_load(k, k->t->f32, ck->w, addc(k, wt, o * w_o + kw * w_tap));
+      LLVMValueRef ws = cg_load(k, k->t->f32, ck->w, addc(k, wk, o * w_o));
       LLVMValueRef wv = splat(k, ws, V);
       for (int r = 0; r < rb; r++)
         for (int v = 0; v < nv; v++) {
@@ -492,6 +507,7 @@ static void emit_block(conv_kern *ck, LLVMValueRef oc0, int ob, LLVMValueRef oh0
     }
   }
   for (int a = 0; a < n_acc; a++) LLVMBuildStore(b, cur[a], acc[a]);
+  if (!unroll) cg_loop_end(k, &lkw);
   if (g->k[1] > 1) cg_loop_end(k, &lkh);
   if (g->k[0] > 1) cg_loop_end(k, &lkd);
   cg_loop_end(k, &lic);

@@ -91,8 +91,24 @@ cg_conv_weights cg_conv_weights_oihw(const cg_conv_geom *geom, int buf, const fl
 
 /* Emits the kernels (an optional input-preparation copy, then the convolution with its
  * epilogue) as steps of the current node.  x_buf holds X (N, C, in...), y_buf receives Y
- * (N, OC, out...).  `label` names the kernels (e.g. "conv").  Errors: inconsistent geometry
- * (KILN_ERR_INVALID), out of memory. */
+ * (N, OC, out...).  Y must not share memory with X or the weights; it may share the residual's
+ * (each element reads its residual just before its own store).  `label` names the kernels
+ * (e.g. "conv").  Errors: inconsistent geometry (KILN_ERR_INVALID), out of memory.
+ *
+ * Example, Conv + bias + ReLU from a node with Conv's attributes:
+ *   cg_conv_geom geom;
+ *   KILN_TRY(cg_conv_geom_from_node(g, n, &geom, e));
+ *   const kiln_tensor *wc = ir_in_const(g, n, 1);
+ *   cg_conv_weights w = cg_conv_weights_oihw(&geom, cg_buf_value(cx, n->in[1]),
+ *                                            wc ? wc->data : NULL);
+ *   cg_conv_epilogue epi = cg_conv_epilogue_none();
+ *   epi.bias_buf = cg_buf_value(cx, n->in[2]);
+ *   epi.act = CG_ACT_RELU;
+ *   return cg_emit_conv(cx, "conv_relu", &geom, &w, &epi, cg_buf_value(cx, n->in[0]),
+ *                       cg_buf_value(cx, n->out[0]), e);
+ * A BatchNormalization folded in goes to scale/shift (scale = gamma / sqrt(var + eps),
+ * shift = beta - mean * scale, as constant buffers from cg_buf_const); an Upsample in front
+ * sets xform[d] = CG_IN_NEAREST, xfactor[d] = the scale, with in[] the pre-upsample sizes. */
 kiln_code cg_emit_conv(kiln_emit_ctx *cx, const char *label, const cg_conv_geom *geom,
                        const cg_conv_weights *w, const cg_conv_epilogue *epi, int x_buf,
                        int y_buf, kiln_err *e);

@@ -212,6 +212,10 @@ static void test_conv(void) {
        .attrs = {AV("pads", 2, 1), AV("strides", 2)});
   CASE("conv 1-D dilated fed", KILN_OP_Conv, 13, {T(1, 4, 20), T(6, 2, 3)}, 2, 0, 1,
        .attrs = {AV("dilations", 2), AI("group", 2)});
+  CASE("conv 1-D long kernel", KILN_OP_Conv, 13, {T(1, 3, 90), T(4, 3, 20), T(4)}, 3, 6, 1,
+       .attrs = {AV("pads", 5, 3), AV("strides", 2), AV("dilations", 2)});
+  CASE("conv 1-D long kernel fed", KILN_OP_Conv, 13, {T(2, 2, 40), T(3, 2, 17)}, 2, 0, 1,
+       .attrs = {AV("pads", 8, 8)});
   CASE("conv 3-D", KILN_OP_Conv, 13, {T(1, 2, 5, 6, 7), T(3, 2, 3, 2, 3), T(3)}, 3, 6, 1,
        .attrs = {AV("pads", 1, 0, 1, 0, 1, 1), AV("strides", 1, 2, 1)});
   CASE("conv 3-D fed", KILN_OP_Conv, 13, {T(2, 2, 4, 5, 6), T(4, 1, 2, 3, 3)}, 2, 0, 1,
