@@ -111,6 +111,7 @@ typedef struct check_job {
   bool full;
   int t, nt;
   char **errors; /* per entry, NULL when fine */
+  kiln_code *codes;
   bool nomem;
 } check_job;
 
@@ -141,9 +142,9 @@ static void *check_main(void *p) {
   check_job *j = p;
   for (int64_t i = j->t; i < j->fs->n; i += j->nt) {
     kiln_err e = {0};
-    if (check_entry(&j->fs->v[i], j->full, &e)) {
+    if ((j->codes[i] = check_entry(&j->fs->v[i], j->full, &e))) {
       j->errors[i] = kiln_strdup(e.msg);
-      if (!j->errors[i]) j->nomem = true;
+      if (!j->errors[i] || j->codes[i] == KILN_ERR_NOMEM) j->nomem = true;
     }
   }
   return NULL;
@@ -158,15 +159,16 @@ kiln_code data_files_open(data_files *fs, const kiln_data_opts *o, const char *l
   if (nt > 64) nt = 64;
   if (fs->n < nt * 8) nt = 1;
   char **errors = kiln_calloc((size_t)(fs->n ? fs->n : 1), sizeof(char *));
+  kiln_code *codes = kiln_calloc((size_t)(fs->n ? fs->n : 1), sizeof(kiln_code));
   check_job jobs[64];
   pthread_t th[64];
   bool started[64] = {false};
-  if (!errors) {
+  if (!errors || !codes) {
     rc = kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
     goto done;
   }
   for (int t = 0; t < nt; t++) {
-    jobs[t] = (check_job){.fs = fs, .full = o->skip_bad, .t = t, .nt = nt, .errors = errors};
+    jobs[t] = (check_job){.fs = fs, .full = o->skip_bad, .t = t, .nt = nt, .errors = errors, .codes = codes};
     if (t > 0 && pthread_create(&th[t], NULL, check_main, &jobs[t]) == 0) started[t] = true;
   }
   check_main(&jobs[0]);
@@ -183,7 +185,7 @@ kiln_code data_files_open(data_files *fs, const kiln_data_opts *o, const char *l
   for (int64_t i = 0; i < fs->n; i++)
     if (errors[i]) {
       if (!o->skip_bad) {
-        rc = kiln_errf(e, KILN_ERR_PARSE, "%s (use --skip-bad to skip bad files)", errors[i]);
+        rc = kiln_errf(e, codes[i], "%s (use --skip-bad to skip bad files)", errors[i]);
         goto done;
       }
       bad++;
@@ -229,6 +231,7 @@ kiln_code data_files_open(data_files *fs, const kiln_data_opts *o, const char *l
 done:
   for (int64_t i = 0; errors && i < fs->n; i++) kiln_free(errors[i]);
   kiln_free(errors);
+  kiln_free(codes);
   data_files_clear(fs);
   if (rc) {
     kiln_dataset_free(d);

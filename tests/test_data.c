@@ -1166,6 +1166,45 @@ static void test_decode_speed(void) {
   kiln_dataset_free(d);
 }
 
+/* Every allocation failing in turn: a clean NOMEM, nothing leaked (under ASan). */
+static void test_failing_allocator(void) {
+  char p[512];
+  path_of(p, sizeof p, "csv/names.csv");
+  kiln_data_opts o = small_opts(12, 2);
+  o.width = 16;
+  int ok_runs = 0;
+  for (long k = 0; k < 400; k++) {
+    kiln_err e = {0};
+    kiln_dataset *d = NULL, *tr = NULL;
+    float img[3 * 192], mask[192];
+    int64_t l;
+    bool h;
+    kiln_alloc_fail_after(k);
+    kiln_code rc = kiln_dataset_open_spec(p, &o, &d, &e);
+    if (!rc) rc = kiln_data_view(d, KILN_SPLIT_TRAIN, &o, &tr, &e);
+    if (!rc) rc = tr->get(tr, 0, img, &l, mask, &h, &e);
+    kiln_alloc_fail_after(-1);
+    CHECK_MSG(rc == KILN_OK || rc == KILN_ERR_NOMEM, "k=%ld: %s", k, e.msg);
+    ok_runs += rc == KILN_OK;
+    kiln_dataset_free(tr);
+    kiln_dataset_free(d);
+  }
+  CHECK(ok_runs > 0);
+  for (long k = 0; k < 60; k++) {
+    kiln_err e = {0};
+    kiln_dataset *d = NULL;
+    float img[3 * 192], mask[192];
+    int64_t l;
+    bool h;
+    kiln_alloc_fail_after(k);
+    kiln_code rc = kiln_dataset_open_spec("synthetic:ultrasound", &o, &d, &e);
+    if (!rc) rc = d->get(d, 1, img, &l, mask, &h, &e);
+    kiln_alloc_fail_after(-1);
+    CHECK_MSG(rc == KILN_OK || rc == KILN_ERR_NOMEM, "k=%ld: %s", k, e.msg);
+    kiln_dataset_free(d);
+  }
+}
+
 int main(void) {
   snprintf(root, sizeof root, "/tmp/kiln_test_data_%d", (int)getpid());
   mkdirs("codec");
@@ -1186,6 +1225,7 @@ int main(void) {
   RUN(test_csv);
   RUN(test_skip_bad);
   RUN(test_wrong_layout);
+  RUN(test_failing_allocator);
   RUN(test_tensor_folder);
   RUN(test_export_roundtrip);
   RUN(test_threads);
