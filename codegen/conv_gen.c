@@ -123,6 +123,7 @@ typedef struct cost_params {
   int regs;        /* vector registers */
   double w_load;   /* cycles per weight broadcast */
   double x_load;   /* cycles per input vector load */
+  int max_rb;      /* rows per block at most (taller blocks measured slower than modelled) */
 } cost_params;
 
 /* Estimated cycles of one tap of one input channel for a register block of ob channels x rb
@@ -153,7 +154,7 @@ static void choose_block(conv_plan *p, const cost_params *cp) {
   int acc = cp->regs - 3;
   double best = -1;
   for (int ob = 1; ob <= MAX_ACC && ob <= ocg; ob++)
-    for (int rb = 1; rb <= 8 && rb <= (oh > 0 ? oh : 1); rb++)
+    for (int rb = 1; rb <= cp->max_rb && rb <= (oh > 0 ? oh : 1); rb++)
       for (int nv = 1; nv <= 8 && nv <= (nvec > 0 ? nvec : 1); nv++) {
         if (ob * rb * nv > acc) continue;
         int64_t cn[2] = {ocg / ob, ocg % ob ? 1 : 0}, rn[2] = {oh / rb, oh % rb ? 1 : 0};
@@ -226,8 +227,8 @@ static void make_plan(kiln_emit_ctx *cx, const cg_conv_geom *geom, const cg_conv
 
   /* Register block: OCB channels x RB rows x NV vectors of columns, chosen by a cost model. */
   int64_t ow = g->out[2], oh = g->out[1];
-  cost_params cp = avx512 ? (cost_params){.regs = 32, .w_load = 1.0, .x_load = 1.0}
-                          : (cost_params){.regs = 16, .w_load = 0.6, .x_load = 1.0};
+  cost_params cp = avx512 ? (cost_params){.regs = 32, .w_load = 1.0, .x_load = 1.0, .max_rb = 2}
+                          : (cost_params){.regs = 16, .w_load = 0.6, .x_load = 1.0, .max_rb = 3};
   choose_block(p, &cp);
   p->n_ocb = div_up(p->ocg, p->ocb);
   p->ocb_tail = p->ocg % p->ocb;
