@@ -468,7 +468,8 @@ static void emit_block(conv_kern *ck, LLVMValueRef oc0, int ob, LLVMValueRef oh0
                                 : c64(k, 0);
   LLVMValueRef kh = g->k[1] > 1 ? cg_loop_begin(k, &lkh, c64(k, 0), c64(k, g->k[1]), NULL, "kh")
                                 : c64(k, 0);
-  LLVMValueRef row = add(k, row0, add(k, mulc(k, kd, g->dil[0] * p->rows[1]), mulc(k, kh, g->dil[1])));
+  LLVMValueRef row =
+      add(k, row0, add(k, mulc(k, kd, g->dil[0] * p->rows[1]), mulc(k, kh, g->dil[1])));
   LLVMValueRef xr = add(k, add(k, xi, mulc(k, row, p->rowlen)), ow0);
   LLVMValueRef wt = add(k, wi, mulc(k, add(k, mulc(k, kd, g->k[1]), kh), g->k[2] * w_tap));
   /* kernel columns: unrolled, or a loop when there are many */
@@ -535,7 +536,8 @@ static void emit_block(conv_kern *ck, LLVMValueRef oc0, int ob, LLVMValueRef oh0
           val = LLVMBuildFMul(b, val, scale, "");
         else if (shift)
           val = LLVMBuildFAdd(b, val, shift, "");
-        LLVMValueRef yi = add(k, add(k, plane, mulc(k, addc(k, oh0, r), OW)), addc(k, ow0, v * p->V));
+        LLVMValueRef yi =
+            add(k, add(k, plane, mulc(k, addc(k, oh0, r), OW)), addc(k, ow0, v * p->V));
         if (ck->res) val = LLVMBuildFAdd(b, val, vload(k, ck->res, yi, V, n), "");
         if (epi->act) val = activate(ck, val);
         vstore(k, val, ck->y, yi, V, n);

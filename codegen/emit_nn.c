@@ -74,7 +74,8 @@ LLVMValueRef nn_sum_f64(cg_kernel *k, LLVMValueRef base, LLVMValueRef off, int64
     LLVMBuildStore(b, total, acc);
     cg_loop l;
     LLVMValueRef i = cg_loop_begin(k, &l, cg_i64(k, nvec * SUM_LANES), cg_i64(k, len), NULL, "t");
-    LLVMValueRef x = LLVMBuildFPExt(b, cg_load(k, k->t->f32, base, cg_add(k, off, i)), k->t->f64, "");
+    LLVMValueRef x =
+        LLVMBuildFPExt(b, cg_load(k, k->t->f32, base, cg_add(k, off, i)), k->t->f64, "");
     if (mean) {
       x = LLVMBuildFSub(b, x, mean, "");
       x = LLVMBuildFMul(b, x, x, "");

@@ -255,13 +255,16 @@ static kiln_code emit_LRN(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_nod
   LLVMValueRef sq = nn_alloca(&k, k.t->f64, "sq");
   LLVMBuildStore(b, f64c(&k, 0), sq);
   LLVMValueRef ch = cg_loop_begin(&k, &lc, lo, hi, NULL, "ch");
-  LLVMValueRef v = ext(&k, cg_load(&k, k.t->f32, x, cg_add(&k, img, cg_add(&k, nn_mulc(&k, ch, plane), i))));
-  LLVMBuildStore(b, LLVMBuildFAdd(b, LLVMBuildLoad2(b, k.t->f64, sq, ""), LLVMBuildFMul(b, v, v, ""), ""), sq);
+  LLVMValueRef at = cg_add(&k, img, cg_add(&k, nn_mulc(&k, ch, plane), i));
+  LLVMValueRef v = ext(&k, cg_load(&k, k.t->f32, x, at));
+  LLVMValueRef sum = LLVMBuildLoad2(b, k.t->f64, sq, "");
+  LLVMBuildStore(b, LLVMBuildFAdd(b, sum, LLVMBuildFMul(b, v, v, ""), ""), sq);
   cg_loop_end(&k, &lc);
   LLVMValueRef idx = cg_add(&k, nn_mulc(&k, pl, plane), i);
   LLVMValueRef xc = ext(&k, cg_load(&k, k.t->f32, x, idx));
-  LLVMValueRef base = LLVMBuildFAdd(
-      b, f64c(&k, bias), LLVMBuildFMul(b, f64c(&k, alpha / (double)size), LLVMBuildLoad2(b, k.t->f64, sq, ""), ""), "");
+  LLVMValueRef scaled = LLVMBuildFMul(b, f64c(&k, alpha / (double)size),
+                                      LLVMBuildLoad2(b, k.t->f64, sq, ""), "");
+  LLVMValueRef base = LLVMBuildFAdd(b, f64c(&k, bias), scaled, "");
   LLVMValueRef pw = cg_call_rt(&k, "pow", k.t->f64, (LLVMValueRef[]){base, f64c(&k, beta)}, 2);
   cg_store(&k, LLVMBuildFPTrunc(b, LLVMBuildFDiv(b, xc, pw, ""), k.t->f32, ""), y, idx);
   cg_loop_end(&k, &li);

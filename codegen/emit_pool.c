@@ -123,9 +123,11 @@ static void emit_elem(pool_ctx *pc, LLVMValueRef ow, bool is_max, bool include_p
   for (int d = 0; d < 3; d++) {
     LLVMValueRef n;
     if (include_pad) {
-      LLVMValueRef rem = LLVMBuildNSWSub(
-          b, cg_i64(k, t->in[d] + t->pad_begin[d] + t->pad_end[d]), nn_mulc(k, pos[d], t->stride[d]), "");
-      LLVMValueRef h = LLVMBuildSDiv(b, nn_addc(k, rem, t->dilation[d] - 1), cg_i64(k, t->dilation[d]), "");
+      int64_t padded = t->in[d] + t->pad_begin[d] + t->pad_end[d];
+      LLVMValueRef rem =
+          LLVMBuildNSWSub(b, cg_i64(k, padded), nn_mulc(k, pos[d], t->stride[d]), "");
+      LLVMValueRef h = LLVMBuildSDiv(b, nn_addc(k, rem, t->dilation[d] - 1),
+                                     cg_i64(k, t->dilation[d]), "");
       h = cg_select(k, LLVMBuildICmp(b, LLVMIntSGT, rem, cg_i64(k, 0), ""), h, cg_i64(k, 0));
       n = cg_min(k, h, cg_i64(k, t->kernel[d]));
     } else {
@@ -169,7 +171,8 @@ static void emit_max_interior(pool_ctx *pc, int64_t a, int64_t b_) {
   ow = cg_loop_begin(k, &l, cg_i64(k, a), cg_i64(k, b_), NULL, "ow");
   {
     LLVMValueRef c[3] = {in_coord(k, t, 0, pc->pos[0], pc->lo[0]),
-                         in_coord(k, t, 1, pc->pos[1], pc->lo[1]), in_coord(k, t, 2, ow, cg_i64(k, 0))};
+                         in_coord(k, t, 1, pc->pos[1], pc->lo[1]),
+                         in_coord(k, t, 2, ow, cg_i64(k, 0))};
     LLVMValueRef yi = cg_add(k, pc->ypl, ow);
     cg_store(k, cg_load(k, k->t->f32, pc->x, cg_add(k, pc->xpl, spatial_off(pc, c))), pc->y, yi);
     if (pc->idx)
@@ -299,9 +302,8 @@ static kiln_code emit_global(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_
     res = LLVMBuildLoad2(b, k.t->f32, best, "");
   } else {
     LLVMValueRef sum = nn_sum_f64(&k, xp, off, plane, NULL);
-    res = plane ? LLVMBuildFPTrunc(b, LLVMBuildFDiv(b, sum, LLVMConstReal(k.t->f64, (double)plane), ""),
-                                   k.t->f32, "")
-                : cg_f32(&k, 0);
+    LLVMValueRef mean = LLVMBuildFDiv(b, sum, LLVMConstReal(k.t->f64, (double)plane), "");
+    res = plane ? LLVMBuildFPTrunc(b, mean, k.t->f32, "") : cg_f32(&k, 0);
   }
   cg_store(&k, res, yp, p);
   cg_loop_end(&k, &lp);

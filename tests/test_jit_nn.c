@@ -50,7 +50,8 @@ static kiln_tensor *rnd(int rank, const int64_t *d) {
 /* positive values (variances) */
 static kiln_tensor *rndpos(int rank, const int64_t *d) {
   kiln_tensor *t = rnd(rank, d);
-  for (int64_t i = 0; i < t->numel; i++) ((float *)t->data)[i] = fabsf(((float *)t->data)[i]) + 0.1f;
+  float *v = t->data;
+  for (int64_t i = 0; i < t->numel; i++) v[i] = fabsf(v[i]) + 0.1f;
   return t;
 }
 #define T(...) rnd(NARGS(__VA_ARGS__), DIMS(__VA_ARGS__))
@@ -256,7 +257,8 @@ static void test_pools(void) {
   CASE("maxpool 1-D", KILN_OP_MaxPool, 13, {T(2, 3, 23)}, 1, 0, 2,
        .attrs = {AV("kernel_shape", 4), AV("strides", 3), AV("pads", 2, 1), AI("ceil_mode", 1)});
   CASE("maxpool 3-D", KILN_OP_MaxPool, 13, {T(1, 2, 5, 6, 7)}, 1, 0, 2,
-       .attrs = {AV("kernel_shape", 2, 3, 2), AV("strides", 2, 1, 2), AV("pads", 1, 1, 0, 0, 1, 1)});
+       .attrs = {AV("kernel_shape", 2, 3, 2), AV("strides", 2, 1, 2),
+                 AV("pads", 1, 1, 0, 0, 1, 1)});
   CASE("maxpool same_lower", KILN_OP_MaxPool, 13, {T(1, 1, 6, 5)}, 1, 0, 1,
        .attrs = {AV("kernel_shape", 2, 3), AS("auto_pad", "SAME_LOWER"), AV("strides", 2, 2)});
   CASE("avgpool", KILN_OP_AveragePool, 13, {T(2, 3, 11, 9)}, 1, 0, 1,
