@@ -8,14 +8,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codegen/compile.h"
 #include "tools/cli.h"
 
 static void usage(FILE *f) {
-  fprintf(f, "usage: kiln info MODEL.onnx [--layers] [--bind NAME=SIZE]...\n\n"
+  fprintf(f, "usage: kiln info MODEL.onnx [--layers] [--backend jit] [--bind NAME=SIZE]...\n\n"
              "Prints the model's inputs and outputs with shapes, an op histogram, parameter\n"
              "count and multiply-accumulates (MACs) per image batch, with totals by sub-network.\n"
              "  --layers           one line per node: output shape, parameters, MACs\n"
-             "  --bind NAME=SIZE   give a symbolic input dimension (e.g. batch) a size\n");
+             "  --bind NAME=SIZE   give a symbolic input dimension (e.g. batch) a size\n"
+             "  --backend jit      also list the ops that have no compiled kernel (they would\n"
+             "                     run on reference kernels); the goal is none\n");
 }
 
 typedef struct group_total {
@@ -68,13 +71,16 @@ int cmd_info(int argc, char **argv) {
   const char *model = NULL, *val;
   const char *binds[32];
   int n_binds = 0;
-  bool layers = false, bad = false;
+  bool layers = false, bad = false, jit = false;
   for (int i = 1; i < argc; i++) {
     if (cli_is_help(argv[i])) {
       usage(stdout);
       return 0;
     } else if (cli_opt(argc, argv, &i, "--bind", &val, &bad)) {
       if (n_binds < 32) binds[n_binds++] = val;
+    } else if (cli_opt(argc, argv, &i, "--backend", &val, &bad)) {
+      if (strcmp(val, "jit") && strcmp(val, "ref")) return cli_usage_error("info", "unknown backend '%s'", val);
+      jit = !strcmp(val, "jit");
     } else if (!strcmp(argv[i], "--layers")) {
       layers = true;
     } else if (argv[i][0] == '-') {
@@ -169,6 +175,17 @@ int cmd_info(int argc, char **argv) {
       printf("  %-10s %8d %16lld %14.3f %7.1f%%\n", groups[i].name, groups[i].nodes,
              (long long)groups[i].params, (double)groups[i].macs / (double)batch / 1e9,
              total_macs ? 100.0 * (double)groups[i].macs / (double)total_macs : 0.0);
+  }
+  if (jit) {
+    int per_op[KILN_OP_COUNT];
+    int total = kiln_list_fallbacks(g, per_op);
+    if (!total)
+      printf("\njit: every node has a compiled kernel (no reference fallback)\n");
+    else {
+      printf("\njit: %d nodes have no compiled kernel and would run on reference kernels:\n", total);
+      for (int op = 1; op < KILN_OP_COUNT; op++)
+        if (per_op[op]) printf("  %-28s %d\n", kiln_op_name((kiln_op)op), per_op[op]);
+    }
   }
   ir_graph_free(g);
   return 0;
