@@ -19,9 +19,12 @@ typedef struct synth_ds {
   int64_t count;
 } synth_ds;
 
-/* An approximately normal deviate: cheap (Irwin-Hall of 4 uniforms), for pixel noise. */
+/* An approximately normal deviate, cheap, for pixel noise: the sum of four 16-bit
+ * uniforms from one draw (Irwin-Hall), scaled to unit variance. */
 static inline double fast_normal(data_rng *r) {
-  return (rng_unit(r) + rng_unit(r) + rng_unit(r) + rng_unit(r) - 2.0) * 1.7320508075688772;
+  uint64_t z = rng_u64(r);
+  double s = (double)(z & 0xffff) + (double)((z >> 16) & 0xffff) + (double)((z >> 32) & 0xffff) + (double)(z >> 48);
+  return (s * (1.0 / 65536.0) - 2.0) * 1.7320508075688772;
 }
 
 static void hsv(double h, double s, double v, float rgb[3]) {
@@ -121,6 +124,7 @@ static bool texture_on(int tex, double c, double s, double u, double v) {
 
 typedef struct clutter {
   int line;
+  double bx0, by0, bx1, by1; /* bounding box */
   double x0, y0, x1, y1, r1, r2, ca, sa, thick; /* blob: centre (x0,y0), radii, cos/sin of its angle;
                                                   line: segment, thickness */
   float rgb[3];
@@ -172,6 +176,9 @@ static void render_shapes(const synth_ds *s, int64_t idx, kiln_image *img, kiln_
       c->ca = cos(ang), c->sa = sin(ang);
     }
     hsv(rng_unit(&r), rng_range(&r, 0.25, 0.7), rng_range(&r, 0.3, 0.95), c->rgb);
+    double m = c->line ? c->thick : c->r1;
+    c->bx0 = (c->line ? fmin(c->x0, c->x1) : c->x0) - m, c->bx1 = (c->line ? fmax(c->x0, c->x1) : c->x0) + m;
+    c->by0 = (c->line ? fmin(c->y0, c->y1) : c->y0) - m, c->by1 = (c->line ? fmax(c->y0, c->y1) : c->y0) + m;
   }
   /* the object */
   int shape, tex;
@@ -194,6 +201,7 @@ static void render_shapes(const synth_ds *s, int64_t idx, kiln_image *img, kiln_
       float c[3] = {(float)(bg[0] * shade), (float)(bg[1] * shade), (float)(bg[2] * shade)};
       for (int i = 0; i < ncl; i++) {
         const clutter *q = &cl[i];
+        if (X < q->bx0 || X > q->bx1 || Y < q->by0 || Y > q->by1) continue;
         bool on;
         if (q->line) {
           on = seg_dist2(X, Y, q->x0, q->y0, q->x1, q->y1) <= q->thick * q->thick;
@@ -218,19 +226,30 @@ static void render_shapes(const synth_ds *s, int64_t idx, kiln_image *img, kiln_
 typedef struct lesion {
   bool malignant;
   double cx, cy, a, b, rot;     /* centre, semi-axes, rotation */
-  double harm_a[8], harm_p[8];  /* margin harmonics */
+  double harm_a[8], harm_c[8], harm_s[8]; /* margin harmonics: amplitude, cos and sin of the phase */
   int nspike;
   double sp_ang[16], sp_len[16], sp_w[16];
   double inside, rim, posterior; /* echo levels */
 } lesion;
 
-/* The lesion's boundary radius (relative, 1 = the ellipse) at angle phi. */
-static double lesion_radius(const lesion *l, double phi) {
-  double r = 1.0;
-  for (int k = 2; k < 8; k++) r += l->harm_a[k] * sin(k * phi + l->harm_p[k]);
-  for (int i = 0; i < l->nspike; i++) {
-    double d = fabs(remainder(phi - l->sp_ang[i], 2 * PI)) / l->sp_w[i];
-    if (d < 1) r += l->sp_len[i] * (1 - d) * (1 - d);
+/* The lesion's boundary radius (relative, 1 = the ellipse) at the angle phi whose
+ * cosine and sine are (c, s): harmonics by the Chebyshev recurrence, spicules by
+ * angular distance. */
+static double lesion_radius(const lesion *l, double c, double s) {
+  double r = 1.0, ck = c, sk = s; /* cos(k phi), sin(k phi) for k = 1 */
+  for (int k = 2; k < 8; k++) {
+    double c2 = ck * c - sk * s, s2 = sk * c + ck * s;
+    ck = c2, sk = s2;
+    if (l->harm_a[k] != 0) r += l->harm_a[k] * (sk * l->harm_c[k] + ck * l->harm_s[k]);
+  }
+  if (l->nspike) {
+    double phi = atan2(s, c);
+    for (int i = 0; i < l->nspike; i++) {
+      double d = phi - l->sp_ang[i];
+      d -= 2 * PI * floor((d + PI) / (2 * PI));
+      d = fabs(d) / l->sp_w[i];
+      if (d < 1) r += l->sp_len[i] * (1 - d) * (1 - d);
+    }
   }
   return r;
 }
@@ -249,7 +268,10 @@ static void render_ultrasound(const synth_ds *s, int64_t idx, kiln_image *img, k
     L.a = rng_range(&r, 0.1, 0.16);
     L.b = L.a * rng_range(&r, 0.85, 1.3); /* taller than wide */
     L.rot = rng_range(&r, -0.5, 0.5);
-    for (int k = 3; k < 8; k++) L.harm_a[k] = rng_range(&r, 0.03, 0.09), L.harm_p[k] = rng_range(&r, 0, 2 * PI);
+    for (int k = 3; k < 8; k++) {
+      double ph = rng_range(&r, 0, 2 * PI);
+      L.harm_a[k] = rng_range(&r, 0.03, 0.09), L.harm_c[k] = cos(ph), L.harm_s[k] = sin(ph);
+    }
     L.nspike = 7 + (int)rng_below(&r, 8);
     for (int i = 0; i < L.nspike; i++) {
       L.sp_ang[i] = rng_range(&r, 0, 2 * PI);
@@ -263,7 +285,10 @@ static void render_ultrasound(const synth_ds *s, int64_t idx, kiln_image *img, k
     L.a = rng_range(&r, 0.12, 0.2);
     L.b = L.a * rng_range(&r, 0.5, 0.75); /* wider than tall, parallel to the skin */
     L.rot = rng_range(&r, -0.3, 0.3);
-    for (int k = 2; k < 4; k++) L.harm_a[k] = rng_range(&r, 0.0, 0.03), L.harm_p[k] = rng_range(&r, 0, 2 * PI);
+    for (int k = 2; k < 4; k++) {
+      double ph = rng_range(&r, 0, 2 * PI);
+      L.harm_a[k] = rng_range(&r, 0.0, 0.03), L.harm_c[k] = cos(ph), L.harm_s[k] = sin(ph);
+    }
     L.nspike = 0;
     L.inside = rng_range(&r, 0.16, 0.3);
     L.rim = 1.45;                            /* thin echogenic capsule */
@@ -297,18 +322,32 @@ static void render_ultrasound(const synth_ds *s, int64_t idx, kiln_image *img, k
   for (int64_t i = 0; i < hw; i++) mean += sqrt((double)re[i] * re[i] + (double)im[i] * im[i]);
   mean = mean > 0 ? mean / (double)hw : 1;
   double ca = cos(L.rot), sa = sin(L.rot);
+  /* per-column and per-row terms of the tissue model (sin(a+b) expanded) */
+  double *cb1 = (double *)(work + ((3 * hw + 1) & ~(int64_t)1)), *cb2 = cb1 + W, *cb3 = cb2 + W, *s18 = cb3 + W, *c18 = s18 + W;
+  double *s9 = c18 + W, *c9 = s9 + H, *att = c9 + H;
+  for (int x = 0; x < W; x++) {
+    double X = (x + 0.5) / S;
+    cb1[x] = 0.035 + 0.01 * sin(6 * X + ph1), cb2[x] = fat + 0.03 * sin(4 * X + ph2), cb3[x] = 0.78 + 0.05 * sin(3 * X);
+    s18[x] = sin(18 * X), c18[x] = cos(18 * X);
+  }
+  for (int y = 0; y < H; y++) {
+    double depth = (y + 0.5) / S / Hs;
+    s9[y] = sin(9 * depth), c9[y] = cos(9 * depth), att[y] = exp(-atten * depth);
+  }
   for (int y = 0; y < H; y++)
     for (int x = 0; x < W; x++) {
       double X = (x + 0.5) / S, Y = (y + 0.5) / S, depth = Y / Hs;
       /* tissue layers: skin line, subcutaneous fat, glandular tissue, deeper tissue */
-      double b1 = 0.035 + 0.01 * sin(6 * X + ph1), b2 = fat + 0.03 * sin(4 * X + ph2), b3 = 0.78 + 0.05 * sin(3 * X);
-      double t = depth < b1 ? 0.95 : depth < b2 ? 0.32 : depth < b3 ? gland + 0.08 * sin(18 * X + 9 * depth) : 0.4;
+      double t = depth < cb1[x]   ? 0.95
+                 : depth < cb2[x] ? 0.32
+                 : depth < cb3[x] ? gland + 0.08 * (s18[x] * c9[y] + c18[x] * s9[y])
+                                  : 0.4;
       double dx = X - L.cx, dy = Y - L.cy;
       double u = (ca * dx + sa * dy) / L.a, v = (-sa * dx + ca * dy) / L.b;
-      double rr = sqrt(u * u + v * v), phi = atan2(v, u);
+      double rr = sqrt(u * u + v * v);
       bool in = false;
       if (rr < 2.5) {
-        double bound = lesion_radius(&L, phi);
+        double bound = rr > 0 ? lesion_radius(&L, u / rr, v / rr) : 1.0;
         in = rr <= bound;
         if (in) t *= L.inside * (L.malignant ? 1.0 + 0.35 * sin(40 * u + 30 * v) : 1.0);
         else if (rr <= bound * (L.malignant ? 1.18 : 1.07)) t *= L.rim;
@@ -321,7 +360,7 @@ static void render_ultrasound(const synth_ds *s, int64_t idx, kiln_image *img, k
       }
       int64_t p = (int64_t)y * W + x;
       double sp = sqrt((double)re[p] * re[p] + (double)im[p] * im[p]) / mean;
-      double val = gain * t * exp(-atten * depth) * sp;
+      double val = gain * t * att[y] * sp;
       float g = q8(1.0 - exp(-1.4 * val)); /* soft compression, as a display map would */
       img->px[p] = img->px[hw + p] = img->px[2 * hw + p] = g;
       if (mk) mk->px[p] = in ? 1.0f : 0.0f;
@@ -342,7 +381,8 @@ static kiln_code synth_get(kiln_dataset *d, int64_t idx, const data_aug *aug, bo
   if (s->kind == SYN_SHAPES) {
     render_shapes(s, idx, &img, &mk);
   } else {
-    work = kiln_malloc(sizeof(float) * 3 * (size_t)W * H);
+    /* three float planes, then per-column and per-row doubles */
+    work = kiln_malloc(sizeof(float) * 3 * (size_t)W * H + sizeof(double) * (5 * (size_t)W + 3 * (size_t)H) + 8);
     if (!work) {
       rc = kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
       goto done;
