@@ -521,7 +521,8 @@ done:
 
 void kiln_image_normalize(float *p, int c, int64_t hw) {
   for (int k = 0; k < c; k++) {
-    float m = c == 3 ? kiln_imagenet_mean[k] : (kiln_imagenet_mean[0] + kiln_imagenet_mean[1] + kiln_imagenet_mean[2]) / 3;
+    float m =
+        c == 3 ? kiln_imagenet_mean[k] : (kiln_imagenet_mean[0] + kiln_imagenet_mean[1] + kiln_imagenet_mean[2]) / 3;
     float s = c == 3 ? kiln_imagenet_std[k] : (kiln_imagenet_std[0] + kiln_imagenet_std[1] + kiln_imagenet_std[2]) / 3;
     float *q = p + k * hw;
     for (int64_t i = 0; i < hw; i++) q[i] = (q[i] - m) / s;
@@ -530,7 +531,8 @@ void kiln_image_normalize(float *p, int c, int64_t hw) {
 
 void kiln_image_denormalize(float *p, int c, int64_t hw) {
   for (int k = 0; k < c; k++) {
-    float m = c == 3 ? kiln_imagenet_mean[k] : (kiln_imagenet_mean[0] + kiln_imagenet_mean[1] + kiln_imagenet_mean[2]) / 3;
+    float m =
+        c == 3 ? kiln_imagenet_mean[k] : (kiln_imagenet_mean[0] + kiln_imagenet_mean[1] + kiln_imagenet_mean[2]) / 3;
     float s = c == 3 ? kiln_imagenet_std[k] : (kiln_imagenet_std[0] + kiln_imagenet_std[1] + kiln_imagenet_std[2]) / 3;
     float *q = p + k * hw;
     for (int64_t i = 0; i < hw; i++) q[i] = q[i] * s + m;

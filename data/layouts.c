@@ -118,7 +118,8 @@ static kiln_code cub_label_line(cub_tables *t, const char *file, int line, int64
 
 static kiln_code cub_class_line(cub_tables *t, const char *file, int line, int64_t id, const char *rest,
                                 kiln_err *e) {
-  if (t->cname[id]) return kiln_errf(e, KILN_ERR_PARSE, "%s:%d: class id %lld appears twice", file, line, (long long)id);
+  if (t->cname[id])
+    return kiln_errf(e, KILN_ERR_PARSE, "%s:%d: class id %lld appears twice", file, line, (long long)id);
   if (!(t->cname[id] = kiln_strdup(rest))) return kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
   return KILN_OK;
 }

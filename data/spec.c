@@ -226,7 +226,8 @@ kiln_code kiln_data_open_splits(const char *spec, const kiln_data_opts *o, kiln_
   kiln_code rc;
   if ((rc = kiln_dataset_open_spec(spec, o, base, e))) return rc;
   if ((rc = kiln_data_view(*base, KILN_SPLIT_TRAIN, o, train, e)) ||
-      (rc = kiln_data_view(*base, KILN_SPLIT_VAL, o, val, e)) || (rc = kiln_data_view(*base, KILN_SPLIT_TEST, o, test, e))) {
+      (rc = kiln_data_view(*base, KILN_SPLIT_VAL, o, val, e)) ||
+      (rc = kiln_data_view(*base, KILN_SPLIT_TEST, o, test, e))) {
     kiln_dataset_free(*train);
     kiln_dataset_free(*val);
     kiln_dataset_free(*test);
@@ -246,15 +247,19 @@ void kiln_data_summary(kiln_dataset *d, char *buf, size_t n) {
   buf[0] = 0;
   if (!data_is_ours(d)) {
     APPEND("%s: %lld examples of %lldx%lldx%lld, %lld classes%s\n", d->name ? d->name : "dataset", (long long)d->n,
-           (long long)d->c, (long long)d->h, (long long)d->w, (long long)d->classes, d->has_masks ? ", with masks" : "");
+           (long long)d->c, (long long)d->h, (long long)d->w, (long long)d->classes,
+           d->has_masks ? ", with masks" : "");
     return;
   }
   data_base *b = data_hdr(d);
   int64_t masks = 0, per[4] = {0};
-  for (int64_t i = 0; i < b->n; i++) masks += b->mask_avail[i], per[b->split[i] >= 0 && b->split[i] < 3 ? b->split[i] : 3]++;
-  APPEND("%s (%s): %lld examples of %lldx%lld, %lld classes, %lld with a mask", d->name,
-         b->base ? "view" : b->layout, (long long)b->n, (long long)d->w, (long long)d->h, (long long)b->n_classes,
-         (long long)masks);
+  for (int64_t i = 0; i < b->n; i++)
+    masks += b->mask_avail[i], per[b->split[i] >= 0 && b->split[i] < 3 ? b->split[i] : 3]++;
+  const char *layout = b->base ? "view" : b->layout;
+  if (!strcmp(layout, d->name)) APPEND("%s", d->name);
+  else APPEND("%s (%s)", d->name, layout);
+  APPEND(": %lld examples of %lldx%lld, %lld classes, %lld with a mask", (long long)b->n, (long long)d->w,
+         (long long)d->h, (long long)b->n_classes, (long long)masks);
   if (b->box_masks) APPEND(" (%lld from bounding boxes)", (long long)b->box_masks);
   APPEND("\n  split: %lld train, %lld val, %lld test\n", (long long)per[0], (long long)per[1], (long long)per[2]);
   APPEND("  %-28s %7s %6s %6s %7s\n", "class", "train", "val", "test", "masks");

@@ -323,7 +323,8 @@ static void render_ultrasound(const synth_ds *s, int64_t idx, kiln_image *img, k
   mean = mean > 0 ? mean / (double)hw : 1;
   double ca = cos(L.rot), sa = sin(L.rot);
   /* per-column and per-row terms of the tissue model (sin(a+b) expanded) */
-  double *cb1 = (double *)(work + ((3 * hw + 1) & ~(int64_t)1)), *cb2 = cb1 + W, *cb3 = cb2 + W, *s18 = cb3 + W, *c18 = s18 + W;
+  double *cb1 = (double *)(work + ((3 * hw + 1) & ~(int64_t)1)), *cb2 = cb1 + W, *cb3 = cb2 + W, *s18 = cb3 + W,
+         *c18 = s18 + W;
   double *s9 = c18 + W, *c9 = s9 + H, *att = c9 + H;
   for (int x = 0; x < W; x++) {
     double X = (x + 0.5) / S;
@@ -406,7 +407,8 @@ kiln_code data_open_synthetic(const char *name, const kiln_data_opts *o, kiln_da
   if (!strcmp(name, "shapes")) {
     kind = SYN_SHAPES;
     K = o->synth_classes;
-    if (K < 2 || K > 32) return kiln_errf(e, KILN_ERR_INVALID, "synthetic:shapes has 2 to 32 classes, not %lld", (long long)K);
+    if (K < 2 || K > 32)
+      return kiln_errf(e, KILN_ERR_INVALID, "synthetic:shapes has 2 to 32 classes, not %lld", (long long)K);
   } else if (!strcmp(name, "ultrasound")) {
     kind = SYN_ULTRASOUND;
     K = 2;
@@ -441,8 +443,10 @@ kiln_code data_open_synthetic(const char *name, const kiln_data_opts *o, kiln_da
     double ang;
     shape_class(k, &shape, &tex, &ang);
     if (k < 8) snprintf(buf[k], sizeof buf[k], "%s", shape_names[shape]);
-    else if (tex == TX_SOLID || tex == TX_DOTS) snprintf(buf[k], sizeof buf[k], "%s-%s", shape_names[shape], texture_names[tex]);
-    else snprintf(buf[k], sizeof buf[k], "%s-%s%d", shape_names[shape], texture_names[tex], (int)lround(ang * 180 / PI));
+    else if (tex == TX_SOLID || tex == TX_DOTS)
+      snprintf(buf[k], sizeof buf[k], "%s-%s", shape_names[shape], texture_names[tex]);
+    else
+      snprintf(buf[k], sizeof buf[k], "%s-%s%d", shape_names[shape], texture_names[tex], (int)lround(ang * 180 / PI));
     sh_names[k] = buf[k];
   }
   if ((rc = data_set_classes(&s->b, K, kind == SYN_SHAPES ? (const char *const *)sh_names : us_names, e))) goto fail;
