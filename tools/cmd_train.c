@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "data/data.h"
 #include "tools/cli.h"
 #include "train/loop.h"
 
@@ -15,6 +16,8 @@ static void on_sigint(int sig) {
   stop_requested = 1;
 }
 
+static void set_epoch(void *view, int epoch) { kiln_data_view_set_epoch(view, epoch); }
+
 static void usage(FILE *f) {
   fprintf(f,
           "usage: kiln train MODEL.onnx --data DIR [options]\n"
@@ -23,10 +26,16 @@ static void usage(FILE *f) {
           "compiled program per step: forward (BatchNorm with batch statistics), the losses,\n"
           "the backward pass derived by kiln, and the optimizer update.\n\n"
           "data:\n"
-          "  --data DIR           a folder of .npy tensors: images.npy [N,C,H,W] float32,\n"
-          "                       labels.npy [N] int64, optional masks.npy [N,1,H,W] and\n"
-          "                       mask_present.npy [N] (images without a mask train only the\n"
-          "                       class loss)\n"
+          "  --data SPEC          synthetic:shapes | synthetic:ultrasound | a CUB-200-2011 folder |\n"
+          "                       a BUSI folder | a .csv list | a folder of .npy tensors (see\n"
+          "                       docs/data.md); training uses the training split (80%%), with\n"
+          "                       augmentation; images without a mask train only the class loss\n"
+          "  --classes LIST       class subset in label order (CUB ids, folder or label names)\n"
+          "  --loc-ratio R        keep the masks of a seeded fraction R of training images (default 1)\n"
+          "  --data-seed N        what synthetic images look like (default 1)\n"
+          "  --count N            synthetic: images per class (default 60)\n"
+          "  --no-augment         no random crop/flip\n"
+          "  --skip-bad           skip (and count) unreadable or inconsistent files\n"
           "training:\n"
           "  --epochs N           (default 40)\n"
           "  --batch B            batch size, for a model with a symbolic batch (default: the model's)\n"
@@ -55,12 +64,25 @@ int cmd_train(int argc, char **argv) {
   kiln_fit_opts fo = {.epochs = 40, .seed = 1, .loader_threads = 1};
   int64_t batch = 0;
   bool bad = false, stats = false;
+  kiln_data_opts dopts = kiln_data_opts_default();
   for (int i = 1; i < argc; i++) {
     if (cli_is_help(argv[i])) {
       usage(stdout);
       return 0;
     } else if (cli_opt(argc, argv, &i, "--data", &val, &bad)) {
       data = val;
+    } else if (cli_opt(argc, argv, &i, "--classes", &val, &bad)) {
+      dopts.classes = val;
+    } else if (cli_opt(argc, argv, &i, "--loc-ratio", &val, &bad)) {
+      dopts.loc_ratio = atof(val);
+    } else if (cli_opt(argc, argv, &i, "--data-seed", &val, &bad)) {
+      dopts.data_seed = strtoull(val, NULL, 10);
+    } else if (cli_opt(argc, argv, &i, "--count", &val, &bad)) {
+      dopts.count = atoll(val);
+    } else if (!strcmp(argv[i], "--no-augment")) {
+      dopts.augment = false;
+    } else if (!strcmp(argv[i], "--skip-bad")) {
+      dopts.skip_bad = true;
     } else if (cli_opt(argc, argv, &i, "--epochs", &val, &bad)) {
       fo.epochs = atoi(val);
     } else if (cli_opt(argc, argv, &i, "--batch", &val, &bad)) {
@@ -115,11 +137,22 @@ int cmd_train(int argc, char **argv) {
   if (fo.epochs < 1) return cli_usage_error("train", "--epochs must be at least 1");
   if (!ckpt) ckpt = resume ? resume : "checkpoint.onnx";
   kiln_err e = {0};
-  kiln_dataset *ds = NULL;
+  kiln_dataset *base = NULL, *ds = NULL, *val_ds = NULL, *test_ds = NULL;
   kiln_trainer *t = NULL;
   int rc = 1;
-  if (kiln_dataset_open_tensors(data, &ds, &e)) goto out;
   if (kiln_trainer_create(resume ? resume : model, batch, &to, &t, &e)) goto out;
+  /* examples at the model's input size; the split and loc-ratio drawn from --seed */
+  dopts.height = kiln_trainer_image_shape(t)->d[2];
+  dopts.width = kiln_trainer_image_shape(t)->d[3];
+  dopts.seed = fo.seed;
+  if (kiln_data_open_splits(data, &dopts, &base, &ds, &val_ds, &test_ds, &e)) goto out;
+  {
+    char summary[2048];
+    kiln_data_summary(base, summary, sizeof summary);
+    fprintf(stderr, "%s", summary);
+  }
+  fo.on_epoch_start = set_epoch;
+  fo.epoch_ctx = ds;
   if (stats || isatty(2)) {
     int64_t arena, state;
     kiln_trainer_memory(t, &arena, &state);
@@ -156,5 +189,8 @@ out:
   if (rc == 1) cli_fail(&e);
   kiln_trainer_free(t);
   kiln_dataset_free(ds);
+  kiln_dataset_free(val_ds);
+  kiln_dataset_free(test_ds);
+  kiln_dataset_free(base);
   return rc;
 }

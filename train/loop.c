@@ -2,6 +2,8 @@
  * checkpoints. */
 #include "train/loop.h"
 
+#include "data/data.h"
+
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,6 +150,8 @@ kiln_code kiln_fit(kiln_trainer *t, kiln_dataset *d, const kiln_fit_opts *o, kil
   int64_t images = 0, run_steps = 0;
   for (int epoch = epoch0; epoch < o->epochs && !rc; epoch++) {
     epoch_order(order, d->n, o->seed, epoch);
+    kiln_data_view_set_epoch(d, epoch); /* no loader thread runs here */
+    if (o->on_epoch_start) o->on_epoch_start(o->epoch_ctx, epoch);
     double sum_loss = 0, sum_cls = 0, sum_loc = 0;
     int64_t sum_correct = 0, n_steps = 0;
     int64_t first = epoch == epoch0 ? step0 : 0;
@@ -232,6 +236,17 @@ kiln_code kiln_fit(kiln_trainer *t, kiln_dataset *d, const kiln_fit_opts *o, kil
     r->last_loc = n_steps ? sum_loc / (double)n_steps : 0;
     r->last_acc = n_steps ? (double)sum_correct / (double)(n_steps * B) : 0;
     if ((rc = save_ckpt(t, o, epoch + 1, 0, e))) goto done;
+    if (o->on_epoch) {
+      kiln_epoch_info info = {.epoch = epoch + 1,
+                              .epochs = o->epochs,
+                              .global_step = kiln_trainer_steps_done(t),
+                              .loss = r->last_loss,
+                              .loss_cls = r->last_cls,
+                              .loss_loc = r->last_loc,
+                              .acc = r->last_acc,
+                              .seconds = now_s() - t_start};
+      if ((rc = o->on_epoch(o->on_epoch_ctx, t, &info, e))) goto done;
+    }
   }
 finish:
   r->steps_done = run_steps;

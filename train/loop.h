@@ -5,7 +5,9 @@
  * Determinism: the order of examples in epoch k is a permutation drawn from
  * (seed, k) alone, so a run resumed from a checkpoint — at an epoch end or in
  * the middle of one — sees exactly the batches an uninterrupted run sees, and
- * (same thread count) ends with bitwise-identical weights. */
+ * (same thread count) ends with bitwise-identical weights.  Before each epoch the
+ * dataset's epoch is set (kiln_data_view_set_epoch), so an augmented training view
+ * draws new crops and flips every epoch, and the same ones again on resume. */
 #ifndef KILN_LOOP_H
 #define KILN_LOOP_H
 
@@ -14,6 +16,15 @@
 
 #include "train/dataset.h"
 #include "train/trainer.h"
+
+/* What kiln_fit reports to on_epoch after each completed epoch. */
+typedef struct kiln_epoch_info {
+  int epoch;                    /* 1-based number of the epoch just finished */
+  int epochs;                   /* kiln_fit_opts.epochs */
+  int64_t global_step;          /* steps done by the trainer so far */
+  double loss, loss_cls, loss_loc, acc; /* means over the epoch's steps (of this run) */
+  double seconds;               /* since this kiln_fit call started */
+} kiln_epoch_info;
 
 typedef struct kiln_fit_opts {
   int epochs;
@@ -25,6 +36,10 @@ typedef struct kiln_fit_opts {
   FILE *progress;               /* NULL: silent */
   bool tty;                     /* progress as a bar rewritten in place */
   int loader_threads;           /* batches prepared on a thread while the step runs (0: inline) */
+  /* Called before each epoch's first batch is prepared (also when resuming mid-epoch),
+   * e.g. to set a data view's augmentation epoch (kiln_data_view_set_epoch). */
+  void (*on_epoch_start)(void *ctx, int epoch);
+  void *epoch_ctx;
 } kiln_fit_opts;
 
 typedef struct kiln_fit_result {
