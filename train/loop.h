@@ -40,6 +40,11 @@ typedef struct kiln_fit_opts {
    * e.g. to set a data view's augmentation epoch (kiln_data_view_set_epoch). */
   void (*on_epoch_start)(void *ctx, int epoch);
   void *epoch_ctx;
+  /* Called after each completed epoch, once its checkpoint is written (e.g. to evaluate
+   * on a validation split and keep the best epoch); a non-zero code stops kiln_fit with
+   * that error.  May be NULL. */
+  kiln_code (*on_epoch)(void *ctx, kiln_trainer *t, const kiln_epoch_info *info, kiln_err *e);
+  void *on_epoch_ctx;
 } kiln_fit_opts;
 
 typedef struct kiln_fit_result {
