@@ -323,11 +323,79 @@ static void test_bad_input(void) {
   kiln_tensor_free(in[1]);
 }
 
+/* Conv (padded: preparation tables, packed weights) -> BatchNormalization (constant table) ->
+ * MaxPool with Indices, compiled while the N-th allocation fails, for every N until compiling
+ * succeeds: each failure is reported as out of memory, and nothing leaks (under ASan). */
+static void test_alloc_failures(void) {
+  char dir[] = "/tmp/kiln-test-jit-nn-XXXXXX";
+  CHECK(mkdtemp(dir) != NULL);
+  kiln_tensor *x = T(1, 3, 9, 8), *w = T(4, 3, 3, 3), *b = T(4);
+  kiln_tensor *bn[4] = {T(4), T(4), T(4), TP(4)};
+  bool done = false;
+  for (long k = 0; k < 5000 && !done; k++) {
+    kiln_err e = {0};
+    kiln_graph *g = ir_graph_new();
+    int xi, wi, bi, yi, zi, pi, ii, pa[4];
+    ir_set_opset(g, "", 13, &e);
+    ir_add_value(g, "x", &xi, &e);
+    g->values[xi].dtype = KILN_F32;
+    g->values[xi].shape = x->shape;
+    g->values[xi].typed = true;
+    ir_add_input(g, xi, &e);
+    kiln_tensor *c;
+    kiln_tensor_clone(w, &c, &e), ir_add_const(g, "w", c, true, &wi, &e);
+    kiln_tensor_clone(b, &c, &e), ir_add_const(g, "b", c, true, &bi, &e);
+    for (int i = 0; i < 4; i++) {
+      char nm[8];
+      snprintf(nm, sizeof nm, "p%d", i);
+      kiln_tensor_clone(bn[i], &c, &e), ir_add_const(g, nm, c, true, &pa[i], &e);
+    }
+    ir_add_value(g, "y", &yi, &e);
+    ir_add_value(g, "z", &zi, &e);
+    ir_add_value(g, "p", &pi, &e);
+    ir_add_value(g, "i", &ii, &e);
+    int conv, pool;
+    ir_add_node(g, KILN_OP_Conv, "conv", (int[]){xi, wi, bi}, 3, (int[]){yi}, 1, &conv, &e);
+    ir_set_attr_ints(g, conv, "pads", (const int64_t[]){1, 2, 1, 0}, 4, &e);
+    ir_add_node(g, KILN_OP_BatchNormalization, "bn", (int[]){yi, pa[0], pa[1], pa[2], pa[3]}, 5,
+                (int[]){zi}, 1, NULL, &e);
+    ir_add_node(g, KILN_OP_MaxPool, "pool", (int[]){zi}, 1, (int[]){pi, ii}, 2, &pool, &e);
+    ir_set_attr_ints(g, pool, "kernel_shape", (const int64_t[]){3, 3}, 2, &e);
+    ir_set_attr_ints(g, pool, "strides", (const int64_t[]){2, 2}, 2, &e);
+    ir_add_output(g, pi, &e);
+    ir_add_output(g, ii, &e);
+    ir_infer(g, NULL, &e);
+    CHECK_OK(e.code, &e);
+    kiln_program *p = NULL;
+    kiln_compile_opts o = {.threads = 2, .cache_dir = dir};
+    kiln_alloc_fail_after(k);
+    kiln_code rc = kiln_compile(g, &o, &p, &e);
+    kiln_alloc_fail_after(-1);
+    if (rc == KILN_OK) {
+      kiln_tensor *out[2] = {0};
+      CHECK_OK(kiln_program_run(p, &x, out, false, &e), &e);
+      kiln_tensor_free(out[0]);
+      kiln_tensor_free(out[1]);
+      kiln_program_free(p);
+      done = true;
+    } else {
+      CHECK_MSG(rc == KILN_ERR_NOMEM, "allocation %ld: %s", k, e.msg);
+    }
+  }
+  CHECK(done);
+  kiln_tensor_free(x), kiln_tensor_free(w), kiln_tensor_free(b);
+  for (int i = 0; i < 4; i++) kiln_tensor_free(bn[i]);
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  CHECK(system(cmd) == 0);
+}
+
 int main(void) {
   RUN(test_conv);
   RUN(test_conv_transpose);
   RUN(test_pools);
   RUN(test_norms);
   RUN(test_bad_input);
+  RUN(test_alloc_failures);
   TEST_MAIN_END();
 }
