@@ -17,7 +17,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "codegen/emit.h"
+#include "codegen/emit_elementwise.h"
 
 typedef LLVMValueRef V;
 
@@ -535,4 +535,14 @@ void cg_register_elementwise(kiln_emit_fn *table) {
   MAP_OPS(REGISTER)
 #undef REGISTER
   table[KILN_OP_Dropout] = emit_Dropout;
+}
+
+cg_scalar_body cg_elementwise_body(kiln_op op) {
+  switch (op) {
+#define BODY_CASE(Name, body)                                                                      \
+  case KILN_OP_##Name: return body;
+    MAP_OPS(BODY_CASE)
+#undef BODY_CASE
+  default: return NULL;
+  }
 }

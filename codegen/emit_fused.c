@@ -1,4 +1,510 @@
-/* emit_fused.c — emitters of the fused op family (see codegen/emit.h). */
-#include "codegen/emit.h"
+/* emit_fused.c — emitters of the kiln-domain fused ops (ir/ops/fused.h, docs/ops-kiln.md).
+ *
+ *  - FusedConv: the convolution generator (conv_gen.h) with bias, residual and activation in
+ *    its epilogue.
+ *  - UpsampleConv: the convolution reads the low-resolution input.  Nearest resizing whose
+ *    index map is floor(o / s) (asymmetric or half-pixel coordinates with the usual rounding
+ *    modes) with stride-1 convolutions and constant weights runs as s^D phase convolutions
+ *    on the low-resolution input with weights summed at compile time (performance.md), each
+ *    writing every s-th output element; other strides use conv_gen's nearest input transform.
+ *    Other nearest maps (align_corners) and linear modes fill the convolution's zero-padded
+ *    input with one gather/interpolation pass from compile-time index and weight tables (what
+ *    conv_gen's own padding copy would do), so no separate upsampled tensor exists either.
+ *  - GapGemm: per image, the channel means (summed in double as the reference does), then the
+ *    matrix-vector products with the weights repacked [C, M] so the inner loop is contiguous.
+ *  - FusedElementwise: one cg_emit_map kernel whose scalar body chains the elementwise ops'
+ *    own bodies (emit_elementwise.h). */
+#include <math.h>
+#include <string.h>
 
-void cg_register_fused(kiln_emit_fn *table) { (void)table; }
+#include "codegen/conv_gen.h"
+#include "codegen/emit_copy.h"
+#include "codegen/emit_elementwise.h"
+#include "ir/ops/fused.h"
+#include "ir/ops/nn_window.h"
+#include "runtime/ref/resize_coords.h"
+
+typedef LLVMValueRef V;
+
+static int opt_in(const kiln_node *n, int i) { return n->n_in > i ? n->in[i] : -1; }
+
+/* The node's activation as a conv_gen epilogue. */
+static kiln_code epilogue_of(kiln_emit_ctx *cx, const kiln_node *n, cg_conv_epilogue *epi,
+                             kiln_err *e) {
+  kiln_fused_act_params a;
+  KILN_TRY(kiln_fused_act_get(n, &a, e));
+  *epi = cg_conv_epilogue_none();
+  static const cg_act acts[] = {CG_ACT_NONE, CG_ACT_RELU, CG_ACT_CLIP, CG_ACT_LEAKY_RELU,
+                                CG_ACT_SIGMOID};
+  epi->act = acts[a.act];
+  epi->act_a = (float)a.alpha;
+  epi->act_b = (float)a.beta;
+  if (opt_in(n, 2) >= 0) epi->bias_buf = cg_buf_value(cx, n->in[2]);
+  return KILN_OK;
+}
+
+/* ---- FusedConv ---- */
+
+static kiln_code emit_FusedConv(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_node *n,
+                                kiln_err *e) {
+  cg_conv_geom geom;
+  KILN_TRY(cg_conv_geom_from_node(g, n, &geom, e));
+  const kiln_tensor *wc = ir_in_const(g, n, 1);
+  cg_conv_weights w = cg_conv_weights_oihw(&geom, cg_buf_value(cx, n->in[1]),
+                                           wc ? (const float *)wc->data : NULL);
+  cg_conv_epilogue epi;
+  KILN_TRY(epilogue_of(cx, n, &epi, e));
+  if (opt_in(n, 3) >= 0) epi.residual_buf = cg_buf_value(cx, n->in[3]);
+  return cg_emit_conv(cx, "fused_conv", &geom, &w, &epi, cg_buf_value(cx, n->in[0]),
+                      cg_buf_value(cx, n->out[0]), e);
+}
+
+/* ---- UpsampleConv ---- */
+
+typedef struct upconv {
+  const kiln_graph *g;
+  const kiln_node *n;
+  kiln_upconv_params p;
+  kiln_coord_mode coord;
+  kiln_nearest_mode nearest;
+  nn_window t;         /* the convolution over the upsampled input, as 3-D */
+  int64_t s[3];        /* scales, as 3-D (1 on identity dims) */
+  int64_t low[3];      /* low-resolution spatial sizes */
+  int64_t N, C, OC, groups;
+  int64_t *idx[3];     /* nearest: source index per upsampled position */
+  bool floor_map;      /* nearest and idx[d][o] == o / s[d] everywhere */
+} upconv;
+
+static void upconv_free(upconv *u) {
+  for (int d = 0; d < 3; d++) kiln_free(u->idx[d]);
+}
+
+/* The resize's coordinate of upsampled position o along 3-D dim d. */
+static double up_coord(const upconv *u, int d, int64_t o) {
+  return kiln_resize_coord(u->coord, (double)o, u->low[d], (double)u->t.in[d], (double)u->s[d],
+                           0.0, 1.0);
+}
+
+static kiln_code upconv_init(const kiln_graph *g, const kiln_node *n, upconv *u, kiln_err *e) {
+  memset(u, 0, sizeof *u);
+  u->g = g;
+  u->n = n;
+  const kiln_value *x = ir_in(g, n, 0), *w = ir_in(g, n, 1), *y = ir_out(g, n, 0);
+  KILN_TRY(kiln_upconv_params_get(n, x->shape.rank, &u->p, e));
+  kiln_coord_mode_parse(u->p.coord, &u->coord);
+  kiln_nearest_mode_parse(u->p.nearest, &u->nearest);
+  kiln_shape us = x->shape;
+  for (int d = 0; d < u->p.nsp; d++) us.d[2 + d] *= u->p.scale[d];
+  int64_t kernel[NN_WIN_MAX];
+  for (int i = 2; i < w->shape.rank; i++) kernel[i - 2] = w->shape.d[i];
+  nn_window win;
+  KILN_TRY(nn_window_forward(n, &us, x->name, kernel, false, &win, e));
+  u->t = nn_window_3d(&win);
+  int lead = 3 - u->p.nsp;
+  for (int d = 0; d < 3; d++) {
+    u->s[d] = d < lead ? 1 : u->p.scale[d - lead];
+    u->low[d] = u->t.in[d] / u->s[d];
+  }
+  u->N = x->shape.d[0];
+  u->C = x->shape.d[1];
+  u->OC = y->shape.d[1];
+  u->groups = ir_attr_int(n, "group");
+  u->floor_map = !u->p.linear;
+  if (u->p.linear) return KILN_OK;
+  for (int d = 0; d < 3; d++) {
+    int64_t len = u->t.in[d];
+    u->idx[d] = kiln_malloc(sizeof(int64_t) * (size_t)(len ? len : 1));
+    if (!u->idx[d]) return kiln_errf(e, KILN_ERR_NOMEM, "out of memory (resize tables)");
+    for (int64_t o = 0; o < len; o++) {
+      double c = up_coord(u, d, o);
+      u->idx[d][o] = kiln_resize_clamp(kiln_resize_nearest(u->nearest, c, (double)u->s[d]),
+                                       u->low[d]);
+      if (u->idx[d][o] != o / u->s[d]) u->floor_map = false;
+    }
+  }
+  return KILN_OK;
+}
+
+/* The geometry of the convolution over the upsampled input: X read through conv_gen's
+ * nearest transform (floor maps) or, with `padded_input`, a zero-padded upsampled copy. */
+static cg_conv_geom upconv_geom(const upconv *u, bool padded_input) {
+  cg_conv_geom g = {.N = u->N, .C = u->C, .OC = u->OC, .groups = u->groups};
+  for (int d = 0; d < 3; d++) {
+    const nn_window *t = &u->t;
+    g.k[d] = t->kernel[d];
+    g.stride[d] = t->stride[d];
+    g.dil[d] = t->dilation[d];
+    g.out[d] = t->out[d];
+    g.xfactor[d] = 1;
+    if (padded_input) {
+      g.in[d] = t->in[d] + t->pad_begin[d] + t->pad_end[d];
+      g.xform[d] = CG_IN_PLAIN;
+    } else {
+      g.in[d] = u->low[d];
+      g.xform[d] = u->s[d] > 1 ? CG_IN_NEAREST : CG_IN_PLAIN;
+      g.xfactor[d] = u->s[d];
+      g.pad_b[d] = t->pad_begin[d];
+      g.pad_e[d] = t->pad_end[d];
+    }
+  }
+  return g;
+}
+
+/* Generic nearest: copy X through the index tables into the zero-padded upsampled layout. */
+static kiln_code fill_nearest(kiln_emit_ctx *cx, const upconv *u, int x_buf, int dst_buf,
+                              kiln_err *e) {
+  const nn_window *t = &u->t;
+  int64_t P[3], *tab[3] = {0};
+  int64_t lstride[3] = {u->low[1] * u->low[2], u->low[2], 1};
+  kiln_code rc = KILN_OK;
+  for (int d = 0; d < 3 && !rc; d++) {
+    P[d] = t->in[d] + t->pad_begin[d] + t->pad_end[d];
+    tab[d] = kiln_malloc(sizeof(int64_t) * (size_t)(P[d] ? P[d] : 1));
+    if (!tab[d]) {
+      rc = kiln_errf(e, KILN_ERR_NOMEM, "out of memory (resize tables)");
+      break;
+    }
+    for (int64_t i = 0; i < P[d]; i++) {
+      int64_t o = i - t->pad_begin[d];
+      tab[d][i] = o < 0 || o >= t->in[d] ? -1 : u->idx[d][o] * lstride[d];
+    }
+  }
+  if (!rc) {
+    cg_copy c = {.label = "upsample_pad", .dtype = KILN_F32, .rank = 4,
+                 .dims = {u->N * u->C, P[0], P[1], P[2]},
+                 .src_stride = {u->low[0] * u->low[1] * u->low[2], 0, 0, 0},
+                 .src_tab = {NULL, tab[0], tab[1], tab[2]},
+                 .bufs = (int[]){x_buf, dst_buf}, .n_bufs = 2, .src_arg = 0, .dst_arg = 1,
+                 .fill_arg = -1, .fill_bits = 0};
+    cg_contig_strides(4, c.dims, c.dst_stride);
+    rc = cg_emit_copy(cx, &c, e);
+  }
+  for (int d = 0; d < 3; d++) kiln_free(tab[d]);
+  return rc;
+}
+
+/* The linear taps (at most 2) of upsampled position o along dim d, as the reference computes
+ * them: input indices (clamped) and weights; *count 1 or 2. */
+static void linear_taps(const upconv *u, int d, int64_t o, int64_t *idx, double *w, int *count) {
+  double c = up_coord(u, d, o), t;
+  int64_t first;
+  kiln_resize_taps(c, 2, u->low[d], &first, &t);
+  double coef[2] = {1 - t, t};
+  int m = 0;
+  for (int k = 0; k < 2; k++) {
+    if (coef[k] == 0) continue;
+    idx[m] = kiln_resize_clamp(first + k, u->low[d]);
+    w[m++] = coef[k];
+  }
+  if (m == 0) idx[m] = 0, w[m++] = 0; /* not reached: the coefficients sum to 1 */
+  *count = m;
+}
+
+#define LIN_ROW_TAPS 4
+
+/* Linear: interpolate X into the zero-padded upsampled layout, each element the sum over the
+ * taps (outer dims first, columns last; weights multiplied in double in that order) of
+ * weight x input, in double, rounded once — the reference's arithmetic. */
+static kiln_code fill_linear(kiln_emit_ctx *cx, const upconv *u, int x_buf, int dst_buf,
+                             kiln_err *e) {
+  const nn_window *t = &u->t;
+  int64_t P[3];
+  for (int d = 0; d < 3; d++) P[d] = t->in[d] + t->pad_begin[d] + t->pad_end[d];
+  int64_t nrp = P[0] * P[1], uw = t->in[2], pwb = t->pad_begin[2];
+  int64_t *roff = kiln_calloc((size_t)(nrp * LIN_ROW_TAPS + 1), sizeof(int64_t));
+  double *rw = kiln_calloc((size_t)(nrp * LIN_ROW_TAPS + 1), sizeof(double));
+  int64_t *rn = kiln_calloc((size_t)(nrp + 1), sizeof(int64_t));
+  int64_t *cidx = kiln_calloc((size_t)(uw * 2 + 1), sizeof(int64_t));
+  double *cw = kiln_calloc((size_t)(uw * 2 + 1), sizeof(double));
+  kiln_code rc = KILN_OK;
+  if (!roff || !rw || !rn || !cidx || !cw) {
+    rc = kiln_errf(e, KILN_ERR_NOMEM, "out of memory (resize tables)");
+    goto done;
+  }
+  for (int64_t i0 = 0; i0 < P[0]; i0++)
+    for (int64_t i1 = 0; i1 < P[1]; i1++) {
+      int64_t r = i0 * P[1] + i1, o0 = i0 - t->pad_begin[0], o1 = i1 - t->pad_begin[1];
+      if (o0 < 0 || o0 >= t->in[0] || o1 < 0 || o1 >= t->in[1]) continue; /* padding: 0 taps */
+      int64_t ia[2], ib[2];
+      double wa[2], wb[2];
+      int na, nb, m = 0;
+      linear_taps(u, 0, o0, ia, wa, &na);
+      linear_taps(u, 1, o1, ib, wb, &nb);
+      for (int a = 0; a < na; a++)
+        for (int b = 0; b < nb; b++, m++) {
+          roff[r * LIN_ROW_TAPS + m] = (ia[a] * u->low[1] + ib[b]) * u->low[2];
+          rw[r * LIN_ROW_TAPS + m] = 1.0 * wa[a] * wb[b];
+        }
+      for (; m < LIN_ROW_TAPS; m++) roff[r * LIN_ROW_TAPS + m] = roff[r * LIN_ROW_TAPS];
+      rn[r] = na * nb;
+    }
+  for (int64_t j = 0; j < uw; j++) {
+    int n2;
+    linear_taps(u, 2, j, &cidx[2 * j], &cw[2 * j], &n2);
+    if (n2 == 1) cidx[2 * j + 1] = cidx[2 * j], cw[2 * j + 1] = 0;
+  }
+  int b_roff = cg_buf_const(cx, roff, sizeof(int64_t) * (size_t)(nrp * LIN_ROW_TAPS + 1), e);
+  int b_rw = b_roff < 0 ? -1 : cg_buf_const(cx, rw, sizeof(double) * (size_t)(nrp * LIN_ROW_TAPS + 1), e);
+  int b_rn = b_rw < 0 ? -1 : cg_buf_const(cx, rn, sizeof(int64_t) * (size_t)(nrp + 1), e);
+  int b_ci = b_rn < 0 ? -1 : cg_buf_const(cx, cidx, sizeof(int64_t) * (size_t)(uw * 2 + 1), e);
+  int b_cw = b_ci < 0 ? -1 : cg_buf_const(cx, cw, sizeof(double) * (size_t)(uw * 2 + 1), e);
+  if (b_cw < 0) {
+    rc = e->code;
+    goto done;
+  }
+  cg_rows rp;
+  cg_rows_plan(&rp, u->N * u->C * nrp, P[2], CG_TILE_ELEMS);
+  if (rp.n_rows * P[2] == 0) goto done;
+  cg_kernel k;
+  rc = cg_kernel_begin(cx, &k, "upsample_linear_pad", 7, e);
+  if (rc) goto done;
+  {
+    const cg_types *ty = k.t;
+    LLVMBuilderRef b = k.b;
+    V xp = cg_arg(&k, 0), yp = cg_arg(&k, 1), roffp = cg_arg(&k, 2), rwp = cg_arg(&k, 3);
+    V rnp = cg_arg(&k, 4), cip = cg_arg(&k, 5), cwp = cg_arg(&k, 6);
+    V row, jlo, jhi;
+    cg_rows_begin(&k, &rp, &row, &jlo, &jhi);
+    V plane = LLVMBuildUDiv(b, row, cg_i64(&k, nrp), "");
+    V rr = LLVMBuildURem(b, row, cg_i64(&k, nrp), "");
+    V xbase = cg_mul(&k, plane, cg_i64(&k, u->low[0] * u->low[1] * u->low[2]));
+    V ybase = cg_mul(&k, row, cg_i64(&k, P[2]));
+    V zero = cg_f32(&k, 0);
+    V cnt = cg_load(&k, ty->i64, rnp, rr);
+    cg_ifelse ie;
+    cg_ifelse_begin(&k, &ie, LLVMBuildICmp(b, LLVMIntEQ, cnt, cg_i64(&k, 0), ""));
+    cg_fill_loop(&k, yp, ybase, 1, jlo, jhi, zero);
+    cg_ifelse_else(&k, &ie);
+    V ilo = cg_max(&k, jlo, cg_i64(&k, pwb)), ihi = cg_min(&k, jhi, cg_i64(&k, pwb + uw));
+    cg_fill_loop(&k, yp, ybase, 1, jlo, cg_min(&k, jhi, cg_i64(&k, pwb)), zero);
+    cg_fill_loop(&k, yp, ybase, 1, cg_max(&k, jlo, cg_i64(&k, pwb + uw)), jhi, zero);
+    V roffs[LIN_ROW_TAPS], rws[LIN_ROW_TAPS];
+    for (int m = 0; m < LIN_ROW_TAPS; m++) {
+      V ti = cg_add(&k, cg_mul(&k, rr, cg_i64(&k, LIN_ROW_TAPS)), cg_i64(&k, m));
+      roffs[m] = cg_add(&k, xbase, cg_load(&k, ty->i64, roffp, ti));
+      rws[m] = cg_load(&k, ty->f64, rwp, ti);
+    }
+    cg_loop lj;
+    V j = cg_loop_begin(&k, &lj, ilo, ihi, NULL, "j");
+    V jc = LLVMBuildNSWSub(b, j, cg_i64(&k, pwb), "");
+    V c0 = cg_mul(&k, jc, cg_i64(&k, 2)), c1 = cg_add(&k, c0, cg_i64(&k, 1));
+    V ci[2] = {cg_load(&k, ty->i64, cip, c0), cg_load(&k, ty->i64, cip, c1)};
+    V cws[2] = {cg_load(&k, ty->f64, cwp, c0), cg_load(&k, ty->f64, cwp, c1)};
+    V acc = LLVMConstReal(ty->f64, 0);
+    for (int m = 0; m < LIN_ROW_TAPS; m++)
+      for (int c = 0; c < 2; c++) {
+        V xv = cg_load(&k, ty->f32, xp, cg_add(&k, roffs[m], ci[c]));
+        V wt = LLVMBuildFMul(b, rws[m], cws[c], "");
+        acc = LLVMBuildFAdd(b, acc, LLVMBuildFMul(b, wt, LLVMBuildFPExt(b, xv, ty->f64, ""), ""), "");
+      }
+    cg_store(&k, LLVMBuildFPTrunc(b, acc, ty->f32, ""), yp, cg_add(&k, ybase, j));
+    cg_loop_end(&k, &lj);
+    cg_ifelse_end(&k, &ie);
+    cg_rows_end(&k, &rp);
+    rc = cg_kernel_end(cx, &k, rp.n_tiles, (int[]){x_buf, dst_buf, b_roff, b_rw, b_rn, b_ci, b_cw},
+                       e);
+  }
+done:
+  kiln_free(roff);
+  kiln_free(rw);
+  kiln_free(rn);
+  kiln_free(cidx);
+  kiln_free(cw);
+  return rc;
+}
+
+static kiln_code emit_UpsampleConv(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_node *n,
+                                   kiln_err *e) {
+  upconv u;
+  kiln_code rc = upconv_init(g, n, &u, e);
+  cg_conv_epilogue epi;
+  if (!rc) rc = epilogue_of(cx, n, &epi, e);
+  if (rc) {
+    upconv_free(&u);
+    return rc;
+  }
+  const kiln_tensor *wc = ir_in_const(g, n, 1);
+  int x_buf = cg_buf_value(cx, n->in[0]), y_buf = cg_buf_value(cx, n->out[0]);
+  if (u.floor_map) { /* conv_gen reads X through its nearest transform */
+    cg_conv_geom geom = upconv_geom(&u, false);
+    cg_conv_weights w = cg_conv_weights_oihw(&geom, cg_buf_value(cx, n->in[1]),
+                                             wc ? (const float *)wc->data : NULL);
+    rc = cg_emit_conv(cx, "upsample_conv", &geom, &w, &epi, x_buf, y_buf, e);
+    upconv_free(&u);
+    return rc;
+  }
+  /* one pass fills the zero-padded upsampled input, then an unpadded convolution */
+  cg_conv_geom geom = upconv_geom(&u, true);
+  int64_t bytes = u.N * u.C * geom.in[0] * geom.in[1] * geom.in[2] * (int64_t)sizeof(float);
+  int pad_buf = cg_buf_scratch(cx, (size_t)bytes, e);
+  if (pad_buf < 0) rc = e->code;
+  if (!rc) rc = u.p.linear ? fill_linear(cx, &u, x_buf, pad_buf, e)
+                           : fill_nearest(cx, &u, x_buf, pad_buf, e);
+  if (!rc) {
+    cg_conv_weights w = cg_conv_weights_oihw(&geom, cg_buf_value(cx, n->in[1]),
+                                             wc ? (const float *)wc->data : NULL);
+    rc = cg_emit_conv(cx, u.p.linear ? "upsample_linear_conv" : "upsample_conv", &geom, &w, &epi,
+                      pad_buf, y_buf, e);
+  }
+  upconv_free(&u);
+  return rc;
+}
+
+/* ---- GapGemm ---- */
+
+#define GAP_PLANES_PER_TILE 64
+#define GEMM_COLS 64
+
+static kiln_code emit_GapGemm(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_node *n,
+                              kiln_err *e) {
+  const kiln_value *x = ir_in(g, n, 0), *wv = ir_in(g, n, 1), *y = ir_out(g, n, 0);
+  const kiln_value *cv = ir_in(g, n, 2);
+  int64_t N = x->shape.d[0], C = x->shape.d[1], M = y->shape.d[1], plane = 1;
+  for (int d = 2; d < x->shape.rank; d++) plane *= x->shape.d[d];
+  if (N * M == 0) return KILN_OK;
+  bool tb = ir_attr_int(n, "transB") != 0;
+  double alpha = ir_attr_float(n, "alpha"), beta = ir_attr_float(n, "beta");
+  int means = cg_buf_scratch(cx, sizeof(float) * (size_t)(N * C > 0 ? N * C : 1), e);
+  if (means < 0) return e->code;
+
+  /* 1: means[n, c] = (float)(sum in double / plane), as GlobalAveragePool's reference */
+  if (N * C > 0) {
+    int64_t planes = N * C, tiles = (planes + GAP_PLANES_PER_TILE - 1) / GAP_PLANES_PER_TILE;
+    cg_kernel k;
+    KILN_TRY(cg_kernel_begin(cx, &k, "gap_means", 2, e));
+    const cg_types *ty = k.t;
+    LLVMBuilderRef b = k.b;
+    V xp = cg_arg(&k, 0), mp = cg_arg(&k, 1);
+    V acc_slot = LLVMBuildAlloca(b, ty->f64, "sum"); /* in the entry block */
+    V plo = cg_mul(&k, k.lo, cg_i64(&k, GAP_PLANES_PER_TILE));
+    V phi = cg_min(&k, cg_mul(&k, k.hi, cg_i64(&k, GAP_PLANES_PER_TILE)), cg_i64(&k, planes));
+    cg_loop lp, li;
+    V p = cg_loop_begin(&k, &lp, plo, phi, NULL, "plane");
+    V base = cg_mul(&k, p, cg_i64(&k, plane));
+    LLVMBuildStore(b, LLVMConstReal(ty->f64, 0), acc_slot);
+    V i = cg_loop_begin(&k, &li, cg_i64(&k, 0), cg_i64(&k, plane), NULL, "i");
+    V s = LLVMBuildLoad2(b, ty->f64, acc_slot, "");
+    V xv = LLVMBuildFPExt(b, cg_load(&k, ty->f32, xp, cg_add(&k, base, i)), ty->f64, "");
+    LLVMBuildStore(b, LLVMBuildFAdd(b, s, xv, ""), acc_slot);
+    cg_loop_end(&k, &li);
+    V mean = plane ? LLVMBuildFDiv(b, LLVMBuildLoad2(b, ty->f64, acc_slot, ""),
+                                   LLVMConstReal(ty->f64, (double)plane), "")
+                   : LLVMConstReal(ty->f64, 0);
+    cg_store(&k, LLVMBuildFPTrunc(b, mean, ty->f32, ""), mp, p);
+    cg_loop_end(&k, &lp);
+    KILN_TRY(cg_kernel_end(cx, &k, tiles, (int[]){cg_buf_value(cx, n->in[0]), means}, e));
+  }
+
+  /* 2: y[n, m] = alpha * sum_c means[n, c] * B'[c, m] + beta * C[n, m], the inner loop over
+   * a block of m with B' [C, M] contiguous (repacked when B is constant and transposed) */
+  const kiln_tensor *wc = ir_in_const(g, n, 1);
+  int w_buf = cg_buf_value(cx, n->in[1]);
+  int64_t ws_c = tb ? 1 : M, ws_m = tb ? C : 1; /* B'[c, m] = w[c * ws_c + m * ws_m] */
+  if (wc && tb) {
+    float *rp = kiln_malloc(sizeof(float) * (size_t)(C * M > 0 ? C * M : 1));
+    if (!rp) return kiln_errf(e, KILN_ERR_NOMEM, "out of memory (repacked weights)");
+    for (int64_t c = 0; c < C; c++)
+      for (int64_t m = 0; m < M; m++) rp[c * M + m] = ((const float *)wc->data)[m * C + c];
+    w_buf = cg_buf_const(cx, rp, sizeof(float) * (size_t)(C * M), e);
+    kiln_free(rp);
+    if (w_buf < 0) return e->code;
+    ws_c = M, ws_m = 1;
+  }
+  (void)wv;
+  int64_t cs_n = 0, cs_m = 0; /* C's broadcast strides against [N, M] */
+  if (cv) {
+    const kiln_shape *s = &cv->shape;
+    if (s->rank == 1) cs_m = s->d[0] == 1 ? 0 : 1;
+    if (s->rank == 2) {
+      cs_m = s->d[1] == 1 ? 0 : 1;
+      cs_n = s->d[0] == 1 ? 0 : s->d[1];
+    }
+  }
+  int64_t mblocks = (M + GEMM_COLS - 1) / GEMM_COLS;
+  cg_kernel k;
+  KILN_TRY(cg_kernel_begin(cx, &k, "gap_gemm", cv ? 4 : 3, e));
+  const cg_types *ty = k.t;
+  LLVMBuilderRef b = k.b;
+  V mp = cg_arg(&k, 0), wp = cg_arg(&k, 1), yp = cg_arg(&k, 2), cp = cv ? cg_arg(&k, 3) : NULL;
+  LLVMTypeRef aty = LLVMArrayType(ty->f32, GEMM_COLS);
+  V acc = LLVMBuildAlloca(b, aty, "acc");
+  cg_loop lt, lz, lc, lm, lo;
+  V tile = cg_loop_begin(&k, &lt, k.lo, k.hi, NULL, "tile");
+  V nn = LLVMBuildUDiv(b, tile, cg_i64(&k, mblocks), "");
+  V m0 = cg_mul(&k, LLVMBuildURem(b, tile, cg_i64(&k, mblocks), ""), cg_i64(&k, GEMM_COLS));
+  V mcount = cg_min(&k, cg_i64(&k, GEMM_COLS), LLVMBuildNSWSub(b, cg_i64(&k, M), m0, ""));
+  V jz = cg_loop_begin(&k, &lz, cg_i64(&k, 0), mcount, NULL, "j");
+  cg_store(&k, cg_f32(&k, 0), acc, jz);
+  cg_loop_end(&k, &lz);
+  V c = cg_loop_begin(&k, &lc, cg_i64(&k, 0), cg_i64(&k, C), NULL, "c");
+  V mval = cg_load(&k, ty->f32, mp, cg_add(&k, cg_mul(&k, nn, cg_i64(&k, C)), c));
+  V wrow = cg_add(&k, cg_mul(&k, c, cg_i64(&k, ws_c)), cg_mul(&k, m0, cg_i64(&k, ws_m)));
+  V j = cg_loop_begin(&k, &lm, cg_i64(&k, 0), mcount, NULL, "j");
+  V wval = cg_load(&k, ty->f32, wp, cg_add(&k, wrow, cg_mul(&k, j, cg_i64(&k, ws_m))));
+  LLVMTypeRef f = ty->f32;
+  V sum = cg_intrinsic(&k, "llvm.fmuladd", &f, 1,
+                       (V[]){mval, wval, cg_load(&k, ty->f32, acc, j)}, 3);
+  cg_store(&k, sum, acc, j);
+  cg_loop_end(&k, &lm);
+  cg_loop_end(&k, &lc);
+  V jo = cg_loop_begin(&k, &lo, cg_i64(&k, 0), mcount, NULL, "j");
+  V m = cg_add(&k, m0, jo);
+  V r = LLVMBuildFMul(b, LLVMBuildFPExt(b, cg_load(&k, ty->f32, acc, jo), ty->f64, ""),
+                      LLVMConstReal(ty->f64, alpha), "");
+  if (cp) {
+    V ci = cg_add(&k, cg_mul(&k, nn, cg_i64(&k, cs_n)), cg_mul(&k, m, cg_i64(&k, cs_m)));
+    V cval = LLVMBuildFPExt(b, cg_load(&k, ty->f32, cp, ci), ty->f64, "");
+    r = LLVMBuildFAdd(b, r, LLVMBuildFMul(b, LLVMConstReal(ty->f64, beta), cval, ""), "");
+  }
+  cg_store(&k, LLVMBuildFPTrunc(b, r, ty->f32, ""),
+           yp, cg_add(&k, cg_mul(&k, nn, cg_i64(&k, M)), m));
+  cg_loop_end(&k, &lo);
+  cg_loop_end(&k, &lt);
+  int bufs[4] = {means, w_buf, cg_buf_value(cx, n->out[0]), cv ? cg_buf_value(cx, n->in[2]) : -1};
+  return cg_kernel_end(cx, &k, N * mblocks, bufs, e);
+}
+
+/* ---- FusedElementwise ---- */
+
+typedef struct ew_plan {
+  kiln_ew_chain chain;
+} ew_plan;
+
+/* Evaluates the steps in order on the loaded inputs; returns the last result. */
+static V ew_body(cg_kernel *k, const kiln_node *n, V *in, const kiln_dtype *dt, void *user) {
+  const kiln_ew_chain *c = &((const ew_plan *)user)->chain;
+  V vals[KILN_EW_MAX_INPUTS + KILN_EW_MAX_STEPS];
+  for (int i = 0; i < c->n_inputs; i++) vals[i] = in[i];
+  static const kiln_dtype f32s[KILN_EW_MAX_ARITY] = {KILN_F32, KILN_F32, KILN_F32, KILN_F32,
+                                                     KILN_F32, KILN_F32, KILN_F32, KILN_F32};
+  for (int s = 0; s < c->n_steps; s++) {
+    const kiln_ew_step *st = &c->step[s];
+    V ops[KILN_EW_MAX_ARITY];
+    for (int j = 0; j < st->arity; j++) ops[j] = st->operand[j] < 0 ? NULL : vals[st->operand[j]];
+    kiln_synth_node sn;
+    kiln_ew_step_node(c, s, &sn);
+    vals[c->n_inputs + s] = cg_elementwise_body(st->op)(k, &sn.n, ops, f32s, NULL);
+  }
+  return vals[c->n_inputs + c->n_steps - 1];
+}
+
+static kiln_code emit_FusedElementwise(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_node *n,
+                                       kiln_err *e) {
+  ew_plan *p = kiln_malloc(sizeof *p);
+  if (!p) return kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
+  kiln_code rc = kiln_ew_chain_get(n, n->n_in, &p->chain, e);
+  for (int s = 0; !rc && s < p->chain.n_steps; s++)
+    if (!cg_elementwise_body(p->chain.step[s].op))
+      rc = kiln_errf(e, KILN_ERR_UNSUPPORTED, "step %d (%s) has no compiled body", s,
+                     kiln_op_name(p->chain.step[s].op));
+  if (!rc) rc = cg_emit_map(cx, g, n, ew_body, p, e);
+  kiln_free(p);
+  return rc;
+}
+
+void cg_register_fused(kiln_emit_fn *table) {
+  table[KILN_OP_FusedConv] = emit_FusedConv;
+  table[KILN_OP_UpsampleConv] = emit_UpsampleConv;
+  table[KILN_OP_GapGemm] = emit_GapGemm;
+  table[KILN_OP_FusedElementwise] = emit_FusedElementwise;
+}
