@@ -75,14 +75,21 @@ bool kiln_add_ok(int64_t a, int64_t b, int64_t *out) {
 }
 
 bool kiln_shape_numel(const kiln_shape *s, int64_t *numel) {
-  int64_t n = 1;
+  /* The product of the non-zero dims is bounded too: an empty tensor such as
+   * [0, 2^40, 2^40] would otherwise be valid, and code that multiplies some of
+   * its dims (Flatten, strides) would overflow. */
+  int64_t n = 1, nonzero = 1;
   if (s->rank < 0 || s->rank > KILN_MAX_RANK) return false;
   for (int i = 0; i < s->rank; i++) {
     if (s->d[i] < 0 || s->d[i] > KILN_MAX_DIM) return false;
-    if (!kiln_mul_ok(n, s->d[i], &n)) return false;
-    if (n > KILN_MAX_TENSOR_BYTES / 8 + 1) return false;
+    if (s->d[i] == 0) {
+      n = 0;
+      continue;
+    }
+    if (!kiln_mul_ok(nonzero, s->d[i], &nonzero)) return false;
+    if (nonzero > KILN_MAX_ELEMS) return false;
   }
-  *numel = n;
+  *numel = n ? nonzero : 0;
   return true;
 }
 
@@ -98,7 +105,7 @@ char *kiln_shape_str(const kiln_shape *s, char *buf, size_t n) {
   if (n == 0) return buf;
   buf[0] = 0;
   k += (size_t)snprintf(buf + k, n - k, "[");
-  for (int i = 0; i < s->rank && k < n; i++)
+  for (int i = 0; i < s->rank && i < KILN_MAX_RANK && k < n; i++)
     k += (size_t)snprintf(buf + k, n - k, i ? ",%lld" : "%lld", (long long)s->d[i]);
   if (k < n) snprintf(buf + k, n - k, "]");
   return buf;

@@ -71,14 +71,16 @@ typedef struct kiln_shape {
 
 /* ---- limits on untrusted input (see docs/security.md) ---- */
 #define KILN_MAX_TENSOR_BYTES ((int64_t)1 << 34) /* 16 GiB per tensor */
+#define KILN_MAX_ELEMS ((int64_t)1 << 31)        /* elements per tensor (16 GiB of int64) */
 #define KILN_MAX_NODES 1000000
 #define KILN_MAX_DIM ((int64_t)1 << 40)
 
 /* Overflow-checked arithmetic: return false on overflow or negative inputs. */
 bool kiln_mul_ok(int64_t a, int64_t b, int64_t *out);
 bool kiln_add_ok(int64_t a, int64_t b, int64_t *out);
-/* Element count of a shape; false when a dim is negative or the product overflows
- * KILN_MAX_TENSOR_BYTES worth of the widest dtype. */
+/* Element count of a shape; false when a dim is negative or over KILN_MAX_DIM, or the
+ * product of the (non-zero) dims overflows KILN_MAX_TENSOR_BYTES worth of the widest
+ * dtype — so no partial product of a valid shape's dims overflows int64. */
 bool kiln_shape_numel(const kiln_shape *s, int64_t *numel);
 bool kiln_shape_eq(const kiln_shape *a, const kiln_shape *b);
 /* Writes "[1,3,224,224]" into buf. Returns buf. */

@@ -8,14 +8,26 @@ kiln_code kiln_bytes_for(kiln_dtype dt, const kiln_shape *s, int64_t *bytes, kil
   int64_t n;
   size_t es = kiln_dtype_size(dt);
   if (es == 0) return kiln_errf(e, KILN_ERR_UNSUPPORTED, "unsupported dtype %s", kiln_dtype_name(dt));
-  if (!kiln_shape_numel(s, &n) || !kiln_mul_ok(n, (int64_t)es, bytes) ||
-      *bytes > KILN_MAX_TENSOR_BYTES) {
-    char buf[160];
-    return kiln_errf(e, KILN_ERR_LIMIT, "tensor of shape %s (%s) exceeds the size limit of %lld bytes",
-                     kiln_shape_str(s, buf, sizeof buf), kiln_dtype_name(dt),
-                     (long long)KILN_MAX_TENSOR_BYTES);
-  }
-  return KILN_OK;
+  if (s->rank < 0 || s->rank > KILN_MAX_RANK)
+    return kiln_errf(e, KILN_ERR_LIMIT, "tensor of rank %d exceeds the limit of %d", s->rank,
+                     KILN_MAX_RANK);
+  if (kiln_shape_numel(s, &n) && kiln_mul_ok(n, (int64_t)es, bytes) && *bytes <= KILN_MAX_TENSOR_BYTES)
+    return KILN_OK;
+  /* say which limit: a dimension, the element count, or bytes */
+  char buf[160];
+  kiln_shape_str(s, buf, sizeof buf);
+  for (int i = 0; i < s->rank; i++)
+    if (s->d[i] < 0 || s->d[i] > KILN_MAX_DIM)
+      return kiln_errf(e, KILN_ERR_LIMIT,
+                       "tensor of shape %s exceeds the size limit: dimension %d is outside 0..%lld",
+                       buf, i, (long long)KILN_MAX_DIM);
+  bool empty = false;
+  for (int i = 0; i < s->rank; i++) empty |= s->d[i] == 0;
+  if (!kiln_shape_numel(s, &n))
+    return kiln_errf(e, KILN_ERR_LIMIT, "tensor of shape %s exceeds the size limit of %lld elements%s",
+                     buf, (long long)KILN_MAX_ELEMS, empty ? " (counting its non-zero dimensions)" : "");
+  return kiln_errf(e, KILN_ERR_LIMIT, "tensor of shape %s (%s) exceeds the size limit of %lld bytes",
+                   buf, kiln_dtype_name(dt), (long long)KILN_MAX_TENSOR_BYTES);
 }
 
 kiln_code kiln_tensor_new(kiln_dtype dt, const kiln_shape *shape, kiln_tensor **out, kiln_err *e) {

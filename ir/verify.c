@@ -344,6 +344,11 @@ kiln_code ir_infer(kiln_graph *g, const kiln_evaluator *ev, kiln_err *e) {
                          v->name, d, v->sym[d] ? v->sym[d] : "?", v->sym[d] ? v->sym[d] : "dim");
     if (!v->typed)
       return kiln_errf(e, KILN_ERR_SHAPE, "graph input '%s' has no type", v->name);
+    int64_t bytes;
+    if (kiln_bytes_for(v->dtype, &v->shape, &bytes, e)) {
+      kiln_err_prefix(e, "graph input '%s'", v->name);
+      return e->code;
+    }
   }
   for (int64_t i = 0; i < g->n_nodes; i++) {
     kiln_node *n = &g->nodes[i];

@@ -54,8 +54,8 @@ if ((build)); then
   echo "fuzz.sh: building the fuzz targets in $dir with $cc"
   cmake -S . -B "$dir" -DCMAKE_C_COMPILER="$cc" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS_DEBUG="-g -O1" \
     -DKILN_SANITIZE=ON -DKILN_FUZZ=ON >/dev/null
-  cmake --build "$dir" --target fuzz -j"$(nproc)" >"$dir.build.log" 2>&1 ||
-    { tail -30 "$dir.build.log"; echo "fuzz.sh: build failed (log: $dir.build.log)" >&2; exit 1; }
+  cmake --build "$dir" --target fuzz -j"$(nproc)" >"$dir/fuzz-build.log" 2>&1 ||
+    { tail -30 "$dir/fuzz-build.log"; echo "fuzz.sh: build failed (log: $dir/fuzz-build.log)" >&2; exit 1; }
 fi
 if [[ -z $targets ]]; then
   for t in fuzz_onnx fuzz_tensor_pb fuzz_npy fuzz_infer fuzz_image; do

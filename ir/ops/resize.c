@@ -122,9 +122,12 @@ kiln_code kiln_resize_params_get(const kiln_graph *g, const kiln_node *n, const 
                        "one per input axis", e));
     for (int d = 0; d < rank; d++) {
       int64_t s = kiln_tensor_get_i(sizes, d);
-      if (s < 0 || s > KILN_MAX_DIM)
+      if (s < 0)
         return kiln_errf(e, KILN_ERR_SHAPE, "input '%s' asks for size %lld on axis %d", sizes_name,
                          (long long)s, d);
+      if (s > KILN_MAX_DIM)
+        return kiln_errf(e, KILN_ERR_LIMIT, "input '%s' asks for size %lld on axis %d; the limit is %lld",
+                         sizes_name, (long long)s, d, (long long)KILN_MAX_DIM);
       if (x->d[d] == 0 && s != 0)
         return kiln_errf(e, KILN_ERR_SHAPE, "axis %d of the input is empty and cannot be resized",
                          d);
@@ -141,7 +144,11 @@ kiln_code kiln_resize_params_get(const kiln_graph *g, const kiln_node *n, const 
         return kiln_errf(e, KILN_ERR_SHAPE, "scale %g on axis %d must be positive", s, d);
       double len = (double)x->d[d] * s;
       if (p->coord == KILN_COORD_TF_CROP_AND_RESIZE) len *= p->roi_end[d] - p->roi_start[d];
-      if (!(len >= 0) || len > (double)KILN_MAX_DIM)
+      if (len > (double)KILN_MAX_DIM)
+        return kiln_errf(e, KILN_ERR_LIMIT,
+                         "%s '%s': scale %g on axis %d gives an output size past the limit of %lld",
+                         scales ? "input" : "attribute", scales_name, s, d, (long long)KILN_MAX_DIM);
+      if (!(len >= 0))
         return kiln_errf(e, KILN_ERR_SHAPE, "scale %g on axis %d gives an output size out of range",
                          s, d);
       p->out.d[d] = (int64_t)floor(len);
