@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "frontend/onnx.h"
 #include "ir/ops/common.h"
@@ -22,7 +23,12 @@ static void usage(FILE *f) {
           "share of the total. --op builds a one-node Conv graph and times it alone.\n"
           "  --backend jit|ref   what to time (default jit)\n"
           "  --top N             rows of the per-kernel table (default 25; 0 = all)\n"
-          "  --bind NAME=SIZE    give a symbolic input dimension a size\n");
+          "  --bind NAME=SIZE    give a symbolic input dimension a size\n"
+          "  --peak GFLOPS|measure  the machine's fp32 FMA peak at these threads (measure: run\n"
+          "                      kiln_peak from beside this binary); adds each kernel's share of it\n"
+          "  --compare           run bench/compare.sh instead: kiln, ONNX Runtime and PyTorch on the\n"
+          "                      same model in one run, with ratios (passes --iters, --warmup,\n"
+          "                      --threads, and --bind's size as --batch)\n");
 }
 
 static double now_s(void) {
@@ -103,6 +109,83 @@ static kiln_code build_conv(const char *shape, int64_t oc, const char *attrs, ki
   return KILN_OK;
 }
 
+/* The directory holding this executable (for kiln_peak and bench/compare.sh), or "". */
+static void exe_dir(char *buf, size_t n) {
+  ssize_t len = readlink("/proc/self/exe", buf, n - 1);
+  buf[len > 0 ? len : 0] = 0;
+  char *slash = strrchr(buf, '/');
+  if (slash) *slash = 0;
+  else buf[0] = 0;
+}
+
+/* Runs kiln_peak (beside this binary) at `threads` threads; returns GFLOP/s or 0. */
+static double measure_peak(int threads) {
+  char dir[4096], cmd[4300];
+  exe_dir(dir, sizeof dir);
+  snprintf(cmd, sizeof cmd, "'%s/kiln_peak' --runs 5 --json --threads %d", dir, threads > 0 ? threads : 1);
+  FILE *p = popen(cmd, "r");
+  if (!p) return 0;
+  char line[512] = {0};
+  double g = 0;
+  if (fgets(line, sizeof line, p)) {
+    char *at = strstr(line, "\"gflops_n\": ");
+    if (at) g = atof(at + strlen("\"gflops_n\": "));
+  }
+  pclose(p);
+  return g;
+}
+
+/* `kiln bench --compare`: replaces this process with bench/compare.sh (found from
+ * $KILN_BENCH_DIR, beside the build directory, or in ./bench), with KILN set to this binary. */
+static int run_compare(const char *model, int iters, int warmup, int threads, const char *const *binds,
+                       int n_binds) {
+  char dir[4096], script[4200] = "", self[4096], num[4][32];
+  exe_dir(dir, sizeof dir);
+  const char *env = getenv("KILN_BENCH_DIR");
+  const char *cands[3][2] = {{env, ""}, {dir, "/../bench"}, {".", "/bench"}};
+  for (int i = 0; i < 3 && !script[0]; i++) {
+    if (!cands[i][0]) continue;
+    snprintf(script, sizeof script, "%s%s/compare.sh", cands[i][0], cands[i][1]);
+    if (access(script, R_OK)) script[0] = 0;
+  }
+  if (!script[0]) {
+    fprintf(stderr, "kiln bench: bench/compare.sh not found (set KILN_BENCH_DIR to the repository's bench/)\n");
+    return 1;
+  }
+  ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+  self[len > 0 ? len : 0] = 0;
+  if (len > 0) setenv("KILN", self, 1);
+  const char *args[16];
+  int n = 0;
+  args[n++] = "bash";
+  args[n++] = script;
+  args[n++] = model;
+  snprintf(num[0], sizeof num[0], "%d", iters);
+  snprintf(num[1], sizeof num[1], "%d", warmup);
+  args[n++] = "--iters";
+  args[n++] = num[0];
+  args[n++] = "--warmup";
+  args[n++] = num[1];
+  if (threads > 0) {
+    snprintf(num[2], sizeof num[2], "%d", threads);
+    args[n++] = "--threads";
+    args[n++] = num[2];
+  }
+  if (n_binds > 0) { /* compare.sh binds the leading symbolic dimension to --batch */
+    const char *eq = strchr(binds[0], '=');
+    if (eq) {
+      snprintf(num[3], sizeof num[3], "%s", eq + 1);
+      args[n++] = "--batch";
+      args[n++] = num[3];
+    }
+  }
+  args[n] = NULL;
+  fflush(stdout);
+  execvp("bash", (char *const *)args);
+  perror("kiln bench: cannot run bash");
+  return 1;
+}
+
 static uint64_t mix(uint64_t *s) {
   uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -115,7 +198,9 @@ int cmd_bench(int argc, char **argv) {
   const char *binds[32];
   int n_binds = 0, iters = 20, warmup = 3, threads = 0, top = 25;
   int64_t oc = 0;
-  bool json = false, bad = false;
+  bool json = false, bad = false, compare = false;
+  double peak = 0;
+  bool peak_measure = false;
   for (int i = 1; i < argc; i++) {
     if (cli_is_help(argv[i])) {
       usage(stdout);
@@ -140,6 +225,11 @@ int cmd_bench(int argc, char **argv) {
       oc = atoll(val);
     } else if (cli_opt(argc, argv, &i, "--backend", &val, &bad)) {
       backend = val;
+    } else if (cli_opt(argc, argv, &i, "--peak", &val, &bad)) {
+      if (!strcmp(val, "measure")) peak_measure = true;
+      else if ((peak = atof(val)) <= 0) return cli_usage_error("bench", "--peak needs GFLOP/s or 'measure'");
+    } else if (!strcmp(argv[i], "--compare")) {
+      compare = true;
     } else if (!strcmp(argv[i], "--json")) {
       json = true;
     } else if (argv[i][0] == '-') {
@@ -152,6 +242,10 @@ int cmd_bench(int argc, char **argv) {
     if (bad) return 2;
   }
   if (iters < 1) iters = 1;
+  if (compare) {
+    if (!model || op) return cli_usage_error("bench", "--compare needs a model file");
+    return run_compare(model, iters, warmup, threads, binds, n_binds);
+  }
   if (strcmp(backend, "jit") && strcmp(backend, "ref")) return cli_usage_error("bench", "unknown backend '%s'", backend);
   kiln_err e = {0};
   kiln_model *m = NULL;
@@ -202,6 +296,8 @@ int cmd_bench(int argc, char **argv) {
   int64_t macs = kiln_model_macs(m);
   kiln_session_stats st;
   kiln_session_get_stats(s, &st);
+  if (peak_measure && (peak = measure_peak(st.threads)) <= 0)
+    fprintf(stderr, "kiln bench: could not run kiln_peak beside this binary (make kiln_peak); no share of peak\n");
   const kiln_step_profile *prof = NULL;
   int64_t n_prof = 0;
   if (o.backend == KILN_BACKEND_JIT) {
@@ -213,15 +309,16 @@ int cmd_bench(int argc, char **argv) {
   }
   double total = 0;
   for (int64_t i = 0; i < n_prof; i++) total += prof[i].seconds;
-  prof_row *rows = calloc((size_t)(n_prof ? n_prof : 1), sizeof *rows);
+  prof_row *rows = calloc(n_prof > 0 ? (size_t)n_prof : 1, sizeof *rows);
   for (int64_t i = 0; rows && i < n_prof; i++) rows[i].p = &prof[i];
   if (rows) qsort(rows, (size_t)n_prof, sizeof *rows, cmp_prof);
   if (json) {
     printf("{\"model\": \"%s\", \"backend\": \"%s\", \"threads\": %d, \"iters\": %d, \"min_ms\": %.4f, "
-           "\"median_ms\": %.4f, \"macs\": %lld, \"gflops_at_min\": %.3f, \"planned_peak_bytes\": %lld, "
-           "\"kernels\": [",
+           "\"median_ms\": %.4f, \"macs\": %lld, \"gflops_at_min\": %.3f, \"planned_peak_bytes\": %lld, ",
            model, backend, st.threads, iters, tmin * 1e3, tmed * 1e3, (long long)macs,
            2.0 * (double)macs / tmin / 1e9, (long long)st.planned_peak_bytes);
+    if (peak > 0) printf("\"peak_gflops\": %.2f, ", peak);
+    printf("\"kernels\": [");
     for (int64_t i = 0; rows && i < n_prof; i++)
       printf("%s{\"label\": \"%s\", \"op\": \"%s\", \"ms\": %.4f, \"macs\": %lld}", i ? ", " : "",
              rows[i].p->label, rows[i].p->op, rows[i].p->seconds * 1e3, (long long)rows[i].p->macs);
@@ -230,16 +327,22 @@ int cmd_bench(int argc, char **argv) {
     printf("%s: %s backend, %d threads, %d iterations\n", model, backend, st.threads, iters);
     printf("latency: min %.3f ms, median %.3f ms;  %.3f GMAC -> %.1f GFLOP/s at min\n", tmin * 1e3, tmed * 1e3,
            (double)macs / 1e9, 2.0 * (double)macs / tmin / 1e9);
+    if (peak > 0)
+      printf("peak: %.1f GFLOP/s at %d threads; the model at min runs at %.1f%% of it\n", peak, st.threads,
+             100.0 * 2.0 * (double)macs / tmin / 1e9 / peak);
     if (o.backend == KILN_BACKEND_JIT)
       printf("planned arena: %.2f MiB; %lld kernel calls, %d on reference kernels\n",
              (double)st.planned_peak_bytes / 1048576.0, (long long)st.steps, st.fallback_steps);
     if (n_prof) {
-      printf("\n%-48s %-18s %10s %10s %7s\n", "kernel (profiled run)", "op", "ms", "GFLOP/s", "share");
+      printf("\n%-48s %-18s %10s %10s %7s%s\n", "kernel (profiled run)", "op", "ms", "GFLOP/s", "share",
+             peak > 0 ? "   %peak" : "");
       for (int64_t i = 0; rows && i < n_prof && (top <= 0 || i < top); i++) {
         double sec = rows[i].p->seconds;
-        printf("%-48.48s %-18s %10.3f %10.1f %6.1f%%\n", rows[i].p->label, rows[i].p->op, sec * 1e3,
-               rows[i].p->macs && sec > 0 ? 2.0 * (double)rows[i].p->macs / sec / 1e9 : 0.0,
+        double gf = rows[i].p->macs && sec > 0 ? 2.0 * (double)rows[i].p->macs / sec / 1e9 : 0.0;
+        printf("%-48.48s %-18s %10.3f %10.1f %6.1f%%", rows[i].p->label, rows[i].p->op, sec * 1e3, gf,
                total > 0 ? 100.0 * sec / total : 0.0);
+        if (peak > 0 && gf > 0) printf(" %7.1f%%", 100.0 * gf / peak);
+        printf("\n");
       }
       if (top > 0 && n_prof > top) printf("(%lld more)\n", (long long)(n_prof - top));
     }
