@@ -72,6 +72,9 @@ typedef struct conv_plan {
   int64_t n_ocb, ocb_tail, n_rg, rb_tail;
   int64_t n_owfull;     /* full column blocks per row */
   int nv_tail, lanes_tail; /* the column tail block: vectors, lanes of its last vector */
+  /* where outputs are stored (placement; identity when the geometry has none) */
+  bool placed;
+  int64_t ys[3], os[3], oo[3];
   /* weights as the kernel reads them */
   bool packed;
   int64_t w_o, w_ic, w_tap; /* strides (packed: 1, kk*ob, ob; ob = the block's channels) */
@@ -115,6 +118,12 @@ static kiln_code check_geom(const cg_conv_geom *g, kiln_err *e) {
                        "convolution: %lld outputs do not fit spatial dim %d", (long long)g->out[d],
                        d);
   }
+  bool placed = g->ostride[0] || g->ostride[1] || g->ostride[2];
+  for (int d = 0; d < 3 && placed; d++)
+    if (g->ostride[d] < 1 || g->ooff[d] < 0 ||
+        (g->out[d] > 0 && (g->out[d] - 1) * g->ostride[d] + g->ooff[d] >= g->ydims[d]))
+      return kiln_errf(e, KILN_ERR_INVALID, "convolution: output placement outside Y in dim %d",
+                       d);
   return KILN_OK;
 }
 
@@ -191,7 +200,13 @@ static void make_plan(kiln_emit_ctx *cx, const cg_conv_geom *geom, const cg_conv
     unit &= g->stride[d] == 1;
     point &= g->k[d] == 1;
   }
-  if (plain && unpadded && unit && point) { /* 1x1: the whole plane is one row */
+  p->placed = g->ostride[0] || g->ostride[1] || g->ostride[2];
+  for (int d = 0; d < 3; d++) {
+    p->ys[d] = p->placed ? g->ydims[d] : g->out[d];
+    p->os[d] = p->placed ? g->ostride[d] : 1;
+    p->oo[d] = p->placed ? g->ooff[d] : 0;
+  }
+  if (plain && unpadded && unit && point && !p->placed) { /* 1x1: the plane is one row */
     int64_t sz = g->in[0] * g->in[1] * g->in[2];
     for (int d = 0; d < 2; d++) g->in[d] = g->out[d] = 1;
     g->in[2] = g->out[2] = sz;
@@ -516,15 +531,15 @@ static void emit_block(conv_kern *ck, LLVMValueRef oc0, int ob, LLVMValueRef oh0
 
   /* epilogue */
   const cg_conv_epilogue *epi = ck->epi;
-  int64_t OD = g->out[0], OH = g->out[1], OW = g->out[2];
+  int64_t OD = p->ys[0], OH = p->ys[1], OW = p->ys[2];
   for (int o = 0; o < ob; o++) {
     LLVMValueRef oc = add(k, add(k, mulc(k, ck->grp, p->ocg), oc0), c64(k, o));
     LLVMValueRef bias = NULL, scale = NULL, shift = NULL;
     if (ck->bias) bias = splat(k, cg_load(k, k->t->f32, ck->bias, oc), V);
     if (ck->scale) scale = splat(k, cg_load(k, k->t->f32, ck->scale, oc), V);
     if (ck->shift) shift = splat(k, cg_load(k, k->t->f32, ck->shift, oc), V);
-    LLVMValueRef plane = mulc(k, add(k, mulc(k, add(k, mulc(k, ck->n, g->OC), oc), OD), ck->od),
-                              OH * OW);
+    LLVMValueRef od = addc(k, mulc(k, ck->od, p->os[0]), p->oo[0]);
+    LLVMValueRef plane = mulc(k, add(k, mulc(k, add(k, mulc(k, ck->n, g->OC), oc), OD), od), OH * OW);
     for (int r = 0; r < rb; r++)
       for (int v = 0; v < nv; v++) {
         unsigned n = v == nv - 1 ? (unsigned)lanes : V;
@@ -536,11 +551,18 @@ static void emit_block(conv_kern *ck, LLVMValueRef oc0, int ob, LLVMValueRef oh0
           val = LLVMBuildFMul(b, val, scale, "");
         else if (shift)
           val = LLVMBuildFAdd(b, val, shift, "");
-        LLVMValueRef yi =
-            add(k, add(k, plane, mulc(k, addc(k, oh0, r), OW)), addc(k, ow0, v * p->V));
+        LLVMValueRef yrow = mulc(k, addc(k, mulc(k, addc(k, oh0, r), p->os[1]), p->oo[1]), OW);
+        LLVMValueRef yi = add(k, add(k, plane, yrow),
+                              addc(k, mulc(k, addc(k, ow0, v * p->V), p->os[2]), p->oo[2]));
         if (ck->res) val = LLVMBuildFAdd(b, val, vload(k, ck->res, yi, V, n), "");
         if (epi->act) val = activate(ck, val);
-        vstore(k, val, ck->y, yi, V, n);
+        if (p->os[2] == 1) {
+          vstore(k, val, ck->y, yi, V, n);
+        } else { /* every os[2]-th column: one store per lane */
+          for (unsigned l = 0; l < n; l++)
+            cg_store(k, LLVMBuildExtractElement(b, val, cg_i32(k, (int32_t)l), ""), ck->y,
+                     addc(k, yi, (int64_t)l * p->os[2]));
+        }
       }
   }
 #undef ACC
@@ -585,6 +607,8 @@ kiln_code cg_emit_conv(kiln_emit_ctx *cx, const char *label, const cg_conv_geom 
                        const cg_conv_weights *w, const cg_conv_epilogue *epi, int x_buf,
                        int y_buf, kiln_err *e) {
   KILN_TRY(check_geom(geom, e));
+  if ((geom->ostride[0] || geom->ostride[1] || geom->ostride[2]) && epi->residual_buf >= 0)
+    return kiln_errf(e, KILN_ERR_INVALID, "convolution: a placed output takes no residual");
   int64_t out_numel = geom->N * geom->OC * geom->out[0] * geom->out[1] * geom->out[2];
   if (out_numel == 0) return KILN_OK;
   conv_plan p;

@@ -47,6 +47,10 @@ typedef struct cg_conv_geom {
   int64_t k[3], stride[3], dil[3];
   int64_t pad_b[3], pad_e[3];    /* may be negative (crop) after a transform */
   int64_t out[3];                /* Y spatial sizes: must equal the window arithmetic */
+  /* Output placement (all zero: none, Y is (N, OC, out...)).  Otherwise Y is (N, OC, ydims...)
+   * and output position o of dim d is stored at o * ostride[d] + ooff[d]: e.g. one phase of an
+   * upsampling convolution writes every s-th element.  A placed output takes no residual. */
+  int64_t ostride[3], ooff[3], ydims[3];
 } cg_conv_geom;
 
 /* Where weight (g, oc, ic, tap) lives in its buffer: oc and ic are local to group g, tap is
