@@ -70,7 +70,13 @@ typedef struct kiln_options {
   const char *cache_dir; /* NULL: $KILN_CACHE_DIR or ~/.cache/kiln; "": no cache */
   int allow_fallback;    /* JIT: run ops without a compiled kernel with their reference kernel */
   int no_inplace;        /* disable in-place buffer reuse in the memory plan */
+  /* Graph passes run (inference mode) before compiling: NULL or "": none, the model as
+   * loaded; "default": the default inference pipeline (folding and fusion, docs/passes.md);
+   * else a comma-separated pipeline ("fold,dce,fold-bn"). */
+  const char *passes;
 } kiln_options;
+/* The default inference pipeline without its fusion passes (folding, BatchNorm folding). */
+#define KILN_PIPELINE_NO_FUSE "eliminate-identity,fold,dce,fold-bn,dce"
 
 kiln_options kiln_options_default(void);
 

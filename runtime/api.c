@@ -8,6 +8,7 @@
 #include "codegen/compile.h"
 #include "frontend/onnx.h"
 #include "kiln.h"
+#include "passes/pass.h"
 #include "runtime/ref.h"
 
 struct kiln_model {
@@ -147,6 +148,13 @@ kiln_code kiln_session_create(const kiln_model *m, const kiln_options *opts, kil
   s->backend = opts->backend;
   kiln_graph *g = NULL;
   kiln_code rc = clone_graph(m->g, &g, e);
+  if (!rc && opts->passes && *opts->passes) {
+    kiln_evaluator ev = kiln_ref_evaluator();
+    kiln_pass_ctx pcx = {.mode = KILN_MODE_INFERENCE, .ev = &ev};
+    rc = kiln_run_pipeline(g, strcmp(opts->passes, "default") ? opts->passes : NULL, &pcx, NULL,
+                           e);
+    if (rc) ir_graph_free(g);
+  }
   if (rc) {
     kiln_free(s);
     return rc;

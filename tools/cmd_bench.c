@@ -24,6 +24,9 @@ static void usage(FILE *f) {
           "  --backend jit|ref   what to time (default jit)\n"
           "  --top N             rows of the per-kernel table (default 25; 0 = all)\n"
           "  --bind NAME=SIZE    give a symbolic input dimension a size\n"
+          "  --passes LIST       graph passes before compiling: 'default' (folding and fusion,\n"
+          "                      docs/passes.md) or a pipeline; default none (the model as given)\n"
+          "  --no-fuse           the default pipeline without its fusion passes\n"
           "  --peak GFLOPS|measure  the machine's fp32 FMA peak at these threads (measure: run\n"
           "                      kiln_peak from beside this binary); adds each kernel's share of it\n"
           "  --compare           run bench/compare.sh instead: kiln, ONNX Runtime and PyTorch on the\n"
@@ -195,7 +198,7 @@ static uint64_t mix(uint64_t *s) {
 
 int cmd_bench(int argc, char **argv) {
   const char *model = NULL, *val, *op = NULL, *shape = NULL, *attrs = NULL, *backend = "jit";
-  const char *binds[32];
+  const char *binds[32], *passes = NULL;
   int n_binds = 0, iters = 20, warmup = 3, threads = 0, top = 25;
   int64_t oc = 0;
   bool json = false, bad = false, compare = false;
@@ -228,6 +231,10 @@ int cmd_bench(int argc, char **argv) {
     } else if (cli_opt(argc, argv, &i, "--peak", &val, &bad)) {
       if (!strcmp(val, "measure")) peak_measure = true;
       else if ((peak = atof(val)) <= 0) return cli_usage_error("bench", "--peak needs GFLOP/s or 'measure'");
+    } else if (cli_opt(argc, argv, &i, "--passes", &val, &bad)) {
+      passes = val;
+    } else if (!strcmp(argv[i], "--no-fuse")) {
+      passes = KILN_PIPELINE_NO_FUSE;
     } else if (!strcmp(argv[i], "--compare")) {
       compare = true;
     } else if (!strcmp(argv[i], "--json")) {
@@ -263,6 +270,7 @@ int cmd_bench(int argc, char **argv) {
   }
   kiln_options o = kiln_options_default();
   o.threads = threads;
+  o.passes = passes;
   o.backend = strcmp(backend, "ref") ? KILN_BACKEND_JIT : KILN_BACKEND_REF;
   kiln_session *s = NULL;
   int n_in = kiln_model_num_inputs(m), n_out = kiln_model_num_outputs(m);
@@ -314,9 +322,10 @@ int cmd_bench(int argc, char **argv) {
   if (rows) qsort(rows, (size_t)n_prof, sizeof *rows, cmp_prof);
   if (json) {
     printf("{\"model\": \"%s\", \"backend\": \"%s\", \"threads\": %d, \"iters\": %d, \"min_ms\": %.4f, "
-           "\"median_ms\": %.4f, \"macs\": %lld, \"gflops_at_min\": %.3f, \"planned_peak_bytes\": %lld, ",
+           "\"median_ms\": %.4f, \"macs\": %lld, \"gflops_at_min\": %.3f, \"planned_peak_bytes\": %lld, "
+           "\"passes\": \"%s\", ",
            model, backend, st.threads, iters, tmin * 1e3, tmed * 1e3, (long long)macs,
-           2.0 * (double)macs / tmin / 1e9, (long long)st.planned_peak_bytes);
+           2.0 * (double)macs / tmin / 1e9, (long long)st.planned_peak_bytes, passes ? passes : "");
     if (peak > 0) printf("\"peak_gflops\": %.2f, ", peak);
     printf("\"kernels\": [");
     for (int64_t i = 0; rows && i < n_prof; i++)
@@ -324,7 +333,8 @@ int cmd_bench(int argc, char **argv) {
              rows[i].p->label, rows[i].p->op, rows[i].p->seconds * 1e3, (long long)rows[i].p->macs);
     printf("]}\n");
   } else {
-    printf("%s: %s backend, %d threads, %d iterations\n", model, backend, st.threads, iters);
+    printf("%s: %s backend, %d threads, %d iterations%s%s\n", model, backend, st.threads, iters,
+           passes ? ", passes " : "", passes ? passes : "");
     printf("latency: min %.3f ms, median %.3f ms;  %.3f GMAC -> %.1f GFLOP/s at min\n", tmin * 1e3, tmed * 1e3,
            (double)macs / 1e9, 2.0 * (double)macs / tmin / 1e9);
     if (peak > 0)

@@ -21,6 +21,9 @@ static void usage(FILE *f) {
              "                     beside the sum of all intermediate tensors\n"
              "  --cache-dir DIR    kernel cache (default $KILN_CACHE_DIR or ~/.cache/kiln)\n"
              "  --allow-fallback   run ops without a compiled kernel on the reference kernels\n"
+             "  --passes LIST      graph passes before compiling (not with -o): 'default'\n"
+             "                     (folding and fusion) or a pipeline; default none\n"
+             "  --no-fuse          the default pipeline without its fusion passes\n"
              "  --threads N        thread count the program is planned for\n");
 }
 
@@ -52,7 +55,7 @@ static int compile_once(const kiln_model *m, const kiln_options *o, double *secs
 int cmd_compile(int argc, char **argv) {
   const char *model = NULL, *val, *cache_dir = NULL, *so = NULL, *header = NULL, *prefix = "model",
              *weights = NULL;
-  const char *binds[32];
+  const char *binds[32], *passes = NULL;
   int n_binds = 0, threads = 0;
   bool stats = false, bad = false, fallback = false;
   for (int i = 1; i < argc; i++) {
@@ -73,6 +76,10 @@ int cmd_compile(int argc, char **argv) {
       prefix = val;
     } else if (cli_opt(argc, argv, &i, "--weights", &val, &bad)) {
       weights = val;
+    } else if (cli_opt(argc, argv, &i, "--passes", &val, &bad)) {
+      passes = val;
+    } else if (!strcmp(argv[i], "--no-fuse")) {
+      passes = KILN_PIPELINE_NO_FUSE;
     } else if (!strcmp(argv[i], "--stats")) {
       stats = true;
     } else if (!strcmp(argv[i], "--allow-fallback")) {
@@ -105,6 +112,7 @@ int cmd_compile(int argc, char **argv) {
   o.threads = threads;
   o.allow_fallback = fallback;
   o.cache_dir = cache_dir;
+  o.passes = passes;
   char tmpdir[] = "/tmp/kiln-cold-cache-XXXXXX";
   kiln_session_stats cold, warm;
   double tc = 0, tw = 0;
