@@ -552,6 +552,8 @@ kiln_code kiln_explain_dataset(kiln_explainer *x, kiln_dataset *d, const kiln_ex
   }
   kiln_saliency_score sum[KILN_EXPLAIN_METHODS];
   memset(sum, 0, sizeof sum);
+  double area_sum = 0;
+  s->mask_area = NAN;
   int threads = x->o.threads > 0 ? x->o.threads : omp_get_max_threads();
   for (int64_t first = 0; first < n; first += B) {
     int64_t cnt = n - first < B ? n - first : B;
@@ -574,6 +576,14 @@ kiln_code kiln_explain_dataset(kiln_explainer *x, kiln_dataset *d, const kiln_ex
     if (rc) goto out;
     for (int64_t i = 0; i < cnt; i++) {
       int64_t idx = first + i;
+      if (has_mask[i]) {
+        int64_t area = 0;
+        for (int64_t p = 0; p < hw; p++) area += masks[i * hw + p] >= 0.5f;
+        if (area) {
+          s->n_masks++;
+          area_sum += (double)area / (double)hw;
+        }
+      }
       s->label[idx] = labels[i];
       s->pred[idx] = kiln_argmax(ex.logits + i * K, K);
       s->target[idx] = ex.target[i];
@@ -600,6 +610,7 @@ kiln_code kiln_explain_dataset(kiln_explainer *x, kiln_dataset *d, const kiln_ex
     kiln_explanation_free(&ex);
     if (o->progress) o->progress(o->progress_ctx, first + cnt, n);
   }
+  if (s->n_masks) s->mask_area = area_sum / (double)s->n_masks;
   for (int m = 0; m < KILN_EXPLAIN_METHODS; m++) {
     if (!s->n_scored[m]) continue;
     double c = (double)s->n_scored[m];

@@ -124,6 +124,8 @@ typedef struct kiln_explain_summary {
   kiln_saliency_score *per[KILN_EXPLAIN_METHODS];  /* [n] each, NaN where not scored; NULL when
                                                       the method did not run */
   int64_t *label, *pred, *target;                  /* [n] */
+  int64_t n_masks;                                 /* examples with a non-empty mask */
+  double mask_area; /* their mean area share: what a uniform map scores as energy */
 } kiln_explain_summary;
 
 /* Explains every example of `d` (batches of the explainer's batch; the last one

@@ -26,7 +26,7 @@ typedef struct cli_data {
   "  --image-size S       example size (default: the model's input size)\n"                         \
   "  --seed S             split seed, as used for training (default 1)\n"                           \
   "  --data-seed S        synthetic: generation seed (default 1)\n"                                 \
-  "  --count N            synthetic: images per class (default 60)\n"                               \
+  "  --synth-count N      synthetic: images per class (default 60)\n"                               \
   "  --synth-classes K    synthetic:shapes: classes (default 8)\n"                                  \
   "  --skip-bad           skip unreadable or inconsistent files\n"
 
@@ -60,7 +60,7 @@ static inline bool cli_data_opt(const char *cmd, int argc, char **argv, int *i, 
     d->o.seed = strtoull(val, NULL, 10);
   } else if (cli_opt(argc, argv, i, "--data-seed", &val, bad)) {
     d->o.data_seed = strtoull(val, NULL, 10);
-  } else if (cli_opt(argc, argv, i, "--count", &val, bad)) {
+  } else if (cli_opt(argc, argv, i, "--synth-count", &val, bad)) {
     d->o.count = atoll(val);
   } else if (cli_opt(argc, argv, i, "--synth-classes", &val, bad)) {
     d->o.synth_classes = atoll(val);
