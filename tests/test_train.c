@@ -84,7 +84,7 @@ static void make_model(const char *path, bool spn) {
 static kiln_fit_result fit(const char *model, const char *data, const char *ckpt, int epochs, int64_t max_steps,
                            int threads) {
   kiln_err e = {0};
-  kiln_trainer_opts to = {.cfg = kiln_train_config_default(), .threads = threads, .cache_dir = "", .allow_fallback = true};
+  kiln_trainer_opts to = {.cfg = kiln_train_config_default(), .threads = threads, .allow_fallback = true};
   to.cfg.lr = 3e-3;
   kiln_trainer *t = NULL;
   kiln_dataset *d = NULL;
