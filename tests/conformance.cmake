@@ -15,6 +15,6 @@ if(EXISTS ${KILN_SUITE_DIR}/node AND TARGET kiln_cli)
              COMMAND kiln_cli conformance --backend jit --threads ${t}
                      --expect ${CMAKE_CURRENT_SOURCE_DIR}/conformance/passing-jit.txt)
     set_tests_properties(conformance_jit_t${t} PROPERTIES TIMEOUT 3600
-                         ENVIRONMENT "KILN_CACHE_DIR=${CMAKE_BINARY_DIR}/kernel-cache")
+                         ENVIRONMENT "KILN_CACHE_DIR=${CMAKE_BINARY_DIR}/kernel-cache;OMP_WAIT_POLICY=PASSIVE")
   endforeach()
 endif()
