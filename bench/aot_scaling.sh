@@ -13,7 +13,7 @@ set -euo pipefail
 MACS=23767613440
 case ${1:-} in
   prepare)
-    ROOT=$(cd "$(dirname "$0")/.." && pwd); DIR=$2; KILN=${3:-$ROOT/build/kiln}
+    ROOT=$(cd "$(dirname "$0")/.." && pwd); DIR=$2; KILN=$(realpath "${3:-$ROOT/build/kiln}")
     mkdir -p "$DIR"
     "$KILN" model -q --backbone resnet18 --classes 8 --batch 8 -o "$DIR/model.onnx"
     (cd "$DIR" && "$KILN" compile model.onnx -o libmodel.so --header model.h --weights weights.bin)
