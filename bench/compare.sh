@@ -4,11 +4,12 @@
 # usage: bench/compare.sh MODEL.onnx [--batch B] [--iters N] [--rounds R] [--threads T]
 #            [--warmup W] [--kiln PATH] [--torch-model auto|resnet18spn|resnet18|resnet50|none]
 #            [--runtimes kiln,ort-all,ort-basic,torch,torch+malloc] [--no-install]
-#            [--out FILE]
+#            [--kiln-env VAR=VALUE]... [--out FILE]
 #
 # Runtimes, each a fresh process per round, rounds interleaved (the order rotates each
 # round, as these VMs drift 10-30% over minutes; compare only numbers from one run):
 #   kiln          `kiln bench MODEL --json --threads T` (JIT)
+#   kiln+passive  the same with OMP_WAIT_POLICY=passive (not run unless --runtimes names it)
 #   ort-all       onnxruntime-node 1.30 (bench/compare_ort.mjs), graphOptimizationLevel 'all',
 #   ort-basic     ... 'basic'; intraOpNumThreads T.  Installed into bench/node_modules on
 #                 first use (ONNXRUNTIME_NODE_INSTALL=skip npm install); skipped with a note
@@ -24,7 +25,9 @@
 # and time / kiln's time (> 1: kiln is faster).  Load averages are printed with every round.
 # The symbolic batch dimension (if any) takes --batch (default 1); a fixed one must match.
 # T defaults to all online CPUs.  The kiln binary: --kiln, $KILN, or build/kiln; kiln_peak is
-# taken from beside it.  --out also appends the markdown table to FILE.
+# taken from beside it.  --kiln-env sets a variable for kiln's runs only (e.g.
+# OMP_WAIT_POLICY=passive, which helps kiln a lot on a machine loaded by other work).
+# --out also appends the markdown table to FILE.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=/usr/bin/python3
@@ -32,12 +35,13 @@ KNOBS=(MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_MMAP_THRESHOLD_=33554432
        MALLOC_TOP_PAD_=1073741824)
 NOKNOBS=(-u MALLOC_TRIM_THRESHOLD_ -u MALLOC_MMAP_THRESHOLD_ -u MALLOC_TOP_PAD_)
 
-usage() { sed -n '2,28s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,32s/^# \{0,1\}//p' "$0"; }
 die() { echo "compare.sh: $*" >&2; exit 2; }
 
 MODEL= BATCH= ITERS=10 ROUNDS=3 WARMUP=3 THREADS=$(nproc) TORCH_MODEL=auto INSTALL=1 OUT=
 RUNTIMES=kiln,ort-all,ort-basic,torch,torch+malloc
 KILN=${KILN:-$ROOT/build/kiln}
+KILN_ENV=()
 while [ $# -gt 0 ]; do
   case $1 in
     -h|--help) usage; exit 0 ;;
@@ -50,6 +54,7 @@ while [ $# -gt 0 ]; do
     --torch-model) TORCH_MODEL=$2; shift ;;
     --runtimes) RUNTIMES=$2; shift ;;
     --no-install) INSTALL=0 ;;
+    --kiln-env) [[ $2 == *=* ]] || die "--kiln-env needs VAR=VALUE"; KILN_ENV+=("$2"); shift ;;
     --out) OUT=$2; shift ;;
     -*) die "unknown option '$1' (see --help)" ;;
     *) [ -z "$MODEL" ] || die "more than one model given"; MODEL=$1 ;;
@@ -121,6 +126,7 @@ if (want torch || want torch+malloc) && [ "$TORCH_MODEL" != none ]; then
 fi
 RUN=()
 want kiln && RUN+=(kiln)
+want kiln+passive && RUN+=(kiln+passive)
 [ $HAVE_ORT = 1 ] && want ort-all && RUN+=(ort-all)
 [ $HAVE_ORT = 1 ] && want ort-basic && RUN+=(ort-basic)
 [ $HAVE_TORCH = 1 ] && want torch && RUN+=(torch)
@@ -132,6 +138,7 @@ echo "# $(date -u +%FT%TZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 |
 echo "# model $MODEL, batch $BATCH, threads $THREADS, $ITERS iters after $WARMUP warm-up," \
      "$ROUNDS rounds: ${RUN[*]}"
 [ $HAVE_TORCH = 1 ] && echo "# PyTorch runs: $TORCH_DESC"
+[ ${#KILN_ENV[@]} -eq 0 ] || echo "# kiln runs with: ${KILN_ENV[*]}"
 echo "# kiln $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') ($KILN)"
 
 # ---- peak ----
@@ -153,8 +160,8 @@ run_one() { # runtime round
   local rt=$1 r=$2 out=$WORK/out.txt la
   la=$(load)
   case $rt in
-    kiln)
-      "$KILN" bench "$MODEL" "${BIND[@]}" --json --iters "$ITERS" --warmup "$WARMUP" \
+    kiln|kiln+passive)
+      env "${KILN_ENV[@]}" $([ $rt = kiln ] || echo OMP_WAIT_POLICY=passive) "$KILN" bench "$MODEL" "${BIND[@]}" --json --iters "$ITERS" --warmup "$WARMUP" \
         --threads "$THREADS" >"$out" 2>"$WORK/err.txt" ;;
     ort-all|ort-basic)
       node "$ROOT/bench/compare_ort.mjs" "$MODEL" --opt "${rt#ort-}" --threads "$THREADS" \
@@ -190,14 +197,14 @@ rows = [json.loads(l) for l in open(res)]
 peak = json.load(open(peak))
 pk = peak.get("gflops_n")
 macs = int(macs) or next((r["res"]["macs"] for r in rows if r["rt"] == "kiln"), None)
-order = ["kiln", "ort-all", "ort-basic", "torch", "torch+malloc"]
+order = ["kiln", "kiln+passive", "ort-all", "ort-basic", "torch", "torch+malloc"]
 med = {}
 for rt in order:
     rs = [r for r in rows if r["rt"] == rt]
     if rs:
         med[rt] = (st.median(r["res"]["median_ms"] for r in rs), min(r["res"]["min_ms"] for r in rs),
                    len(rs))
-names = {"kiln": "kiln (JIT)", "ort-all": "ONNX Runtime 1.30, opt all",
+names = {"kiln": "kiln (JIT)", "kiln+passive": "kiln, OMP_WAIT_POLICY=passive", "ort-all": "ONNX Runtime 1.30, opt all",
          "ort-basic": "ONNX Runtime 1.30, opt basic", "torch": "PyTorch (stock)",
          "torch+malloc": "PyTorch + malloc knobs"}
 print()
