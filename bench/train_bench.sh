@@ -64,9 +64,10 @@ run_kiln() { # round size
     || { cat "$out" >&2; exit 1; }
   local planned
   planned=$(sed -n 's/.*planned memory \([0-9.]*\) MiB arena + \([0-9.]*\) MiB state.*/\1 \2/p' "$out")
-  # per-step seconds = batch / images_per_s (column 8)
+  # per-step seconds: differences of the log's elapsed-seconds column (9), which starts at
+  # the first step (images_per_s, column 8, has only 2 decimals)
   local steps
-  steps=$(awk -F, -v b=$BATCH 'NR>1 {printf "%s%.4f", (NR>2?",":""), b/$8}' "$log")
+  steps=$(awk -F, 'NR>1 {printf "%s%.4f", (NR>2?",":""), $9-prev; prev=$9}' "$log")
   echo "kiln $s $r $steps $(rss_kb "$tv") $(wall_s "$tv") $planned" | tee -a "$RES"
 }
 
@@ -89,7 +90,7 @@ for r in $(seq 1 "$ROUNDS"); do
     run_torch "$r" "$s" torch+knobs $KNOBS
   done
 done
-echo "# load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# load average at end: $(cut -d' ' -f1-3 /proc/loadavg) (a load above the CPU count means other processes shared the cores)"
 
 $PY - "$RES" <<'EOF'
 import statistics as st, sys
