@@ -18,6 +18,7 @@ static void usage(FILE *f) {
           "over classes (the study's tables), the accuracy and the confusion matrix.  For a model\n"
           "with a `saliency` output (the SPN), also the IoU and Dice of sigmoid(saliency) > 0.5\n"
           "against the ground-truth masks.  A 0/0 ratio counts as 0 and is marked '*'.\n\n" CLI_DATA_HELP
+          "  --count N            synthetic: images per class, as --synth-count (default 60)\n"
           "model:\n"
           "  --batch B            size bound to a symbolic batch dimension (default 8)\n"
           "  --backend jit|ref    (default jit)\n"
@@ -68,6 +69,8 @@ int cmd_eval(int argc, char **argv) {
       usage(stdout);
       return 0;
     } else if (cli_data_opt("eval", argc, argv, &i, &cd, &bad)) {
+    } else if (cli_opt(argc, argv, &i, "--count", &val, &bad)) { /* as kiln train and kiln dataset */
+      cd.o.count = atoll(val);
     } else if (cli_opt(argc, argv, &i, "--batch", &val, &bad)) {
       eo.batch = atoll(val);
       if (eo.batch < 1) return cli_usage_error("eval", "--batch must be at least 1");
