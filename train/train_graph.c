@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "passes/autodiff.h"
+#include "passes/pass.h"
 #include "passes/train_bn.h"
 #include "runtime/ref.h"
 
@@ -391,5 +392,53 @@ fail:
   kiln_free(params);
   kiln_free(grads);
   kiln_train_graph_free(tg);
+  return rc;
+}
+
+/* ---- optimizing the training graph ----
+ * Passes compact the graph (value ids change) and remove what no graph output
+ * needs; the state updates are not graph outputs, so they are made outputs for
+ * the duration, and every id the training graph records is found again by name. */
+static char *name_of(const kiln_graph *g, int v) { return v >= 0 ? kiln_strdup(g->values[v].name) : NULL; }
+
+kiln_code kiln_train_graph_optimize(kiln_train_graph *tg, const char *pipeline, kiln_err *e) {
+  kiln_graph *g = tg->g;
+  int *ids[9] = {&tg->in_image, &tg->in_labels, &tg->in_mask, &tg->in_present, &tg->in_hyper,
+                 &tg->out_loss, &tg->out_cls,   &tg->out_loc,  &tg->out_logits};
+  int n_fixed = 9, n = n_fixed + 2 * tg->n_state;
+  char **names = kiln_calloc((size_t)n, sizeof(char *));
+  kiln_code rc = KILN_OK;
+  if (!names) return kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
+  for (int i = 0; i < n_fixed; i++)
+    if (*ids[i] >= 0 && !(names[i] = name_of(g, *ids[i]))) rc = kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
+  for (int i = 0; i < tg->n_state && !rc; i++) {
+    names[n_fixed + 2 * i] = name_of(g, tg->state[i].in);
+    names[n_fixed + 2 * i + 1] = name_of(g, tg->state[i].out);
+    if (!names[n_fixed + 2 * i] || !names[n_fixed + 2 * i + 1]) rc = kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
+  }
+  int n_out0 = g->n_outputs;
+  for (int i = 0; i < tg->n_state && !rc; i++) rc = ir_add_output(g, tg->state[i].out, e);
+  if (!rc) {
+    kiln_evaluator ev = kiln_ref_evaluator();
+    kiln_pass_ctx cx = {.mode = KILN_MODE_TRAINING, .ev = &ev};
+    rc = kiln_run_pipeline(g, pipeline, &cx, NULL, e);
+    if (rc) kiln_err_prefix(e, "optimizing the training graph");
+  }
+  if (!rc) {
+    for (int i = n_out0; i < g->n_outputs; i++) g->values[g->outputs[i]].is_output = false;
+    g->n_outputs = n_out0;
+    for (int i = 0; i < g->n_outputs; i++) g->values[g->outputs[i]].is_output = true;
+    for (int i = 0; i < n_fixed && !rc; i++)
+      if (names[i] && (*ids[i] = ir_find_value(g, names[i])) < 0)
+        rc = kiln_errf(e, KILN_ERR_INTERNAL, "optimizing the training graph lost '%s'", names[i]);
+    for (int i = 0; i < tg->n_state && !rc; i++) {
+      tg->state[i].in = ir_find_value(g, names[n_fixed + 2 * i]);
+      tg->state[i].out = ir_find_value(g, names[n_fixed + 2 * i + 1]);
+      if (tg->state[i].in < 0 || tg->state[i].out < 0)
+        rc = kiln_errf(e, KILN_ERR_INTERNAL, "optimizing the training graph lost state '%s'", names[n_fixed + 2 * i]);
+    }
+  }
+  for (int i = 0; i < n; i++) kiln_free(names[i]);
+  kiln_free(names);
   return rc;
 }

@@ -66,6 +66,10 @@ kiln_code kiln_train_graph_build(kiln_graph *fwd, const kiln_train_config *cfg, 
                                  kiln_err *e);
 void kiln_train_graph_free(kiln_train_graph *tg);
 
+/* Runs a pass pipeline (NULL: the training default) over the training graph,
+ * keeping the state updates alive and every recorded value id valid. */
+kiln_code kiln_train_graph_optimize(kiln_train_graph *tg, const char *pipeline, kiln_err *e);
+
 /* Optimizer scalars for step t (1-based), written into hyper[0..2]. */
 void kiln_optim_hyper(const kiln_train_config *cfg, int64_t t, float *hyper);
 

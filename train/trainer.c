@@ -61,6 +61,8 @@ kiln_code kiln_trainer_create(const char *model_path, int64_t batch, const kiln_
     goto fail;
   }
   kiln_train_graph *tg = t->tg;
+  /* the training pipeline: folding, dead code, fusions valid in training */
+  if ((rc = kiln_train_graph_optimize(tg, o ? o->passes : NULL, e))) goto fail;
   t->batch = tg->g->values[tg->in_image].shape.d[0];
   t->classes = tg->g->values[tg->out_logits].shape.d[1];
   int *sin = kiln_malloc(sizeof(int) * (size_t)(tg->n_state ? tg->n_state : 1));

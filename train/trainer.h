@@ -24,6 +24,7 @@ typedef struct kiln_trainer_opts {
   int threads;
   const char *cache_dir;
   bool allow_fallback; /* run ops without compiled kernels on reference kernels */
+  const char *passes;  /* pipeline for the training graph (NULL: the training default) */
 } kiln_trainer_opts;
 
 /* Loads `model_path` (an inference ONNX model or a kiln checkpoint), binding its
