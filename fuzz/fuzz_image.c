@@ -12,7 +12,7 @@
 /* Decoding allocates c*w*h floats before reading pixel data; past this many pixels
  * the fuzzer only checks the header path (the limits in data/image.h are far higher
  * and are tested directly in tests/test_limits.c). */
-#define FUZZ_MAX_PIXELS (1 << 22)
+#define FUZZ_MAX_PIXELS (1 << 18)
 
 static const char *tmp_path(void) {
   static char path[256]; /* the fuzzer process's scratch file; not library state */

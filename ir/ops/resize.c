@@ -111,6 +111,10 @@ kiln_code kiln_resize_params_get(const kiln_graph *g, const kiln_node *n, const 
     for (int d = 0; d < rank; d++) {
       p->roi_start[d] = kiln_tensor_get_f(roi, d);
       p->roi_end[d] = kiln_tensor_get_f(roi, rank + d);
+      /* NaN or infinite bounds would make NaN sample coordinates */
+      if (!isfinite(p->roi_start[d]) || !isfinite(p->roi_end[d]))
+        return kiln_errf(e, KILN_ERR_SHAPE, "input '%s' has a non-finite region bound on axis %d",
+                         in_name(g, n, roi_slot, "roi"), d);
     }
   } else {
     for (int d = 0; d < rank; d++) p->roi_start[d] = 0, p->roi_end[d] = 1;
