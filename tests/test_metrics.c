@@ -1,8 +1,16 @@
 /* test_metrics.c — the study's metrics against hand-computed values on fixed
- * confusion matrices, the 0/0 convention, Student-t quantiles and intervals, and
- * segmentation IoU/Dice. */
+ * confusion matrices, the 0/0 convention, Student-t quantiles and intervals,
+ * segmentation IoU/Dice, and evaluation of a model over a dataset (predictions,
+ * padding of the last batch, SPN IoU) with a failing-allocator sweep. */
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "study/eval.h"
 #include "study/metrics.h"
 #include "tests/test.h"
+
+#define MODEL KILN_SOURCE_DIR "/tests/data/gradcam/model.onnx"
+static char tmpdir[256];
 
 static void fill(kiln_confusion *c, const int64_t *m) {
   for (int64_t t = 0; t < c->k; t++)
@@ -241,7 +249,183 @@ static void test_segmentation(void) {
   CHECK(kiln_seg_iou(&w) == 0 && kiln_seg_dice(&w) == 0);
 }
 
+
+/* A tensor folder of n examples (images from a formula, labels i % 3, a disk mask on
+ * every example but the last). */
+static kiln_dataset *make_dataset(int64_t n, kiln_err *e) {
+  char dir[512], path[600];
+  snprintf(dir, sizeof dir, "%s/ds%lld", tmpdir, (long long)n);
+  mkdir(dir, 0777);
+  const int64_t s = 64;
+  kiln_tensor *img = NULL, *lab = NULL, *msk = NULL, *pres = NULL;
+  kiln_dataset *d = NULL;
+  if (kiln_tensor_new(KILN_F32, &(kiln_shape){4, {n, 3, s, s}}, &img, e) ||
+      kiln_tensor_new(KILN_I64, &(kiln_shape){1, {n}}, &lab, e) ||
+      kiln_tensor_new(KILN_F32, &(kiln_shape){4, {n, 1, s, s}}, &msk, e) ||
+      kiln_tensor_new(KILN_F32, &(kiln_shape){1, {n}}, &pres, e))
+    goto out;
+  for (int64_t i = 0; i < img->numel; i++) ((float *)img->data)[i] = (float)((i * 7919 % 2003) / 1001.5 - 1.0);
+  for (int64_t i = 0; i < n; i++) {
+    ((int64_t *)lab->data)[i] = i % 3;
+    ((float *)pres->data)[i] = i < n - 1;
+    for (int64_t y = 0; y < s; y++)
+      for (int64_t x = 0; x < s; x++)
+        ((float *)msk->data)[(i * s + y) * s + x] = i < n - 1 && (x - 30) * (x - 30) + (y - 20 - 3 * i) * (y - 20 - 3 * i) < 200;
+  }
+  const char *names[4] = {"images", "labels", "masks", "mask_present"};
+  kiln_tensor *ts[4] = {img, lab, msk, pres};
+  for (int k = 0; k < 4; k++) {
+    snprintf(path, sizeof path, "%s/%s.npy", dir, names[k]);
+    if (kiln_tensor_write_npy(ts[k], path, e)) goto out;
+  }
+  kiln_dataset_open_tensors(dir, &d, e);
+out:
+  kiln_tensor_free(img);
+  kiln_tensor_free(lab);
+  kiln_tensor_free(msk);
+  kiln_tensor_free(pres);
+  return d;
+}
+
+/* The model run directly, example by example, is what the evaluation reports. */
+static void test_evaluate(void) {
+  kiln_err e = {0};
+  kiln_dataset *d = make_dataset(5, &e); /* batch 2: the last batch holds one example and padding */
+  CHECK_OK(e.code, &e);
+  if (!d) return;
+  kiln_eval_opts o = kiln_eval_opts_default();
+  o.cache_dir = "";
+  kiln_eval_result r;
+  CHECK_OK(kiln_evaluate(MODEL, d, &o, &r, &e), &e);
+  if (e.code) {
+    kiln_dataset_free(d);
+    return;
+  }
+  CHECK(r.n == 5 && r.k == 3 && r.has_saliency && r.n_masked == 4);
+  CHECK(r.cm.n == 5 && r.metrics.n == 5);
+  /* reference: a session of the model, each example alone in row 0 of a zero batch */
+  kiln_model *m = NULL;
+  kiln_session *s = NULL;
+  CHECK_OK(kiln_model_load(MODEL, NULL, &m, &e), &e);
+  kiln_options so = kiln_options_default();
+  so.backend = KILN_BACKEND_REF;
+  if (m) CHECK_OK(kiln_session_create(m, &so, &s, &e), &e);
+  kiln_tensor *x = NULL;
+  CHECK_OK(kiln_tensor_new(KILN_F32, &(kiln_shape){4, {2, 3, 64, 64}}, &x, &e), &e);
+  double sum_iou = 0;
+  int64_t correct = 0;
+  for (int64_t i = 0; s && x && i < 5; i++) {
+    int64_t label;
+    bool hm;
+    float mask[64 * 64];
+    CHECK_OK(d->get(d, i, x->data, &label, mask, &hm, &e), &e);
+    kiln_tensor *out[2] = {0};
+    CHECK_OK(kiln_session_run(s, &x, out, &e), &e);
+    if (!out[0] || !out[1]) break;
+    const float *lg = out[0]->data;
+    for (int k = 0; k < 3; k++) CHECK_CLOSE(r.logits[i * 3 + k], lg[k], 1e-4, 1e-5);
+    CHECK(r.pred[i] == kiln_argmax(lg, 3));
+    CHECK(r.label[i] == i % 3);
+    correct += r.pred[i] == label;
+    if (hm) {
+      float prob[64 * 64];
+      for (int p = 0; p < 64 * 64; p++) prob[p] = (float)(1 / (1 + exp(-((const float *)out[1]->data)[p])));
+      kiln_seg_counts c = {0};
+      kiln_seg_count(prob, 0.5f, mask, 64 * 64, &c);
+      CHECK_CLOSE(r.iou[i], kiln_seg_iou(&c), 0, 1e-3);
+      CHECK_CLOSE(r.dice[i], kiln_seg_dice(&c), 0, 1e-3);
+      sum_iou += kiln_seg_iou(&c);
+    } else {
+      CHECK(isnan(r.iou[i]) && isnan(r.dice[i]));
+    }
+    kiln_tensor_free(out[0]);
+    kiln_tensor_free(out[1]);
+  }
+  CHECK_CLOSE(r.mean_iou, sum_iou / 4, 0, 1e-3);
+  CHECK_CLOSE(r.metrics.accuracy, correct / 5.0, 0, 1e-12);
+  int64_t diag = 0;
+  for (int k = 0; k < 3; k++) diag += r.cm.m[k * 3 + k];
+  CHECK(diag == correct);
+  kiln_tensor_free(x);
+  kiln_session_free(s);
+  kiln_model_free(m);
+  kiln_eval_result_free(&r);
+  /* the reference backend gives the same predictions; limit */
+  o.backend = KILN_BACKEND_REF;
+  o.limit = 3;
+  kiln_eval_result r2;
+  CHECK_OK(kiln_evaluate(MODEL, d, &o, &r2, &e), &e);
+  CHECK(r2.n == 3);
+  kiln_eval_result_free(&r2);
+  kiln_dataset_free(d);
+}
+
+static void test_evaluate_errors(void) {
+  kiln_err e = {0};
+  kiln_dataset *d = make_dataset(2, &e);
+  if (!d) return;
+  kiln_eval_result r;
+  kiln_eval_opts o = kiln_eval_opts_default();
+  o.backend = KILN_BACKEND_REF;
+  CHECK(kiln_evaluate(KILN_SOURCE_DIR "/tests/data/gradcam/nothing.onnx", d, &o, &r, &e) == KILN_ERR_IO);
+  CHECK_MSG(strstr(e.msg, "nothing.onnx"), "%s", e.msg);
+  /* classes differ: the dataset has 2 (labels 0, 1), the model 3 */
+  kiln_err_clear(&e);
+  CHECK(kiln_evaluate(MODEL, d, &o, &r, &e) == KILN_ERR_INVALID);
+  CHECK_MSG(strstr(e.msg, "2 classes") && strstr(e.msg, "3 logits"), "%s", e.msg);
+  /* a batch of 0 */
+  kiln_err_clear(&e);
+  o.batch = 0;
+  CHECK(kiln_evaluate(MODEL, d, &o, &r, &e) == KILN_ERR_INVALID);
+  kiln_dataset_free(d);
+}
+
+/* Every allocation of an evaluation may fail: the error is NOMEM and nothing leaks
+ * (the sanitizer build checks the leaks). */
+static void test_evaluate_failing_allocator(void) {
+  kiln_err e = {0};
+  kiln_dataset *d = make_dataset(3, &e);
+  if (!d) return;
+  kiln_eval_opts o = kiln_eval_opts_default();
+  o.backend = KILN_BACKEND_REF;
+  o.threads = 1;
+  kiln_eval *ev = NULL;
+  CHECK_OK(kiln_eval_create(MODEL, &o, &ev, &e), &e);
+  int failures = 0, n;
+  for (n = 0; ev && n < 100000; n += n < 40 ? 1 : n / 8) {
+    kiln_eval_result r;
+    kiln_err_clear(&e);
+    kiln_alloc_fail_after(n);
+    kiln_code rc = kiln_eval_run(ev, d, &r, &e);
+    kiln_alloc_fail_after(-1);
+    if (rc == KILN_OK) {
+      kiln_eval_result_free(&r);
+      break;
+    }
+    failures++;
+    CHECK_MSG(rc == KILN_ERR_NOMEM, "allocation %d: %s", n, e.msg);
+    CHECK(r.label == NULL && r.cm.m == NULL);
+  }
+  CHECK(failures > 10);
+  kiln_eval_free(ev);
+  /* creating the evaluator */
+  for (n = 0; n < 100000; n += n < 40 ? 1 : n / 4) {
+    kiln_err_clear(&e);
+    kiln_alloc_fail_after(n);
+    kiln_code rc = kiln_eval_create(MODEL, &o, &ev, &e);
+    kiln_alloc_fail_after(-1);
+    if (rc == KILN_OK) {
+      kiln_eval_free(ev);
+      break;
+    }
+    CHECK_MSG(rc == KILN_ERR_NOMEM, "allocation %d: %s", n, e.msg);
+  }
+  kiln_dataset_free(d);
+}
+
 int main(void) {
+  snprintf(tmpdir, sizeof tmpdir, "/tmp/kiln_test_metrics_%d", (int)getpid());
+  mkdir(tmpdir, 0777);
   RUN(test_three_classes);
   RUN(test_binary);
   RUN(test_zero_division);
@@ -249,5 +433,11 @@ int main(void) {
   RUN(test_student_t);
   RUN(test_mean_ci);
   RUN(test_segmentation);
+  RUN(test_evaluate);
+  RUN(test_evaluate_errors);
+  RUN(test_evaluate_failing_allocator);
+  char cmd[512];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+  if (system(cmd)) fprintf(stderr, "could not remove %s\n", tmpdir);
   TEST_MAIN_END();
 }
