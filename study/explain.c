@@ -319,13 +319,31 @@ void kiln_map_normalize(float *m, int64_t n) {
   for (int64_t i = 0; i < n; i++) m[i] = r > 0 ? (m[i] - lo) / r : 0.0f;
 }
 
-static int cmp_desc(const void *a, const void *b) {
-  float x = *(const float *)a, y = *(const float *)b;
-  return x < y ? 1 : x > y ? -1 : 0;
+/* A float's bits as an unsigned key with the same order (sign-magnitude to offset). */
+static uint32_t order_key(float f) {
+  uint32_t b;
+  memcpy(&b, &f, sizeof b);
+  return b & 0x80000000u ? ~b : b | 0x80000000u;
+}
+
+/* The k-th largest value's key (1 <= k <= n), without sorting or allocating: the
+ * largest key K with at least k values >= K, by bisection over the 32-bit keys. */
+static uint32_t kth_largest_key(const float *m, int64_t n, int64_t k) {
+  uint64_t lo = 0, hi = 0xFFFFFFFFull; /* count(>= lo) >= k always; answer in [lo, hi] */
+  while (lo < hi) {
+    uint64_t mid = (lo + hi + 1) / 2;
+    int64_t c = 0;
+    for (int64_t i = 0; i < n; i++) c += order_key(m[i]) >= mid;
+    if (c >= k)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  return (uint32_t)lo;
 }
 
 bool kiln_saliency_score_map(const float *map, const float *mask, int64_t n, double top_frac,
-                             kiln_saliency_score *s, kiln_err *e) {
+                             kiln_saliency_score *s) {
   s->energy = s->pointing = s->iou_half = s->iou_top = NAN;
   int64_t area = 0;
   for (int64_t i = 0; i < n; i++) area += mask[i] >= 0.5f;
@@ -353,22 +371,14 @@ bool kiln_saliency_score_map(const float *map, const float *mask, int64_t n, dou
     fn += !p && t;
   }
   s->iou_half = (double)tp / (double)(tp + fp + fn);
-  /* IoU of the top fraction: threshold at the ceil(top_frac*n)-th largest value */
+  /* IoU of the top fraction: at or above the ceil(top_frac*n)-th largest value */
   int64_t kth = (int64_t)ceil(top_frac * (double)n);
   if (kth < 1) kth = 1;
   if (kth > n) kth = n;
-  float *sorted = kiln_malloc(sizeof(float) * (size_t)n);
-  if (!sorted) {
-    kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
-    return false;
-  }
-  memcpy(sorted, map, sizeof(float) * (size_t)n);
-  qsort(sorted, (size_t)n, sizeof(float), cmp_desc);
-  float thr = sorted[kth - 1];
-  kiln_free(sorted);
+  uint32_t thr = kth_largest_key(map, n, kth);
   tp = fp = fn = 0;
   for (int64_t i = 0; i < n; i++) {
-    bool p = map[i] >= thr, t = mask[i] >= 0.5f;
+    bool p = order_key(map[i]) >= thr, t = mask[i] >= 0.5f;
     tp += p && t;
     fp += p && !t;
     fn += !p && t;
@@ -590,12 +600,7 @@ kiln_code kiln_explain_dataset(kiln_explainer *x, kiln_dataset *d, const kiln_ex
       for (int m = 0; m < KILN_EXPLAIN_METHODS; m++) {
         if (!s->per[m]) continue;
         kiln_saliency_score *sc = &s->per[m][idx];
-        bool scored = has_mask[i] && kiln_saliency_score_map(ex.map[m] + i * hw, masks + i * hw, hw, o->top_frac, sc, e);
-        if (e->code == KILN_ERR_NOMEM) {
-          rc = e->code;
-          kiln_explanation_free(&ex);
-          goto out;
-        }
+        bool scored = has_mask[i] && kiln_saliency_score_map(ex.map[m] + i * hw, masks + i * hw, hw, o->top_frac, sc);
         if (!scored) {
           *sc = (kiln_saliency_score){NAN, NAN, NAN, NAN};
           continue;

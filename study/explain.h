@@ -102,7 +102,7 @@ typedef struct kiln_saliency_score {
   double energy, pointing, iou_half, iou_top;
 } kiln_saliency_score;
 bool kiln_saliency_score_map(const float *map, const float *mask, int64_t n, double top_frac,
-                             kiln_saliency_score *s, kiln_err *e);
+                             kiln_saliency_score *s);
 
 /* ---- a dataset at once ---- */
 typedef enum kiln_explain_target { KILN_TARGET_PRED = 0, KILN_TARGET_LABEL = 1 } kiln_explain_target;

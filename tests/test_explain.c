@@ -67,12 +67,11 @@ static void test_gradcam_hand(void) {
 }
 
 static void test_scores(void) {
-  kiln_err e = {0};
   /* a 2x4 map; normalized (v-1)/4: 0 .25 .5 1 / 0 0 .75 .25 */
   const float map[8] = {1, 2, 3, 5, 1, 1, 4, 2};
   const float mask[8] = {0, 0, 1, 1, 0, 0, 1, 0};
   kiln_saliency_score s;
-  CHECK(kiln_saliency_score_map(map, mask, 8, 0.25, &s, &e));
+  CHECK(kiln_saliency_score_map(map, mask, 8, 0.25, &s));
   /* energy: (0.5 + 1 + 0.75) / (0.25+0.5+1+0.75+0.25) = 2.25 / 2.75 */
   CHECK_CLOSE(s.energy, 2.25 / 2.75, 0, 1e-9);
   CHECK(s.pointing == 1);
@@ -82,7 +81,7 @@ static void test_scores(void) {
   CHECK_CLOSE(s.iou_top, 2.0 / 3, 0, 1e-12);
   /* the argmax outside the mask */
   const float mask2[8] = {1, 1, 0, 0, 0, 0, 0, 0};
-  CHECK(kiln_saliency_score_map(map, mask2, 8, 0.5, &s, &e));
+  CHECK(kiln_saliency_score_map(map, mask2, 8, 0.5, &s));
   CHECK(s.pointing == 0);
   CHECK_CLOSE(s.energy, 0.25 / 2.75, 0, 1e-9);
   CHECK(s.iou_half == 0);
@@ -90,15 +89,18 @@ static void test_scores(void) {
   CHECK_CLOSE(s.iou_top, 1.0 / 6, 0, 1e-12);
   /* a constant map: energy = the mask's area share, everything above half */
   const float flat[4] = {3, 3, 3, 3}, m1[4] = {1, 0, 0, 0};
-  CHECK(kiln_saliency_score_map(flat, m1, 4, 0.25, &s, &e));
+  CHECK(kiln_saliency_score_map(flat, m1, 4, 0.25, &s));
   CHECK_CLOSE(s.energy, 0.25, 0, 1e-12);
   CHECK(s.pointing == 1);
   CHECK_CLOSE(s.iou_half, 0.25, 0, 1e-12);
   /* an empty mask is not scored */
   const float none[4] = {0, 0, 0, 0};
-  CHECK(!kiln_saliency_score_map(flat, none, 4, 0.25, &s, &e));
+  CHECK(!kiln_saliency_score_map(flat, none, 4, 0.25, &s));
   CHECK(isnan(s.energy) && isnan(s.iou_top));
-  CHECK(e.code == KILN_OK);
+  /* negative values and ties: top 3 of {-1, -5, 2, -1, 0} = 2, 0, -1 (both -1s) */
+  const float neg[5] = {-1, -5, 2, -1, 0}, mk[5] = {1, 1, 0, 0, 0};
+  CHECK(kiln_saliency_score_map(neg, mk, 5, 0.6, &s));
+  CHECK_CLOSE(s.iou_top, 1.0 / 5, 0, 1e-12); /* selected 0,2,3,4; mask 0,1: TP 1, FP 3, FN 1 */
 }
 
 static void test_methods_and_colormaps(void) {
@@ -422,7 +424,7 @@ static void test_dataset(void) {
   if (!e.code) {
     for (int m = 0; m < KILN_EXPLAIN_METHODS; m++) {
       kiln_saliency_score sc;
-      CHECK(kiln_saliency_score_map(ex.map[m], msk->data, s * s, 0.2, &sc, &e));
+      CHECK(kiln_saliency_score_map(ex.map[m], msk->data, s * s, 0.2, &sc));
       CHECK_CLOSE(sum.per[m][2].energy, sc.energy, 0, 1e-6);
       CHECK_CLOSE(sum.per[m][2].iou_top, sc.iou_top, 0, 1e-6);
       CHECK(sum.per[m][2].pointing == sc.pointing);
@@ -444,6 +446,54 @@ out:
   kiln_tensor_free(msk);
 }
 
+/* Every allocation may fail: the error is NOMEM and nothing leaks (the sanitizer
+ * build checks the leaks); the reference backend keeps the sweep fast. */
+static void test_failing_allocator(void) {
+  kiln_err e = {0};
+  kiln_explain_opts o = kiln_explain_opts_default();
+  o.backend = KILN_BACKEND_REF;
+  o.batch = 2;
+  kiln_explainer *x = NULL;
+  int n, failures = 0;
+  for (n = 0; n < 1000000; n += n < 40 ? 1 : n / 4) {
+    kiln_err_clear(&e);
+    kiln_alloc_fail_after(n);
+    kiln_code rc = kiln_explainer_create(DATA "/model.onnx", &o, &x, &e);
+    kiln_alloc_fail_after(-1);
+    if (rc == KILN_OK) break;
+    failures++;
+    CHECK_MSG(rc == KILN_ERR_NOMEM, "allocation %d: %s", n, e.msg);
+    CHECK(x == NULL);
+  }
+  CHECK(failures > 10);
+  if (!x) return;
+  float img[2 * 3 * 64 * 64];
+  input_image(img, 2, 64);
+  failures = 0;
+  for (n = 0; n < 1000000; n += n < 40 ? 1 : n / 8) {
+    kiln_explanation ex;
+    kiln_err_clear(&e);
+    kiln_alloc_fail_after(n);
+    kiln_code rc = kiln_explain_run(x, img, NULL, &ex, &e);
+    kiln_alloc_fail_after(-1);
+    if (rc == KILN_OK) {
+      kiln_explanation_free(&ex);
+      break;
+    }
+    failures++;
+    CHECK_MSG(rc == KILN_ERR_NOMEM, "allocation %d: %s", n, e.msg);
+    CHECK(ex.logits == NULL && ex.map[0] == NULL);
+  }
+  CHECK(failures > 10);
+  kiln_explainer_free(x);
+  /* grids */
+  kiln_grid g;
+  kiln_alloc_fail_after(0);
+  kiln_code rc = kiln_grid_init(&g, 2, 2, 8, 8, NULL, &e);
+  kiln_alloc_fail_after(-1);
+  CHECK(rc == KILN_ERR_NOMEM && g.rgb == NULL);
+}
+
 int main(void) {
   snprintf(tmpdir, sizeof tmpdir, "/tmp/kiln_test_explain_%d", (int)getpid());
   mkdir(tmpdir, 0777);
@@ -456,6 +506,7 @@ int main(void) {
   RUN(test_parity_ref);
   RUN(test_options);
   RUN(test_dataset);
+  RUN(test_failing_allocator);
   char cmd[512];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
   if (system(cmd)) fprintf(stderr, "could not remove %s\n", tmpdir);
