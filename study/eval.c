@@ -134,6 +134,7 @@ kiln_code kiln_eval_create(const char *model_path, const kiln_eval_opts *o, kiln
     so.threads = o->threads;
     so.cache_dir = o->cache_dir;
     so.allow_fallback = o->allow_fallback;
+    so.passes = o->passes;
     rc = kiln_session_create(m, &so, &ev->s, e);
     if (rc) kiln_err_prefix(e, "%s", model_path);
   }

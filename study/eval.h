@@ -25,6 +25,7 @@ typedef struct kiln_eval_opts {
   int threads;            /* 0: all cores */
   const char *cache_dir;  /* NULL: the default kernel cache */
   bool allow_fallback;
+  const char *passes;     /* graph passes before compiling (kiln_options.passes; NULL: none) */
   int64_t batch;          /* size bound to a symbolic batch dimension (default 8) */
   float threshold;        /* SPN: sigmoid(saliency) > threshold is the predicted mask (0.5) */
   int64_t limit;          /* evaluate the first `limit` examples only (0: all) */

@@ -23,6 +23,8 @@ static void usage(FILE *f) {
           "  --batch B            size bound to a symbolic batch dimension (default 8)\n"
           "  --backend jit|ref    (default jit)\n"
           "  --threads N          (default: all cores)\n"
+          "  --passes LIST        graph passes before compiling: default (folding, fusion) or a list\n"
+          "                       (default: none, the model as trained)\n"
           "  --allow-fallback     run ops without compiled kernels on reference kernels\n"
           "output:\n"
           "  --markdown           the table as Markdown\n"
@@ -78,6 +80,8 @@ int cmd_eval(int argc, char **argv) {
       backend = val;
     } else if (cli_opt(argc, argv, &i, "--threads", &val, &bad)) {
       eo.threads = atoi(val);
+    } else if (cli_opt(argc, argv, &i, "--passes", &val, &bad)) {
+      eo.passes = val;
     } else if (cli_opt(argc, argv, &i, "--predictions", &val, &bad)) {
       preds = val;
     } else if (cli_opt(argc, argv, &i, "--limit", &val, &bad)) {
