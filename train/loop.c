@@ -216,6 +216,12 @@ kiln_code kiln_fit(kiln_trainer *t, kiln_dataset *d, const kiln_fit_opts *o, kil
         fflush(o->progress);
       }
       bool stop = (o->stop && *o->stop) || (o->max_steps > 0 && run_steps >= o->max_steps);
+      if (stop) { /* report the partial epoch */
+        r->last_loss = sum_loss / (double)n_steps;
+        r->last_cls = sum_cls / (double)n_steps;
+        r->last_loc = sum_loc / (double)n_steps;
+        r->last_acc = (double)sum_correct / (double)(n_steps * B);
+      }
       if (stop && s + 1 < steps_per_epoch) {
         r->stopped = o->stop && *o->stop;
         rc = save_ckpt(t, o, epoch, s + 1, e);

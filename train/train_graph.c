@@ -169,15 +169,14 @@ static kiln_code push_state(kiln_train_graph *tg, int in, int out, kiln_tensor *
 /* Localization loss per image: [B,1,H,W] logits s and mask m -> [B]. */
 static kiln_code loc_per_image(kiln_graph *g, kiln_loc_loss kind, int s, int m, int *per_img, kiln_err *e) {
   int pix;
-  if (kind == KILN_LOC_BCE) { /* relu(s) - s*m + softplus(-|s|) */
-    int r, sm, a, na, sp, d;
-    KILN_TRY(add1(g, KILN_OP_Relu, "bce_relu", (int[]){s}, 1, &r, NULL, e));
+  if (kind == KILN_LOC_BCE) {
+    /* BCE with logits = softplus(s) - s*m.  (The textbook relu(s) - s*m + softplus(-|s|)
+     * has the same value, but its derivative at s == 0 — common at initialization, where
+     * a ReLU feeds the head — would be -m instead of sigmoid(0) - m.) */
+    int sp, sm;
+    KILN_TRY(add1(g, KILN_OP_Softplus, "bce_softplus", (int[]){s}, 1, &sp, NULL, e));
     KILN_TRY(add1(g, KILN_OP_Mul, "bce_sm", (int[]){s, m}, 2, &sm, NULL, e));
-    KILN_TRY(add1(g, KILN_OP_Abs, "bce_abs", (int[]){s}, 1, &a, NULL, e));
-    KILN_TRY(add1(g, KILN_OP_Neg, "bce_negabs", (int[]){a}, 1, &na, NULL, e));
-    KILN_TRY(add1(g, KILN_OP_Softplus, "bce_softplus", (int[]){na}, 1, &sp, NULL, e));
-    KILN_TRY(add1(g, KILN_OP_Sub, "bce_diff", (int[]){r, sm}, 2, &d, NULL, e));
-    KILN_TRY(add1(g, KILN_OP_Add, "bce_pixel", (int[]){d, sp}, 2, &pix, NULL, e));
+    KILN_TRY(add1(g, KILN_OP_Sub, "bce_pixel", (int[]){sp, sm}, 2, &pix, NULL, e));
   } else {
     int sg, d;
     KILN_TRY(add1(g, KILN_OP_Sigmoid, "loc_sigmoid", (int[]){s}, 1, &sg, NULL, e));

@@ -14,7 +14,7 @@
  * Losses (the study's, as its PyTorch code computed them):
  *   L_cls = softmax cross-entropy of logits vs labels, mean over the batch;
  *   L_loc, per image the mean over pixels of
- *     bce: BCE-with-logits(s, m) = relu(s) - s*m + softplus(-|s|)
+ *     bce: BCE-with-logits(s, m) = softplus(s) - s*m
  *     l1 : |sigmoid(s) - m|        l2: (sigmoid(s) - m)^2
  *   times mask_present, summed and divided by max(1, number of images with a
  *   mask) — images without a mask contribute only the class loss;
