@@ -340,58 +340,6 @@ static kiln_code emit_prep(kiln_emit_ctx *cx, const char *label, const conv_plan
 
 /* ---- vector helpers ---- */
 
-static LLVMValueRef entry_alloca(cg_kernel *k, LLVMTypeRef ty) {
-  LLVMBuilderRef b2 = LLVMCreateBuilderInContext(k->ctx);
-  LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(k->fn);
-  LLVMValueRef first = LLVMGetFirstInstruction(entry);
-  if (first)
-    LLVMPositionBuilderBefore(b2, first);
-  else
-    LLVMPositionBuilderAtEnd(b2, entry);
-  LLVMValueRef a = LLVMBuildAlloca(b2, ty, "acc");
-  LLVMDisposeBuilder(b2);
-  return a;
-}
-
-static LLVMValueRef splat(cg_kernel *k, LLVMValueRef s, unsigned w) {
-  LLVMTypeRef vty = LLVMVectorType(LLVMTypeOf(s), w);
-  LLVMValueRef v = LLVMBuildInsertElement(k->b, LLVMGetPoison(vty), s, cg_i32(k, 0), "");
-  LLVMValueRef zeros = LLVMConstNull(LLVMVectorType(k->t->i32, w));
-  return LLVMBuildShuffleVector(k->b, v, LLVMGetPoison(vty), zeros, "");
-}
-
-static LLVMValueRef lane_mask(cg_kernel *k, unsigned w, unsigned n) {
-  LLVMValueRef bits[64];
-  for (unsigned i = 0; i < w; i++) bits[i] = LLVMConstInt(k->t->i1, i < n, 0);
-  return LLVMConstVector(bits, w);
-}
-
-/* `w` floats at base[idx]; only the first n lanes when n < w (masked, the rest read 0). */
-static LLVMValueRef vload(cg_kernel *k, LLVMValueRef base, LLVMValueRef idx, unsigned w,
-                          unsigned n) {
-  LLVMTypeRef vty = LLVMVectorType(k->t->f32, w);
-  LLVMValueRef p = cg_gep(k, k->t->f32, base, idx);
-  if (n >= w) {
-    LLVMValueRef v = LLVMBuildLoad2(k->b, vty, p, "");
-    LLVMSetAlignment(v, 4);
-    return v;
-  }
-  LLVMValueRef args[4] = {p, cg_i32(k, 4), lane_mask(k, w, n), LLVMConstNull(vty)};
-  return cg_intrinsic(k, "llvm.masked.load", (LLVMTypeRef[]){vty, k->t->ptr}, 2, args, 4);
-}
-
-static void vstore(cg_kernel *k, LLVMValueRef v, LLVMValueRef base, LLVMValueRef idx, unsigned w,
-                   unsigned n) {
-  LLVMValueRef p = cg_gep(k, k->t->f32, base, idx);
-  if (n >= w) {
-    LLVMValueRef s = LLVMBuildStore(k->b, v, p);
-    LLVMSetAlignment(s, 4);
-    return;
-  }
-  LLVMValueRef args[4] = {v, p, cg_i32(k, 4), lane_mask(k, w, n)};
-  cg_intrinsic(k, "llvm.masked.store", (LLVMTypeRef[]){LLVMTypeOf(v), k->t->ptr}, 2, args, 4);
-}
-
 static LLVMValueRef fmuladd(cg_kernel *k, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c) {
   LLVMTypeRef ty = LLVMTypeOf(a);
   return cg_intrinsic(k, "llvm.fmuladd", &ty, 1, (LLVMValueRef[]){a, b, c}, 3);
@@ -429,18 +377,18 @@ static LLVMValueRef activate(conv_kern *ck, LLVMValueRef v) {
   case CG_ACT_RELU:
     return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, v, zero, ""), zero, v, "");
   case CG_ACT_LEAKY_RELU: {
-    LLVMValueRef a = splat(k, cg_f32(k, ck->epi->act_a), V);
+    LLVMValueRef a = cg_splat(k, cg_f32(k, ck->epi->act_a), V);
     return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, v, zero, ""),
                            LLVMBuildFMul(b, v, a, ""), v, "");
   }
   case CG_ACT_CLIP: {
-    LLVMValueRef lo = splat(k, cg_f32(k, ck->epi->act_a), V);
-    LLVMValueRef hi = splat(k, cg_f32(k, ck->epi->act_b), V);
+    LLVMValueRef lo = cg_splat(k, cg_f32(k, ck->epi->act_a), V);
+    LLVMValueRef hi = cg_splat(k, cg_f32(k, ck->epi->act_b), V);
     v = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, v, lo, ""), lo, v, "");
     return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, v, hi, ""), hi, v, "");
   }
   case CG_ACT_SIGMOID: {
-    LLVMValueRef one = splat(k, cg_f32(k, 1.0), V);
+    LLVMValueRef one = cg_splat(k, cg_f32(k, 1.0), V);
     LLVMValueRef ex = cg_intrinsic(k, "llvm.exp", &ck->vty, 1,
                                    (LLVMValueRef[]){LLVMBuildFNeg(b, v, "")}, 1);
     return LLVMBuildFDiv(b, one, LLVMBuildFAdd(b, one, ex, ""), "");
@@ -462,7 +410,7 @@ static void emit_block(conv_kern *ck, LLVMValueRef oc0, int ob, LLVMValueRef oh0
   LLVMValueRef acc[MAX_ACC * 3];
   LLVMValueRef zero = LLVMConstNull(ck->vty);
   for (int a = 0; a < n_acc; a++) {
-    acc[a] = entry_alloca(k, ck->vty);
+    acc[a] = cg_entry_alloca(k, ck->vty);
     LLVMBuildStore(b, zero, acc[a]);
   }
 #define ACC(o, r, v) acc[((o) * rb + (r)) * nv + (v)]
@@ -511,11 +459,11 @@ static void emit_block(conv_kern *ck, LLVMValueRef oc0, int ob, LLVMValueRef oh0
     for (int r = 0; r < rb; r++)
       for (int v = 0; v < nv; v++) {
         unsigned n = (v == nv - 1 && p->mask_x) ? (unsigned)lanes : V;
-        xv[r * nv + v] = vload(k, ck->x, addc(k, xk, r * p->kst[1] * p->rowlen + v * p->V), V, n);
+        xv[r * nv + v] = cg_vload(k, ck->x, addc(k, xk, r * p->kst[1] * p->rowlen + v * p->V), V, n);
       }
     for (int o = 0; o < ob; o++) {
       LLVMValueRef ws = cg_load(k, k->t->f32, ck->w, addc(k, wk, o * w_o));
-      LLVMValueRef wv = splat(k, ws, V);
+      LLVMValueRef wv = cg_splat(k, ws, V);
       for (int r = 0; r < rb; r++)
         for (int v = 0; v < nv; v++) {
           LLVMValueRef *c = &cur[(o * rb + r) * nv + v];
@@ -535,9 +483,9 @@ static void emit_block(conv_kern *ck, LLVMValueRef oc0, int ob, LLVMValueRef oh0
   for (int o = 0; o < ob; o++) {
     LLVMValueRef oc = add(k, add(k, mulc(k, ck->grp, p->ocg), oc0), c64(k, o));
     LLVMValueRef bias = NULL, scale = NULL, shift = NULL;
-    if (ck->bias) bias = splat(k, cg_load(k, k->t->f32, ck->bias, oc), V);
-    if (ck->scale) scale = splat(k, cg_load(k, k->t->f32, ck->scale, oc), V);
-    if (ck->shift) shift = splat(k, cg_load(k, k->t->f32, ck->shift, oc), V);
+    if (ck->bias) bias = cg_splat(k, cg_load(k, k->t->f32, ck->bias, oc), V);
+    if (ck->scale) scale = cg_splat(k, cg_load(k, k->t->f32, ck->scale, oc), V);
+    if (ck->shift) shift = cg_splat(k, cg_load(k, k->t->f32, ck->shift, oc), V);
     LLVMValueRef od = addc(k, mulc(k, ck->od, p->os[0]), p->oo[0]);
     LLVMValueRef plane = mulc(k, add(k, mulc(k, add(k, mulc(k, ck->n, g->OC), oc), OD), od), OH * OW);
     for (int r = 0; r < rb; r++)
@@ -554,10 +502,10 @@ static void emit_block(conv_kern *ck, LLVMValueRef oc0, int ob, LLVMValueRef oh0
         LLVMValueRef yrow = mulc(k, addc(k, mulc(k, addc(k, oh0, r), p->os[1]), p->oo[1]), OW);
         LLVMValueRef yi = add(k, add(k, plane, yrow),
                               addc(k, mulc(k, addc(k, ow0, v * p->V), p->os[2]), p->oo[2]));
-        if (ck->res) val = LLVMBuildFAdd(b, val, vload(k, ck->res, yi, V, n), "");
+        if (ck->res) val = LLVMBuildFAdd(b, val, cg_vload(k, ck->res, yi, V, n), "");
         if (epi->act) val = activate(ck, val);
         if (p->os[2] == 1) {
-          vstore(k, val, ck->y, yi, V, n);
+          cg_vstore(k, val, ck->y, yi, V, n);
         } else { /* every os[2]-th column: one store per lane */
           for (unsigned l = 0; l < n; l++)
             cg_store(k, LLVMBuildExtractElement(b, val, cg_i32(k, (int32_t)l), ""), ck->y,

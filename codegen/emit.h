@@ -108,6 +108,15 @@ LLVMValueRef cg_add(cg_kernel *k, LLVMValueRef a, LLVMValueRef b);   /* i64 */
 LLVMValueRef cg_mul(cg_kernel *k, LLVMValueRef a, LLVMValueRef b);   /* i64 */
 LLVMValueRef cg_min(cg_kernel *k, LLVMValueRef a, LLVMValueRef b);   /* i64 signed */
 LLVMValueRef cg_select(cg_kernel *k, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b);
+/* An alloca in the entry block, where mem2reg/SROA promote it to registers. */
+LLVMValueRef cg_entry_alloca(cg_kernel *k, LLVMTypeRef ty);
+/* <w x T> with every lane s. */
+LLVMValueRef cg_splat(cg_kernel *k, LLVMValueRef s, unsigned w);
+/* <w x i1> with the first n lanes on. */
+LLVMValueRef cg_lane_mask(cg_kernel *k, unsigned w, unsigned n);
+/* w floats at base[idx] (unaligned); only the first n lanes when n < w (masked, others 0). */
+LLVMValueRef cg_vload(cg_kernel *k, LLVMValueRef base, LLVMValueRef idx, unsigned w, unsigned n);
+void cg_vstore(cg_kernel *k, LLVMValueRef v, LLVMValueRef base, LLVMValueRef idx, unsigned w, unsigned n);
 /* if (cond) { ... } — returns the merge block's builder position after cg_if_end. */
 typedef struct cg_if {
   LLVMBasicBlockRef then_bb, merge_bb;

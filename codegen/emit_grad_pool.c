@@ -18,20 +18,6 @@
 #include "ir/ops/grad_pool.h"
 #include "ir/ops/nn_window.h"
 
-/* An alloca in the entry block, where mem2reg/SROA promote it to registers. */
-static LLVMValueRef entry_alloca(cg_kernel *k, LLVMTypeRef ty) {
-  LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(k->fn);
-  LLVMBuilderRef b2 = LLVMCreateBuilderInContext(k->ctx);
-  LLVMValueRef first = LLVMGetFirstInstruction(entry);
-  if (first)
-    LLVMPositionBuilderBefore(b2, first);
-  else
-    LLVMPositionBuilderAtEnd(b2, entry);
-  LLVMValueRef a = LLVMBuildAlloca(b2, ty, "");
-  LLVMDisposeBuilder(b2);
-  return a;
-}
-
 /* ---- pools ---- */
 
 static kiln_code window3(const kiln_node *n, const kiln_shape *x, nn_window *t, kiln_err *e) {
@@ -369,7 +355,7 @@ static kiln_code emit_gather_pass(kiln_emit_ctx *cx, const gather_pass *gp, kiln
   LLVMValueRef row, jlo, jhi;
   /* the innermost axis (inner == 1) sums in a register; the others add whole rows of `inner`
    * contiguous elements (vectorized), each element in the same order */
-  LLVMValueRef acc = gp->inner == 1 ? entry_alloca(&k, f32) : NULL;
+  LLVMValueRef acc = gp->inner == 1 ? cg_entry_alloca(&k, f32) : NULL;
   cg_rows_begin(&k, &rp, &row, &jlo, &jhi);
   LLVMValueRef nd = cg_i64(&k, gp->n_dst);
   LLVMValueRef ou = LLVMBuildUDiv(b, row, nd, ""), i = LLVMBuildURem(b, row, nd, "");

@@ -13,64 +13,10 @@
 
 /* ---- small IR helpers ---- */
 
-/* An alloca in the entry block, where mem2reg/SROA promote it to registers. */
-static LLVMValueRef entry_alloca(cg_kernel *k, LLVMTypeRef ty) {
-  LLVMBuilderRef b2 = LLVMCreateBuilderInContext(k->ctx);
-  LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(k->fn);
-  LLVMValueRef first = LLVMGetFirstInstruction(entry);
-  if (first)
-    LLVMPositionBuilderBefore(b2, first);
-  else
-    LLVMPositionBuilderAtEnd(b2, entry);
-  LLVMValueRef a = LLVMBuildAlloca(b2, ty, "");
-  LLVMDisposeBuilder(b2);
-  return a;
-}
-
 static LLVMValueRef ld(cg_kernel *k, LLVMTypeRef ty, LLVMValueRef p) {
   return LLVMBuildLoad2(k->b, ty, p, "");
 }
 static void st(cg_kernel *k, LLVMValueRef v, LLVMValueRef p) { LLVMBuildStore(k->b, v, p); }
-
-static LLVMValueRef splat(cg_kernel *k, LLVMValueRef s, unsigned w) {
-  LLVMTypeRef vty = LLVMVectorType(LLVMTypeOf(s), w);
-  LLVMValueRef v = LLVMBuildInsertElement(k->b, LLVMGetPoison(vty), s, cg_i32(k, 0), "");
-  LLVMValueRef zeros = LLVMConstNull(LLVMVectorType(k->t->i32, w));
-  return LLVMBuildShuffleVector(k->b, v, LLVMGetPoison(vty), zeros, "");
-}
-
-/* Mask with the first `n` of `w` lanes on. */
-static LLVMValueRef lane_mask(cg_kernel *k, unsigned w, unsigned n) {
-  LLVMValueRef bits[64];
-  for (unsigned i = 0; i < w; i++) bits[i] = LLVMConstInt(k->t->i1, i < n, 0);
-  return LLVMConstVector(bits, w);
-}
-
-/* Vector load/store of `w` floats at base[idx]; `n` < w lanes are masked. Unaligned. */
-static LLVMValueRef vload(cg_kernel *k, LLVMValueRef base, LLVMValueRef idx, unsigned w,
-                          unsigned n) {
-  LLVMTypeRef vty = LLVMVectorType(k->t->f32, w);
-  LLVMValueRef p = cg_gep(k, k->t->f32, base, idx);
-  if (n == w) {
-    LLVMValueRef v = LLVMBuildLoad2(k->b, vty, p, "");
-    LLVMSetAlignment(v, 4);
-    return v;
-  }
-  LLVMValueRef args[4] = {p, cg_i32(k, 4), lane_mask(k, w, n), LLVMConstNull(vty)};
-  return cg_intrinsic(k, "llvm.masked.load", (LLVMTypeRef[]){vty, k->t->ptr}, 2, args, 4);
-}
-
-static void vstore(cg_kernel *k, LLVMValueRef v, LLVMValueRef base, LLVMValueRef idx, unsigned w,
-                   unsigned n) {
-  LLVMValueRef p = cg_gep(k, k->t->f32, base, idx);
-  if (n == w) {
-    LLVMValueRef s = LLVMBuildStore(k->b, v, p);
-    LLVMSetAlignment(s, 4);
-    return;
-  }
-  LLVMValueRef args[4] = {v, p, cg_i32(k, 4), lane_mask(k, w, n)};
-  cg_intrinsic(k, "llvm.masked.store", (LLVMTypeRef[]){LLVMTypeOf(v), k->t->ptr}, 2, args, 4);
-}
 
 static LLVMValueRef fmuladd(cg_kernel *k, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c) {
   LLVMTypeRef ty = LLVMTypeOf(a);
@@ -158,7 +104,7 @@ static void mm_tile(cg_kernel *k, const mm_plan *p, LLVMValueRef acc_slots[][8],
     cg_if_begin(k, &resume, LLVMBuildNot(k->b, kb->first, ""));
     for (int r = 0; r < rows; r++)
       for (int v = 0; v < nv; v++)
-        st(k, vload(k, Y, yidx[r][v], vw, v == nv - 1 ? last : vw), acc_slots[r][v]);
+        st(k, cg_vload(k, Y, yidx[r][v], vw, v == nv - 1 ? last : vw), acc_slots[r][v]);
     cg_if_end(k, &resume);
   }
   cg_loop lk;
@@ -166,11 +112,11 @@ static void mm_tile(cg_kernel *k, const mm_plan *p, LLVMValueRef acc_slots[][8],
   LLVMValueRef bv[8];
   LLVMValueRef brow = cg_add(k, b0, cg_add(k, cg_mul(k, kk, cg_i64(k, p->sb_k)), j));
   for (int v = 0; v < nv; v++)
-    bv[v] = vload(k, B, cg_add(k, brow, cg_i64(k, v * (int64_t)vw)), vw, v == nv - 1 ? last : vw);
+    bv[v] = cg_vload(k, B, cg_add(k, brow, cg_i64(k, v * (int64_t)vw)), vw, v == nv - 1 ? last : vw);
   LLVMValueRef acol = cg_add(k, a0, cg_mul(k, kk, cg_i64(k, p->sa_k)));
   for (int r = 0; r < rows; r++) {
     LLVMValueRef ar = cg_add(k, acol, cg_mul(k, cg_add(k, i, cg_i64(k, r)), cg_i64(k, p->sa_m)));
-    LLVMValueRef as = splat(k, cg_load(k, k->t->f32, A, ar), vw);
+    LLVMValueRef as = cg_splat(k, cg_load(k, k->t->f32, A, ar), vw);
     for (int v = 0; v < nv; v++)
       st(k, fmuladd(k, as, bv[v], ld(k, vty, acc_slots[r][v])), acc_slots[r][v]);
   }
@@ -181,7 +127,7 @@ static void mm_tile(cg_kernel *k, const mm_plan *p, LLVMValueRef acc_slots[][8],
     cg_if_begin(k, &not_fin, LLVMBuildNot(k->b, kb->last, ""));
     for (int r = 0; r < rows; r++)
       for (int v = 0; v < nv; v++)
-        vstore(k, ld(k, vty, acc_slots[r][v]), Y, yidx[r][v], vw, v == nv - 1 ? last : vw);
+        cg_vstore(k, ld(k, vty, acc_slots[r][v]), Y, yidx[r][v], vw, v == nv - 1 ? last : vw);
     cg_if_end(k, &not_fin);
     cg_if_begin(k, &fin, kb->last);
   }
@@ -191,18 +137,18 @@ static void mm_tile(cg_kernel *k, const mm_plan *p, LLVMValueRef acc_slots[][8],
       unsigned lanes = v == nv - 1 ? last : vw;
       LLVMValueRef col = cg_add(k, j, cg_i64(k, v * (int64_t)vw));
       LLVMValueRef val = ld(k, vty, acc_slots[r][v]);
-      if (p->alpha != 1.0) val = LLVMBuildFMul(k->b, val, splat(k, cg_f32(k, p->alpha), vw), "");
+      if (p->alpha != 1.0) val = LLVMBuildFMul(k->b, val, cg_splat(k, cg_f32(k, p->alpha), vw), "");
       if (p->has_c) {
         LLVMValueRef C = cg_arg(k, 3), cv;
         LLVMValueRef cidx = cg_mul(k, row, cg_i64(k, p->sc_m));
         if (p->sc_n)
-          cv = vload(k, C, cg_add(k, cidx, col), vw, lanes);
+          cv = cg_vload(k, C, cg_add(k, cidx, col), vw, lanes);
         else
-          cv = splat(k, cg_load(k, k->t->f32, C, cidx), vw);
-        if (p->beta != 1.0) cv = LLVMBuildFMul(k->b, cv, splat(k, cg_f32(k, p->beta), vw), "");
+          cv = cg_splat(k, cg_load(k, k->t->f32, C, cidx), vw);
+        if (p->beta != 1.0) cv = LLVMBuildFMul(k->b, cv, cg_splat(k, cg_f32(k, p->beta), vw), "");
         val = LLVMBuildFAdd(k->b, val, cv, "");
       }
-      vstore(k, val, Y, yidx[r][v], vw, lanes);
+      cg_vstore(k, val, Y, yidx[r][v], vw, lanes);
     }
   }
   if (kb->last) cg_if_end(k, &fin);
@@ -248,7 +194,7 @@ static kiln_code mm_emit_f32(kiln_emit_ctx *cx, const kiln_node *n, const mm_pla
   LLVMTypeRef vty = LLVMVectorType(k->t->f32, vw);
   LLVMValueRef slots[MM_RB][8];
   for (int r = 0; r < MM_RB; r++)
-    for (int v = 0; v < vb; v++) slots[r][v] = entry_alloca(k, vty);
+    for (int v = 0; v < vb; v++) slots[r][v] = cg_entry_alloca(k, vty);
   cg_loop lt, lkb;
   LLVMValueRef t = cg_loop_begin(k, &lt, k->lo, k->hi, NULL, "tile");
   LLVMValueRef rt = srem_c(k, t, n_rt);
@@ -324,7 +270,7 @@ static kiln_code mm_emit_int(kiln_emit_ctx *cx, const kiln_node *n, const mm_pla
   cg_kernel *k = &kk;
   KILN_TRY(cg_kernel_begin(cx, k, "matmul_int", n_bufs, e));
   LLVMTypeRef et = cg_dtype(k, p->dt), i64 = k->t->i64;
-  LLVMValueRef acc = entry_alloca(k, i64);
+  LLVMValueRef acc = cg_entry_alloca(k, i64);
   LLVMValueRef A = cg_arg(k, 0), B = cg_arg(k, 1), Y = cg_arg(k, 2);
   cg_loop lr, lj, lk;
   LLVMValueRef row =
@@ -498,7 +444,7 @@ static kiln_code emit_softmax_rows(kiln_emit_ctx *cx, const kiln_node *n, int xb
   KILN_TRY(cg_kernel_begin(cx, k, log_out ? "logsoftmax" : "softmax", 2, e));
   LLVMTypeRef f32 = k->t->f32, f64 = k->t->f64;
   LLVMValueRef X = cg_arg(k, 0), Y = cg_arg(k, 1);
-  LLVMValueRef mx_slot = entry_alloca(k, f32), sum_slot = entry_alloca(k, f64);
+  LLVMValueRef mx_slot = cg_entry_alloca(k, f32), sum_slot = cg_entry_alloca(k, f64);
   cg_loop lr, l1, l2, l3;
   LLVMValueRef row =
       cg_loop_begin(k, &lr, cg_mul(k, k->lo, cg_i64(k, rpt)),
@@ -591,8 +537,8 @@ static kiln_code emit_nll(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_nod
   KILN_TRY(cg_kernel_begin(cx, k, "nll_loss", n_bufs, e));
   LLVMTypeRef f32 = k->t->f32, f64 = k->t->f64, i64 = k->t->i64;
   LLVMValueRef P = cg_arg(k, 0), T = cg_arg(k, 1), L = cg_arg(k, 2);
-  LLVMValueRef sum_slot = entry_alloca(k, f64), wsum_slot = entry_alloca(k, f64);
-  LLVMValueRef l_slot = entry_alloca(k, f64), w_slot = entry_alloca(k, f64);
+  LLVMValueRef sum_slot = cg_entry_alloca(k, f64), wsum_slot = cg_entry_alloca(k, f64);
+  LLVMValueRef l_slot = cg_entry_alloca(k, f64), w_slot = cg_entry_alloca(k, f64);
   st(k, LLVMConstReal(f64, 0), sum_slot);
   st(k, LLVMConstReal(f64, 0), wsum_slot);
   cg_loop lp;

@@ -30,19 +30,6 @@ typedef struct red_plan {
   int64_t n_outer; /* product of kd */
 } red_plan;
 
-static LLVMValueRef entry_alloca(cg_kernel *k, LLVMTypeRef ty) {
-  LLVMBuilderRef b2 = LLVMCreateBuilderInContext(k->ctx);
-  LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(k->fn);
-  LLVMValueRef first = LLVMGetFirstInstruction(entry);
-  if (first)
-    LLVMPositionBuilderBefore(b2, first);
-  else
-    LLVMPositionBuilderAtEnd(b2, entry);
-  LLVMValueRef a = LLVMBuildAlloca(b2, ty, "");
-  LLVMDisposeBuilder(b2);
-  return a;
-}
-
 static bool is_sum_like(red_kind r) { return r != RK_MAX && r != RK_MIN; }
 
 /* ---- the op's accumulator: start, step, finalisation ---- */
@@ -261,7 +248,7 @@ static kiln_code emit_reduce(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_
   LLVMValueRef o = n_wc == 1 ? item : LLVMBuildSDiv(k->b, item, cg_i64(k, n_wc), "");
   LLVMValueRef base = outer_base(k, &p, o);
   if (p.W == 1) {
-    LLVMValueRef slot = entry_alloca(k, p.at);
+    LLVMValueRef slot = cg_entry_alloca(k, p.at);
     LLVMBuildStore(k->b, red_start(k, &p), slot);
     LLVMValueRef off = open_reduced(k, &p, loops, base);
     LLVMValueRef acc = LLVMBuildLoad2(k->b, p.at, slot, "");

@@ -96,6 +96,56 @@ void cg_if_end(cg_kernel *k, cg_if *c) {
   LLVMPositionBuilderAtEnd(k->b, c->merge_bb);
 }
 
+/* ---- vectors ---- */
+LLVMValueRef cg_entry_alloca(cg_kernel *k, LLVMTypeRef ty) {
+  LLVMBuilderRef b2 = LLVMCreateBuilderInContext(k->ctx);
+  LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(k->fn);
+  LLVMValueRef first = LLVMGetFirstInstruction(entry);
+  if (first)
+    LLVMPositionBuilderBefore(b2, first);
+  else
+    LLVMPositionBuilderAtEnd(b2, entry);
+  LLVMValueRef a = LLVMBuildAlloca(b2, ty, "");
+  LLVMDisposeBuilder(b2);
+  return a;
+}
+
+LLVMValueRef cg_splat(cg_kernel *k, LLVMValueRef s, unsigned w) {
+  LLVMTypeRef vty = LLVMVectorType(LLVMTypeOf(s), w);
+  LLVMValueRef v = LLVMBuildInsertElement(k->b, LLVMGetPoison(vty), s, cg_i32(k, 0), "");
+  LLVMValueRef zeros = LLVMConstNull(LLVMVectorType(k->t->i32, w));
+  return LLVMBuildShuffleVector(k->b, v, LLVMGetPoison(vty), zeros, "");
+}
+
+LLVMValueRef cg_lane_mask(cg_kernel *k, unsigned w, unsigned n) {
+  LLVMValueRef bits[64];
+  for (unsigned i = 0; i < w; i++) bits[i] = LLVMConstInt(k->t->i1, i < n, 0);
+  return LLVMConstVector(bits, w);
+}
+
+LLVMValueRef cg_vload(cg_kernel *k, LLVMValueRef base, LLVMValueRef idx, unsigned w, unsigned n) {
+  LLVMTypeRef vty = LLVMVectorType(k->t->f32, w);
+  LLVMValueRef p = cg_gep(k, k->t->f32, base, idx);
+  if (n >= w) {
+    LLVMValueRef v = LLVMBuildLoad2(k->b, vty, p, "");
+    LLVMSetAlignment(v, 4);
+    return v;
+  }
+  LLVMValueRef args[4] = {p, cg_i32(k, 4), cg_lane_mask(k, w, n), LLVMConstNull(vty)};
+  return cg_intrinsic(k, "llvm.masked.load", (LLVMTypeRef[]){vty, k->t->ptr}, 2, args, 4);
+}
+
+void cg_vstore(cg_kernel *k, LLVMValueRef v, LLVMValueRef base, LLVMValueRef idx, unsigned w, unsigned n) {
+  LLVMValueRef p = cg_gep(k, k->t->f32, base, idx);
+  if (n >= w) {
+    LLVMValueRef s = LLVMBuildStore(k->b, v, p);
+    LLVMSetAlignment(s, 4);
+    return;
+  }
+  LLVMValueRef args[4] = {v, p, cg_i32(k, 4), cg_lane_mask(k, w, n)};
+  cg_intrinsic(k, "llvm.masked.store", (LLVMTypeRef[]){LLVMTypeOf(v), k->t->ptr}, 2, args, 4);
+}
+
 /* ---- the shared elementwise kernel ----
  * The output is viewed as [outer, inner]: `inner` is the largest suffix of dims
  * along which every input is either contiguous or constant (broadcast), so the
