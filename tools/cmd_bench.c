@@ -152,7 +152,8 @@ static int run_compare(const char *model, int iters, int warmup, int threads, co
     if (access(script, R_OK)) script[0] = 0;
   }
   if (!script[0]) {
-    fprintf(stderr, "kiln bench: bench/compare.sh not found (set KILN_BENCH_DIR to the repository's bench/)\n");
+    fprintf(stderr, "kiln bench: bench/compare.sh not found "
+                    "(set KILN_BENCH_DIR to the repository's bench/)\n");
     return 1;
   }
   ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -305,7 +306,8 @@ int cmd_bench(int argc, char **argv) {
   kiln_session_stats st;
   kiln_session_get_stats(s, &st);
   if (peak_measure && (peak = measure_peak(st.threads)) <= 0)
-    fprintf(stderr, "kiln bench: could not run kiln_peak beside this binary (make kiln_peak); no share of peak\n");
+    fprintf(stderr, "kiln bench: could not run kiln_peak beside this binary (make kiln_peak); "
+                    "no share of peak\n");
   const kiln_step_profile *prof = NULL;
   int64_t n_prof = 0;
   if (o.backend == KILN_BACKEND_JIT) {
