@@ -31,7 +31,8 @@ struct kiln_explainer {
 };
 
 const char *kiln_explain_method_name(kiln_explain_method m) {
-  return m == KILN_EXPLAIN_GRADCAM ? "Grad-CAM" : m == KILN_EXPLAIN_GRAD ? "gradient" : m == KILN_EXPLAIN_SPN ? "SPN" : "?";
+  static const char *const names[KILN_EXPLAIN_METHODS] = {"Grad-CAM", "gradient", "SPN"};
+  return m >= 0 && m < KILN_EXPLAIN_METHODS ? names[m] : "?";
 }
 
 bool kiln_explain_methods_parse(const char *s, unsigned *bits) {

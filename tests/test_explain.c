@@ -389,8 +389,10 @@ static void test_dataset(void) {
   for (int64_t i = 0; i < n; i++) ((int64_t *)lab->data)[i] = i % 3;
   for (int64_t i = 0; i < n; i++)
     for (int64_t y = 0; y < s; y++)
-      for (int64_t xx = 0; xx < s; xx++)
-        ((float *)msk->data)[(i * s + y) * s + xx] = (xx - 20 - 10 * (i % 2)) * (xx - 20 - 10 * (i % 2)) + (y - 30) * (y - 30) < 150;
+      for (int64_t xx = 0; xx < s; xx++) {
+        int64_t dx = xx - 20 - 10 * (i % 2), dy = y - 30;
+        ((float *)msk->data)[(i * s + y) * s + xx] = dx * dx + dy * dy < 150;
+      }
   snprintf(path, sizeof path, "%s/images.npy", dir);
   CHECK_OK(kiln_tensor_save_npy(img, path, &e), &e);
   snprintf(path, sizeof path, "%s/labels.npy", dir);

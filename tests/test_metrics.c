@@ -270,7 +270,8 @@ static kiln_dataset *make_dataset(int64_t n, kiln_err *e) {
     ((float *)pres->data)[i] = i < n - 1;
     for (int64_t y = 0; y < s; y++)
       for (int64_t x = 0; x < s; x++)
-        ((float *)msk->data)[(i * s + y) * s + x] = i < n - 1 && (x - 30) * (x - 30) + (y - 20 - 3 * i) * (y - 20 - 3 * i) < 200;
+        ((float *)msk->data)[(i * s + y) * s + x] =
+            i < n - 1 && (x - 30) * (x - 30) + (y - 20 - 3 * i) * (y - 20 - 3 * i) < 200;
   }
   const char *names[4] = {"images", "labels", "masks", "mask_present"};
   kiln_tensor *ts[4] = {img, lab, msk, pres};

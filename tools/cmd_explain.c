@@ -81,7 +81,9 @@ static void caption(uint8_t *cell, int64_t w, int64_t h, const char *text, const
   kiln_draw_text(cell, w, h, 2, h - th + 2, text, scale, color);
 }
 
-static const char *method_file(int m) { return m == KILN_EXPLAIN_GRADCAM ? "gradcam" : m == KILN_EXPLAIN_GRAD ? "grad" : "spn"; }
+static const char *method_file(int m) {
+  return m == KILN_EXPLAIN_GRADCAM ? "gradcam" : m == KILN_EXPLAIN_GRAD ? "grad" : "spn";
+}
 
 /* Grids of the first `count` examples: one PNG per method. */
 static kiln_code write_grids(kiln_explainer *const *xs, const char *const *names, int n_models, kiln_dataset *d,
