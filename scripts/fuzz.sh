@@ -4,7 +4,7 @@
 #   scripts/fuzz.sh [SECONDS] [options]     e.g. scripts/fuzz.sh 600 (10 minutes per target)
 #     --build-dir DIR   where to build (default build-fuzz)
 #     --targets A,B     only these targets (default: all built; fuzz_onnx fuzz_tensor_pb fuzz_npy
-#                       fuzz_infer fuzz_image)
+#                       fuzz_infer fuzz_image fuzz_dataset)
 #     --parallel N      run N targets at once (default 1)
 #     --ci              CI smoke mode: exit 77 (skipped) when clang or libFuzzer is missing
 #     --no-build        use the targets already in the build directory
@@ -58,7 +58,7 @@ if ((build)); then
     { tail -30 "$dir/fuzz-build.log"; echo "fuzz.sh: build failed (log: $dir/fuzz-build.log)" >&2; exit 1; }
 fi
 if [[ -z $targets ]]; then
-  for t in fuzz_onnx fuzz_tensor_pb fuzz_npy fuzz_infer fuzz_image; do
+  for t in fuzz_onnx fuzz_tensor_pb fuzz_npy fuzz_infer fuzz_image fuzz_dataset; do
     [[ -x $dir/fuzz/$t ]] && targets+=" $t"
   done
 fi
@@ -84,6 +84,7 @@ seeds_of() {
     fuzz_tensor_pb) echo "fuzz/corpus/tensor_pb" ;;
     fuzz_npy) echo "fuzz/corpus/npy" ;;
     fuzz_image) echo "fuzz/corpus/image" ;;
+    fuzz_dataset) echo "fuzz/corpus/dataset" ;;
   esac
 }
 

@@ -31,8 +31,13 @@
 #define LLVMFuzzerTestOneInput fuzz_image_one
 #include "../fuzz/fuzz_image.c"
 #undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fuzz_dataset_one
+#include "../fuzz/fuzz_dataset.c"
+#undef LLVMFuzzerTestOneInput
 
 static char tmpdir[64];
+/* one_node.h helpers this file does not use */
+static void __attribute__((unused)) unused_helpers(void) { (void)on_run, (void)on_node, (void)ti32; }
 
 static bool has(const kiln_err *e, const char *s) { return strstr(e->msg, s) != NULL; }
 
@@ -483,13 +488,17 @@ static void test_regressions(void) {
     else if (!strncmp(nm, "pb-", 3)) fuzz_tensor_pb_one(buf, len);
     else if (!strncmp(nm, "npy-", 4)) fuzz_npy_one(buf, len);
     else if (!strncmp(nm, "image-", 6)) fuzz_image_one(buf, len);
-    else CHECK_MSG(0, "%s: unknown prefix (onnx-, infer-, pb-, npy-, image-)", nm);
+    else if (!strncmp(nm, "dataset-", 8)) fuzz_dataset_one(buf, len);
+    else CHECK_MSG(0, "%s: unknown prefix (onnx-, infer-, pb-, npy-, image-, dataset-)", nm);
     kiln_free(buf);
     n++;
   }
   closedir(d);
   CHECK(n > 0);
-  unlink(tmp_path()); /* fuzz_image's scratch file */
+  unlink(tmp_path()); /* fuzz_image's scratch file and fuzz_dataset's folder */
+  char cmd[400];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", fuzz_dir());
+  if (system(cmd)) fprintf(stderr, "could not remove %s\n", fuzz_dir());
 }
 
 /* ---- failing allocator over load, infer, reference run, JIT compile and run ---- */
