@@ -23,11 +23,12 @@ struct kiln_explainer {
   kiln_program *prog; /* JIT */
   kiln_graph *g;      /* REF: the graph (owned); JIT: prog->g */
   int slot[N_OUT];    /* graph output index of each, -1 when absent */
-  int in_image, in_seed; /* graph input indices (seed -1 without autodiff) */
+  int in_image, in_seed, in_pred; /* graph input indices (seed, pred: -1 without autodiff) */
   int n_outputs;
   int64_t b, k, c, h, w, fc, fh, fw;
   char *feature;
-  kiln_tensor *seed; /* [b,k] one-hot of the explained classes */
+  kiln_tensor *seed; /* [b,k] one-hot of the explained classes given by the caller */
+  kiln_tensor *pred; /* [b,1] 1 where the graph seeds the predicted class instead */
 };
 
 const char *kiln_explain_method_name(kiln_explain_method m) {
@@ -83,6 +84,36 @@ static kiln_code add_typed_input(kiln_graph *g, const char *name, const kiln_sha
   g->values[*id].shape = *s;
   g->values[*id].typed = true;
   return ir_add_input(g, *id, e);
+}
+
+/* A one-output node at opset 13 (the seed's small graph) with a fresh output value. */
+static kiln_code add_node1(kiln_graph *g, kiln_op op, const char *name, const int *in, int n_in, int *out, int *node,
+                           kiln_err *e) {
+  char *vn = NULL;
+  KILN_TRY(ir_unique_name(g, name, &vn, e));
+  kiln_code rc = ir_add_value(g, vn, out, e);
+  kiln_free(vn);
+  if (rc) return rc;
+  KILN_TRY(ir_add_node(g, op, name, in, n_in, out, 1, node, e));
+  g->nodes[*node].opset = 13;
+  return KILN_OK;
+}
+
+/* The output gradient: seed + pred * onehot(argmax(logits)), where the one-hot is
+ * Cast(Equal(logits, ReduceMax(logits))) — so that explaining the predicted class
+ * takes one run.  (Exactly tied maximal logits would seed each of them.) */
+static kiln_code add_seed(kiln_graph *g, int logits, int seed_in, int pred_in, int *seed, kiln_err *e) {
+  int mx, eq, oh, sel, nid;
+  KILN_TRY(add_node1(g, KILN_OP_ReduceMax, "explain/max", &logits, 1, &mx, &nid, e));
+  KILN_TRY(ir_set_attr_ints(g, nid, "axes", (const int64_t[]){1}, 1, e));
+  KILN_TRY(ir_set_attr_int(g, nid, "keepdims", 1, e));
+  KILN_TRY(add_node1(g, KILN_OP_Equal, "explain/is_max", (const int[]){logits, mx}, 2, &eq, &nid, e));
+  KILN_TRY(add_node1(g, KILN_OP_Cast, "explain/onehot", &eq, 1, &oh, &nid, e));
+  KILN_TRY(ir_set_attr_int(g, nid, "to", KILN_F32, e));
+  KILN_TRY(add_node1(g, KILN_OP_Mul, "explain/pred_onehot", (const int[]){oh, pred_in}, 2, &sel, &nid, e));
+  KILN_TRY(add_node1(g, KILN_OP_Add, "explain/seed", (const int[]){seed_in, sel}, 2, seed, &nid, e));
+  kiln_evaluator evr = kiln_ref_evaluator();
+  return ir_infer(g, &evr, e);
 }
 
 static int input_index(const kiln_graph *g, int v) {
@@ -142,14 +173,21 @@ static kiln_code build_graph(kiln_explainer *x, kiln_graph *g, const char *path,
     if (!x->feature) return kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
   }
   x->methods = m;
-  int wrt[2], grads[2] = {-1, -1}, n_wrt = 0, seed = -1;
+  int wrt[2], grads[2] = {-1, -1}, n_wrt = 0, seed_in = -1, pred_in = -1;
   if (m & KILN_EXPLAIN_BIT(KILN_EXPLAIN_GRADCAM)) wrt[n_wrt++] = feat;
   if (m & KILN_EXPLAIN_BIT(KILN_EXPLAIN_GRAD)) wrt[n_wrt++] = image;
   if (n_wrt) {
-    kiln_shape ss = kiln_shape_make(2, (int64_t[]){x->b, x->k});
-    KILN_TRY(add_typed_input(g, "explain_seed", &ss, &seed, e));
+    kiln_shape ss = kiln_shape_make(2, (int64_t[]){x->b, x->k}), ps = kiln_shape_make(2, (int64_t[]){x->b, 1});
+    KILN_TRY(add_typed_input(g, "explain_seed", &ss, &seed_in, e));
+    KILN_TRY(add_typed_input(g, "explain_pred", &ps, &pred_in, e));
+    int seed = -1;
+    kiln_code rc = add_seed(g, logits, seed_in, pred_in, &seed, e);
+    if (rc) {
+      kiln_err_prefix(e, "%s", path);
+      return rc;
+    }
     kiln_autodiff_opts ao = {.loss = logits, .wrt = wrt, .n_wrt = n_wrt, .seed = seed};
-    kiln_code rc = kiln_autodiff(g, &ao, grads, e);
+    rc = kiln_autodiff(g, &ao, grads, e);
     if (rc) {
       kiln_err_prefix(e, "%s", path);
       return rc;
@@ -184,8 +222,9 @@ static kiln_code build_graph(kiln_explainer *x, kiln_graph *g, const char *path,
     return rc;
   }
   x->in_image = input_index(g, image);
-  x->in_seed = seed >= 0 ? input_index(g, seed) : -1;
-  if (x->in_image < 0 || g->n_inputs != (seed >= 0 ? 2 : 1))
+  x->in_seed = seed_in >= 0 ? input_index(g, seed_in) : -1;
+  x->in_pred = pred_in >= 0 ? input_index(g, pred_in) : -1;
+  if (x->in_image < 0 || g->n_inputs != (seed_in >= 0 ? 3 : 1))
     return kiln_errf(e, KILN_ERR_INVALID, "%s: unexpected inputs after differentiation", path);
   return KILN_OK;
 }
@@ -211,8 +250,9 @@ kiln_code kiln_explainer_create(const char *model_path, const kiln_explain_opts 
   if (!rc && !x->methods)
     rc = kiln_errf(e, KILN_ERR_INVALID, "%s has no `saliency` output: the SPN map needs an SPN model", model_path);
   if (!rc) {
-    kiln_shape ss = kiln_shape_make(2, (int64_t[]){x->b, x->k});
+    kiln_shape ss = kiln_shape_make(2, (int64_t[]){x->b, x->k}), ps = kiln_shape_make(2, (int64_t[]){x->b, 1});
     rc = kiln_tensor_new(KILN_F32, &ss, &x->seed, e);
+    if (!rc) rc = kiln_tensor_new(KILN_F32, &ps, &x->pred, e);
   }
   if (!rc && o->backend == KILN_BACKEND_REF) {
     x->g = g;
@@ -240,6 +280,7 @@ void kiln_explainer_free(kiln_explainer *x) {
   else
     ir_graph_free(x->g);
   kiln_tensor_free(x->seed);
+  kiln_tensor_free(x->pred);
   kiln_free(x->feature);
   kiln_free(x);
 }
@@ -422,43 +463,39 @@ kiln_code kiln_explain_run(kiln_explainer *x, const float *images, const int64_t
   out->fh = x->fh;
   out->fw = x->fw;
   kiln_tensor *img = NULL, *outs[N_OUT] = {0};
-  kiln_tensor *in[2] = {0};
+  kiln_tensor *in[3] = {0};
   kiln_shape is = kiln_shape_make(4, (int64_t[]){B, x->c, H, W});
   kiln_code rc = kiln_tensor_wrap(KILN_F32, &is, (void *)images, &img, e);
   if (rc) return rc;
   in[x->in_image] = img;
-  if (x->in_seed >= 0) in[x->in_seed] = x->seed;
+  if (x->in_seed >= 0) {
+    in[x->in_seed] = x->seed;
+    in[x->in_pred] = x->pred;
+  }
   out->logits = kiln_malloc(sizeof(float) * (size_t)(B * K));
   out->target = kiln_malloc(sizeof(int64_t) * (size_t)B);
   if (!out->logits || !out->target) {
     rc = kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
     goto fail;
   }
-  bool need_pred = !targets;
-  for (int64_t i = 0; targets && i < B; i++) {
+  for (int64_t i = 0; targets && i < B; i++)
     if (targets[i] >= K) {
       rc = kiln_errf(e, KILN_ERR_INVALID, "class %lld is out of range (%lld classes)", (long long)targets[i],
                      (long long)K);
       goto fail;
     }
-    if (targets[i] < 0) need_pred = true;
-  }
-  float *seed = x->seed->data;
+  /* given classes go in the seed; the graph seeds the others with their prediction */
+  float *seed = x->seed->data, *pred = x->pred->data;
   memset(seed, 0, sizeof(float) * (size_t)(B * K));
-  if (need_pred) {
-    /* a run with a zero seed gives the logits (the gradients are zero) */
-    rc = run_graph(x, in, outs, e);
-    if (rc) goto fail;
-    const float *lg = outs[x->slot[OUT_LOGITS]]->data;
-    for (int64_t i = 0; i < B; i++) out->target[i] = kiln_argmax(lg + i * K, K);
-    free_outs(outs, x->n_outputs);
-  }
   for (int64_t i = 0; i < B; i++) {
-    if (targets && targets[i] >= 0) out->target[i] = targets[i];
-    seed[i * K + out->target[i]] = 1.0f;
+    bool given = targets && targets[i] >= 0;
+    pred[i] = given ? 0.0f : 1.0f;
+    if (given) seed[i * K + targets[i]] = 1.0f;
   }
   rc = run_graph(x, in, outs, e);
   if (rc) goto fail;
+  const float *lg = outs[x->slot[OUT_LOGITS]]->data;
+  for (int64_t i = 0; i < B; i++) out->target[i] = targets && targets[i] >= 0 ? targets[i] : kiln_argmax(lg + i * K, K);
   memcpy(out->logits, outs[x->slot[OUT_LOGITS]]->data, sizeof(float) * (size_t)(B * K));
   for (int m = 0; m < KILN_EXPLAIN_METHODS; m++) {
     if (!(x->methods & KILN_EXPLAIN_BIT(m))) continue;

@@ -73,8 +73,9 @@ typedef struct kiln_explanation {
 } kiln_explanation;
 
 /* Explains one batch: images [B,C,H,W] (normalized, as the model takes them);
- * targets[i] the class to explain for image i, -1 for its predicted class (argmax
- * of the logits; costs one more run); targets NULL: all predicted. */
+ * targets[i] the class to explain for image i, -1 for its predicted class (the
+ * argmax of the logits, chosen inside the graph: still one run); targets NULL: all
+ * predicted. */
 kiln_code kiln_explain_run(kiln_explainer *x, const float *images, const int64_t *targets, kiln_explanation *out,
                            kiln_err *e);
 void kiln_explanation_free(kiln_explanation *ex);
