@@ -202,6 +202,35 @@ static void test_infer_limits(void) {
     CHECK_MSG(r == KILN_ERR_LIMIT, "%d %s", r, t.e.msg);
     on_end(&t);
   }
+  /* Pools whose windows (from attributes, not weights) have billions of taps: a 1-D
+   * kernel of 2^30 over one element with pads to match, and a 64^3 3-D window */
+  {
+    kiln_tensor *px = decl(KILN_F32, 3, IV(1, 1, 1));
+    one_node t;
+    on_begin(&t, KILN_OP_MaxPool, 13, (kiln_tensor *[]){px}, 1, 0, 1);
+    ir_set_attr_ints(t.g, t.node, "kernel_shape", IV(1 << 30), 1, &t.e);
+    ir_set_attr_ints(t.g, t.node, "pads", IV((1 << 30) - 1, (1 << 30) - 1), 2, &t.e);
+    ir_set_attr_ints(t.g, t.node, "strides", IV(1 << 30), 1, &t.e);
+    e = t.e;
+    EXPECT_LIMIT(e.code ? e.code : ir_infer(t.g, NULL, &e), &e, "kernel_shape", "65536 taps");
+    on_end(&t);
+    kiln_tensor *p3 = decl(KILN_F32, 5, IV(1, 1, 64, 64, 64));
+    on_begin(&t, KILN_OP_AveragePool, 13, (kiln_tensor *[]){p3}, 1, 0, 1);
+    ir_set_attr_ints(t.g, t.node, "kernel_shape", IV(64, 64, 64), 3, &t.e);
+    e = t.e;
+    EXPECT_LIMIT(e.code ? e.code : ir_infer(t.g, NULL, &e), &e, "kernel_shape");
+    on_end(&t);
+    /* 256x256 is within the limit */
+    kiln_tensor *p2 = decl(KILN_F32, 4, IV(1, 1, 256, 256));
+    on_begin(&t, KILN_OP_AveragePool, 13, (kiln_tensor *[]){p2}, 1, 0, 1);
+    ir_set_attr_ints(t.g, t.node, "kernel_shape", IV(256, 256), 2, &t.e);
+    e = t.e;
+    CHECK_OK(e.code ? e.code : ir_infer(t.g, NULL, &e), &e);
+    on_end(&t);
+    free(px);
+    free(p3);
+    free(p2);
+  }
   /* Unsqueeze past the maximum rank */
   kiln_tensor *r8 = decl(KILN_F32, 8, IV(1, 1, 1, 1, 1, 1, 1, 1));
   kiln_tensor *ax = ti64(1, DIMS(1), IV(0));

@@ -33,6 +33,7 @@ static kiln_code pool_window_of(const kiln_node *n, const kiln_shape *x, const c
   if (ceil_mode != 0 && ceil_mode != 1)
     return kiln_errf(e, KILN_ERR_INVALID, "ceil_mode must be 0 or 1, not %lld",
                      (long long)ceil_mode);
+  KILN_TRY(nn_pool_kernel_check(ks, nsp, e));
   return nn_window_forward(n, x, x_name, ks, ceil_mode != 0, w, e);
 }
 

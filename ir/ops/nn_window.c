@@ -203,3 +203,14 @@ int64_t nn_window_kernel_volume(const nn_window *w) {
   for (int i = 0; i < w->nsp; i++) v *= w->kernel[i];
   return v;
 }
+
+kiln_code nn_pool_kernel_check(const int64_t *kernel, int nsp, kiln_err *e) {
+  int64_t taps = 1;
+  for (int i = 0; i < nsp; i++)
+    if (kernel[i] >= 1 && (!kiln_mul_ok(taps, kernel[i], &taps) || taps > NN_POOL_MAX_TAPS))
+      return kiln_errf(e, KILN_ERR_LIMIT,
+                       "attribute 'kernel_shape' asks for windows of more than %lld taps (kiln's "
+                       "limit for pools)",
+                       (long long)NN_POOL_MAX_TAPS);
+  return KILN_OK;
+}

@@ -41,4 +41,10 @@ nn_window nn_window_3d(const nn_window *w);
 /* Product of the kernel sizes. */
 int64_t nn_window_kernel_volume(const nn_window *w);
 
+/* Pools take their kernel from an attribute, not from weights, so a tiny model could ask
+ * for windows of billions of taps that kernels loop over (and the JIT unrolls): at most
+ * NN_POOL_MAX_TAPS taps per window (a KILN_ERR_LIMIT naming the attribute). */
+#define NN_POOL_MAX_TAPS ((int64_t)1 << 16)
+kiln_code nn_pool_kernel_check(const int64_t *kernel, int nsp, kiln_err *e);
+
 #endif

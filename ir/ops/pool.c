@@ -32,6 +32,7 @@ static kiln_code pool_shape(const kiln_graph *g, const kiln_node *n, kiln_shape 
   if (ceil_mode != 0 && ceil_mode != 1)
     return kiln_errf(e, KILN_ERR_INVALID, "ceil_mode must be 0 or 1, not %lld",
                      (long long)ceil_mode);
+  KILN_TRY(nn_pool_kernel_check(ks, nsp, e));
   nn_window w;
   KILN_TRY(nn_window_forward(n, &x->shape, x->name, ks, ceil_mode != 0, &w, e));
   *s = x->shape;
