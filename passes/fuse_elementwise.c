@@ -52,33 +52,22 @@ static int joinable(const kiln_graph *g, int v, int user) {
   return p;
 }
 
-/* Number of nodes in the subtree of node ni (ni and the joinable producers below it). */
-static int subtree_size(const kiln_graph *g, int ni) {
+/* Adds node ni and at most budget - 1 of the joinable nodes below it to t, operands first
+ * (operands are taken greedily, first operand first; an operand that no longer fits is an
+ * input of the tree).  Returns the number of steps added; the recursion is as deep as the
+ * budget. */
+static int grow(const kiln_graph *g, int ni, tree *t, int budget) {
   const kiln_node *n = &g->nodes[ni];
-  int size = 1;
-  for (int i = 0; i < n->n_in; i++) {
-    if (n->in[i] < 0) continue;
-    bool seen = false; /* x * x: one subtree */
-    for (int j = 0; j < i; j++) seen |= n->in[j] == n->in[i];
-    int p = seen ? -1 : joinable(g, n->in[i], ni);
-    if (p >= 0) size += subtree_size(g, p);
-    if (size > KILN_EW_MAX_STEPS) break;
-  }
-  return size;
-}
-
-/* Adds node ni's subtree to t, operands first. */
-static void grow(const kiln_graph *g, int ni, tree *t) {
-  const kiln_node *n = &g->nodes[ni];
+  int added = 0;
   for (int i = 0; i < n->n_in; i++) {
     int v = n->in[i];
     if (v < 0) continue;
-    bool seen = false;
+    bool seen = false; /* x * x: one operand */
     for (int j = 0; j < i; j++) seen |= n->in[j] == v;
     if (seen) continue;
-    int p = joinable(g, v, ni);
-    if (p >= 0 && t->n_steps + subtree_size(g, p) < KILN_EW_MAX_STEPS) {
-      grow(g, p, t);
+    int p = joinable(g, v, ni), room = budget - 1 - added; /* one step is kept for ni */
+    if (p >= 0 && room > 0) {
+      added += grow(g, p, t, room);
       continue;
     }
     bool have = false;
@@ -91,6 +80,7 @@ static void grow(const kiln_graph *g, int ni, tree *t) {
     t->inputs[t->n_inputs++] = v;
   }
   t->steps[t->n_steps++] = ni;
+  return added + 1;
 }
 
 /* The operand index of value v in the fused node: an input, or a step's result. */
@@ -184,7 +174,7 @@ kiln_code pass_fuse_elementwise(kiln_graph *g, kiln_pass_ctx *cx, kiln_pass_stat
     int reader = fuse_sole_reader(g, n->out[0]);
     if (reader >= 0 && candidate(g, &g->nodes[reader])) continue; /* joins its reader's tree */
     memset(t, 0, sizeof *t);
-    grow(g, (int)i, t);
+    grow(g, (int)i, t, KILN_EW_MAX_STEPS);
     if (t->n_steps < 2 || t->overflow) continue;
     int nid;
     kiln_code rc = build(g, t, &nid, e);

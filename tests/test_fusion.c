@@ -750,6 +750,22 @@ static void test_elementwise(void) {
   CHECK(count_op(b.g, KILN_OP_FusedElementwise) == 5);
   ir_graph_free(b.g);
 
+  /* a chain of 70 nodes: trees of at most 32 steps (32 + 32 + 6) */
+  gb_begin(&b, 13);
+  x = gb_input(&b, "x", 2, IV(3, 17));
+  int v = x;
+  for (int i = 0; i < 70; i++) {
+    char nm[16];
+    snprintf(nm, sizeof nm, "n%d", i);
+    v = gb_node(&b, i % 2 ? KILN_OP_Neg : KILN_OP_Softsign, nm, IN(v), NULL);
+  }
+  gb_output(&b, v);
+  CHECK_OK(b.e.code, &b.e);
+  fuse_run(b.g, &(fcase){.pipeline = "fuse-elementwise"}, &res);
+  CHECK_MSG(count_op(b.g, KILN_OP_FusedElementwise) == 3 && live_nodes_of(b.g) == 3, "%s",
+            detail_of(&res, "fuse-elementwise"));
+  ir_graph_free(b.g);
+
   /* opset 9: Clip's bounds are attributes; Max; PRelu */
   gb_begin(&b, 9);
   x = gb_input(&b, "x", 2, IV(4, 33)), y = gb_input(&b, "y", 1, IV(33));
