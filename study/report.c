@@ -60,6 +60,7 @@ void kiln_table_cell_str(const kiln_table_cell *c, char *buf, size_t n) {
 }
 
 static bool is_stat(const kiln_table *t, int col) { return t->key[col] != NULL; }
+static bool is_runs_col(const kiln_table *t, int col) { return !strcmp(t->head[col], "runs"); }
 
 void kiln_table_markdown(const kiln_table *t, FILE *f) {
   char buf[96];
@@ -95,6 +96,7 @@ void kiln_table_csv(const kiln_table *t, FILE *f) {
   bool first = true;
   int64_t nmax = 0;
   for (int c = 0; c < t->n_cols; c++) {
+    if (is_runs_col(t, c)) continue; /* the n column says it */
     if (!first) fputc(',', f);
     first = false;
     if (is_stat(t, c)) fprintf(f, "%s_mean,%s_ci95", t->key[c], t->key[c]);
@@ -103,9 +105,12 @@ void kiln_table_csv(const kiln_table *t, FILE *f) {
   fputs(",n\n", f);
   for (int r = 0; r < t->n_rows; r++) {
     nmax = 0;
+    first = true;
     for (int c = 0; c < t->n_cols; c++) {
       const kiln_table_cell *cell = &t->cells[r * t->n_cols + c];
-      if (c) fputc(',', f);
+      if (is_runs_col(t, c)) continue;
+      if (!first) fputc(',', f);
+      first = false;
       if (is_stat(t, c)) {
         if (cell->ci.n && isfinite(cell->ci.mean)) fprintf(f, "%.4f", 100 * cell->ci.mean);
         fputc(',', f);
@@ -131,7 +136,7 @@ static void html_esc(FILE *f, const char *s) {
 
 void kiln_table_html(const kiln_table *t, FILE *f) {
   char buf[96];
-  fputs("<table>\n<thead><tr>", f);
+  fputs("<div class=\"tw\"><table>\n<thead><tr>", f);
   for (int c = 0; c < t->n_cols; c++) {
     fprintf(f, "<th%s>", is_stat(t, c) ? " class=\"num\"" : "");
     html_esc(f, t->head[c]);
@@ -154,7 +159,7 @@ void kiln_table_html(const kiln_table *t, FILE *f) {
     }
     fputs("</tr>\n", f);
   }
-  fputs("</tbody>\n</table>\n", f);
+  fputs("</tbody>\n</table></div>\n", f);
 }
 
 /* Results of one configuration (all seeds). */
@@ -768,7 +773,8 @@ static const char *css =
     "table{border-collapse:collapse;background:#fff;margin:8px 0 4px;font-size:14px;"
     "box-shadow:0 1px 2px rgba(0,0,0,.06)}\n"
     "th,td{padding:5px 10px;border-bottom:1px solid #e8ebf0;text-align:left;white-space:nowrap}\n"
-    "th{background:#eef1f6;font-weight:600}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}\n"
+    ".tw{overflow-x:auto;max-width:100%}\n"
+    "th{background:#eef1f6;font-weight:600;white-space:normal;vertical-align:bottom;max-width:9em}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}\n"
     "tr.base td{background:#fbf7ec}tr.group td{border-top:2px solid #c9d0dc}\n"
     ".charts{display:flex;flex-wrap:wrap;gap:16px}\n"
     "svg.chart{background:#fff;border:1px solid #dfe3ea;border-radius:6px}\n"
