@@ -60,6 +60,7 @@ static bool resize_ok(const kiln_graph *g, int ri, up_match *m) {
     int64_t in_len = x->shape.d[2 + d], out_len = p.out.d[2 + d];
     if (in_len < 1 || out_len % in_len) return false;
     int64_t s = out_len / in_len;
+    if (s > 1024) return false; /* kiln.UpsampleConv's limit */
     /* the coordinates must be those of scale s: with sizes, scale = out / in exactly */
     if (p.scale[2 + d] != (double)s || p.resized_len[2 + d] != (double)out_len) return false;
     m->scale[d] = s;
