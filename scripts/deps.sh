@@ -3,7 +3,8 @@
 #   scripts/deps.sh          build + run (compiler, LLVM 19, protobuf-c, onnx.proto, image libs)
 #   scripts/deps.sh --test   also what the test suite needs (ONNX backend test data,
 #                            PyTorch for the ResNet-18 parity test, sanitizer runtimes,
-#                            clang with libFuzzer for the fuzz smoke test)
+#                            clang with libFuzzer for the fuzz smoke test, Chromium for
+#                            the headless check of report.html)
 #   scripts/deps.sh --fuzz   build deps plus clang 14 and its libFuzzer/OpenMP runtimes
 #                            (scripts/fuzz.sh)
 set -euo pipefail
@@ -11,7 +12,7 @@ set -euo pipefail
 pkgs=(gcc make cmake pkg-config llvm-19-dev libprotobuf-c-dev protobuf-c-compiler libonnx-dev
       libpng-dev libjpeg62-turbo-dev zlib1g-dev)
 if [[ "${1:-}" == "--test" ]]; then
-  pkgs+=(libonnx-testdata python3-torch python3-torchvision python3-onnx python3-numpy)
+  pkgs+=(libonnx-testdata python3-torch python3-torchvision python3-onnx python3-numpy chromium)
 fi
 if [[ "${1:-}" == "--test" || "${1:-}" == "--fuzz" ]]; then
   pkgs+=(clang-14 libclang-rt-14-dev libomp-14-dev)

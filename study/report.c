@@ -850,10 +850,10 @@ static kiln_code write_html(const kiln_exp_config *c, const kiln_exp_result *r, 
   fprintf(f, "</h1><p>");
   html_esc(f, c->data);
   int seeds = c->n_seeds;
-  fprintf(f, " &middot; %lld&times;%lld images &middot; %d runs (%d seed%s) &middot; %d epochs, batch %lld, "
+  fprintf(f, " &middot; %lld&times;%lld images &middot; %d run%s (%d seed%s) &middot; %d epoch%s, batch %lld, "
              "Adam lr %g &middot; %.0f s</p></header>\n<main>\n",
-          (long long)c->image_size, (long long)c->image_size, n, seeds, seeds == 1 ? "" : "s", c->epochs,
-          (long long)c->batch, c->lr, seconds);
+          (long long)c->image_size, (long long)c->image_size, n, n == 1 ? "" : "s", seeds, seeds == 1 ? "" : "s",
+          c->epochs, c->epochs == 1 ? "" : "s", (long long)c->batch, c->lr, seconds);
   fprintf(f, "<p class=\"note\">The study's comparison: a ResNet classifier (baseline) against the same F-Net "
              "with a saliency prediction network (SPN) trained on the masks of a fraction of the training "
              "images. Each model keeps its best epoch on the validation split; everything below is measured "
