@@ -4,11 +4,13 @@
 # usage: bench/compare.sh MODEL.onnx [--batch B] [--iters N] [--rounds R] [--threads T]
 #            [--warmup W] [--kiln PATH] [--torch-model auto|resnet18spn|resnet18|resnet50|none]
 #            [--runtimes kiln,ort-all,ort-basic,torch,torch+malloc] [--no-install]
-#            [--kiln-env VAR=VALUE]... [--out FILE]
+#            [--kiln-passes LIST|none] [--kiln-env VAR=VALUE]... [--out FILE]
 #
 # Runtimes, each a fresh process per round, rounds interleaved (the order rotates each
 # round, as these VMs drift 10-30% over minutes; compare only numbers from one run):
-#   kiln          `kiln bench MODEL --json --threads T` (JIT)
+#   kiln          `kiln bench MODEL --json --threads T --passes default` (JIT, after kiln's
+#                 default graph passes: folding and fusion; --kiln-passes none: the model as
+#                 given, or another pipeline)
 #   kiln+passive  the same with OMP_WAIT_POLICY=passive (not run unless --runtimes names it)
 #   ort-all       onnxruntime-node 1.30 (bench/compare_ort.mjs), graphOptimizationLevel 'all',
 #   ort-basic     ... 'basic'; intraOpNumThreads T.  Installed into bench/node_modules on
@@ -23,6 +25,10 @@
 # table shows, per runtime, the median over R rounds (default 3), GFLOP/s from kiln's MAC
 # count, the share of the fp32 FMA peak that kiln_peak measures at T threads in the same run,
 # and time / kiln's time (> 1: kiln is faster).  Load averages are printed with every round.
+# CPU ms is the process's CPU time per run (all threads, median): on a machine shared with
+# other work it moves far less than wall time, and at --threads 1 it is the fairest measure
+# of the code itself; "per CPU-s" divides the FLOPs by it and is held against kiln_peak's
+# per-core peak (threads that spin while waiting add CPU time without FLOPs).
 # The symbolic batch dimension (if any) takes --batch (default 1); a fixed one must match.
 # T defaults to all online CPUs.  The kiln binary: --kiln, $KILN, or build/kiln; kiln_peak is
 # taken from beside it.  --kiln-env sets a variable for kiln's runs only (e.g.
@@ -35,13 +41,14 @@ KNOBS=(MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_MMAP_THRESHOLD_=33554432
        MALLOC_TOP_PAD_=1073741824)
 NOKNOBS=(-u MALLOC_TRIM_THRESHOLD_ -u MALLOC_MMAP_THRESHOLD_ -u MALLOC_TOP_PAD_)
 
-usage() { sed -n '2,32s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,39s/^# \{0,1\}//p' "$0"; }
 die() { echo "compare.sh: $*" >&2; exit 2; }
 
 MODEL= BATCH= ITERS=10 ROUNDS=3 WARMUP=3 THREADS=$(nproc) TORCH_MODEL=auto INSTALL=1 OUT=
 RUNTIMES=kiln,ort-all,ort-basic,torch,torch+malloc
 KILN=${KILN:-$ROOT/build/kiln}
 KILN_ENV=()
+KILN_PASSES=default
 while [ $# -gt 0 ]; do
   case $1 in
     -h|--help) usage; exit 0 ;;
@@ -54,6 +61,7 @@ while [ $# -gt 0 ]; do
     --torch-model) TORCH_MODEL=$2; shift ;;
     --runtimes) RUNTIMES=$2; shift ;;
     --no-install) INSTALL=0 ;;
+    --kiln-passes) KILN_PASSES=$2; shift ;;
     --kiln-env) [[ $2 == *=* ]] || die "--kiln-env needs VAR=VALUE"; KILN_ENV+=("$2"); shift ;;
     --out) OUT=$2; shift ;;
     -*) die "unknown option '$1' (see --help)" ;;
@@ -139,6 +147,7 @@ echo "# model $MODEL, batch $BATCH, threads $THREADS, $ITERS iters after $WARMUP
      "$ROUNDS rounds: ${RUN[*]}"
 [ $HAVE_TORCH = 1 ] && echo "# PyTorch runs: $TORCH_DESC"
 [ ${#KILN_ENV[@]} -eq 0 ] || echo "# kiln runs with: ${KILN_ENV[*]}"
+echo "# kiln passes: $KILN_PASSES"
 echo "# kiln $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') ($KILN)"
 
 # ---- peak ----
@@ -161,8 +170,11 @@ run_one() { # runtime round
   la=$(load)
   case $rt in
     kiln|kiln+passive)
-      env "${KILN_ENV[@]}" $([ $rt = kiln ] || echo OMP_WAIT_POLICY=passive) "$KILN" bench "$MODEL" "${BIND[@]}" --json --iters "$ITERS" --warmup "$WARMUP" \
-        --threads "$THREADS" >"$out" 2>"$WORK/err.txt" ;;
+      local kenv=("${KILN_ENV[@]}") kargs=("${BIND[@]}")
+      [ $rt = kiln ] || kenv+=(OMP_WAIT_POLICY=passive)
+      [ "$KILN_PASSES" = none ] || kargs+=(--passes "$KILN_PASSES")
+      env "${kenv[@]}" "$KILN" bench "$MODEL" "${kargs[@]}" --json --iters "$ITERS" \
+        --warmup "$WARMUP" --threads "$THREADS" >"$out" 2>"$WORK/err.txt" ;;
     ort-all|ort-basic)
       node "$ROOT/bench/compare_ort.mjs" "$MODEL" --opt "${rt#ort-}" --threads "$THREADS" \
         --iters "$ITERS" --warmup "$WARMUP" --batch "$BATCH" >"$out" 2>"$WORK/err.txt" ;;
@@ -195,39 +207,47 @@ import json, statistics as st, sys
 res, peak, notes, model, batch, threads, macs = sys.argv[1:8]
 rows = [json.loads(l) for l in open(res)]
 peak = json.load(open(peak))
-pk = peak.get("gflops_n")
-macs = int(macs) or next((r["res"]["macs"] for r in rows if r["rt"] == "kiln"), None)
+pk, pcore = peak.get("gflops_n"), peak.get("gflops_per_cpu_s")
+macs = int(macs) or next((r["res"]["macs"] for r in rows if r["rt"] == "kiln"), 0)
 order = ["kiln", "kiln+passive", "ort-all", "ort-basic", "torch", "torch+malloc"]
+names = {"kiln": "kiln (JIT)", "kiln+passive": "kiln, OMP_WAIT_POLICY=passive",
+         "ort-all": "ONNX Runtime 1.30, opt all", "ort-basic": "ONNX Runtime 1.30, opt basic",
+         "torch": "PyTorch (stock)", "torch+malloc": "PyTorch + malloc knobs"}
 med = {}
 for rt in order:
-    rs = [r for r in rows if r["rt"] == rt]
+    rs = [r["res"] for r in rows if r["rt"] == rt]
     if rs:
-        med[rt] = (st.median(r["res"]["median_ms"] for r in rs), min(r["res"]["min_ms"] for r in rs),
-                   len(rs))
-names = {"kiln": "kiln (JIT)", "kiln+passive": "kiln, OMP_WAIT_POLICY=passive", "ort-all": "ONNX Runtime 1.30, opt all",
-         "ort-basic": "ONNX Runtime 1.30, opt basic", "torch": "PyTorch (stock)",
-         "torch+malloc": "PyTorch + malloc knobs"}
+        cpu = [r["cpu_median_ms"] for r in rs if "cpu_median_ms" in r]
+        med[rt] = dict(ms=st.median(r["median_ms"] for r in rs), min=min(r["min_ms"] for r in rs),
+                       cpu=st.median(cpu) if cpu else None)
 print()
 print(f"model {model}, batch {batch}, {threads} threads" +
       (f", {macs / 1e9:.3f} GMAC per run" if macs else "") +
-      (f"; peak {pk:.1f} GFLOP/s ({peak['isa']}, {threads} threads; 1 thread {peak['gflops_1']:.1f})"
-       if pk else ""))
+      (f"; peak {pk:.1f} GFLOP/s ({peak['isa']}, {threads} threads; 1 thread "
+       f"{peak['gflops_1']:.1f}; per core while running {pcore:.1f})" if pk else ""))
 print()
-print("| runtime | median ms | min ms | GFLOP/s | share of peak | time / kiln |")
-print("|---|---|---|---|---|---|")
+print("| runtime | median ms | min ms | GFLOP/s | of peak | time / kiln | CPU ms | "
+      "GFLOP per CPU-s | of core peak |")
+print("|---|---|---|---|---|---|---|---|---|")
 k = med.get("kiln")
-for rt, (m, mn, n) in med.items():
-    g = 2 * macs / (m / 1e3) / 1e9 if macs else None
-    cells = [names[rt], f"{m:.2f}", f"{mn:.2f}", f"{g:.1f}" if g else "-",
-             f"{100 * g / pk:.0f}%" if g and pk else "-", f"{m / k[0]:.2f}" if k else "-"]
+for rt, m in med.items():
+    g = 2 * macs / (m["ms"] / 1e3) / 1e9 if macs else None
+    gc = 2 * macs / (m["cpu"] / 1e3) / 1e9 if macs and m["cpu"] else None
+    cells = [names[rt], f"{m['ms']:.2f}", f"{m['min']:.2f}", f"{g:.1f}" if g else "-",
+             f"{100 * g / pk:.0f}%" if g and pk else "-",
+             f"{m['ms'] / k['ms']:.2f}" if k else "-",
+             f"{m['cpu']:.1f}" if m["cpu"] else "-", f"{gc:.1f}" if gc else "-",
+             f"{100 * gc / pcore:.0f}%" if gc and pcore else "-"]
     print("| " + " | ".join(cells) + " |")
 if k:
     print()
-    for rt, (m, _, _) in med.items():
+    for rt, m in med.items():
         if rt != "kiln":
-            r = m / k[0]
-            print(f"vs {names[rt]}: kiln is " +
-                  (f"{r:.2f}x faster" if r >= 1 else f"{1 / r:.2f}x slower"))
+            r = m["ms"] / k["ms"]
+            line = f"vs {names[rt]}: kiln is " + (f"{r:.2f}x faster" if r >= 1 else f"{1 / r:.2f}x slower")
+            if m["cpu"] and k["cpu"]:
+                line += f" (CPU time: {m['cpu'] / k['cpu']:.2f}x)"
+            print(line)
 loads = sorted({r["load"].split()[0] for r in rows}, key=float)
 print(f"\nload averages (1 min) seen before the runs: {loads[0]} .. {loads[-1]}")
 for line in open(notes):

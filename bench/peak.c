@@ -10,7 +10,10 @@
  * usage: kiln_peak [--threads N] [--runs R] [--seconds S] [--isa auto|avx512|avx2|generic]
  *                  [--json]
  * Prints "peak: 1 thread G1 GFLOP/s, N threads GN GFLOP/s (isa)"; --json prints one object
- * {"isa":..., "threads":N, "gflops_1":G1, "gflops_n":GN, ...} for scripts. */
+ * {"isa":..., "threads":N, "gflops_1":G1, "gflops_n":GN, ...} for scripts.  Both are wall-time
+ * rates; "GFLOP/s per CPU-second" (gflops_per_cpu_s) divides by the CPU time the threads
+ * actually ran, which other processes on the machine do not change: on a shared machine it
+ * is the per-core peak to hold CPU-time rates against. */
 #include <math.h>
 #include <omp.h>
 #include <stdbool.h>
@@ -34,11 +37,12 @@
 
 typedef double (*chain_fn)(long iters, float mul, float add);
 
-static double now_s(void) {
+static double clock_s(clockid_t id) {
   struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
+  clock_gettime(id, &t);
   return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
+static double now_s(void) { return clock_s(CLOCK_MONOTONIC); }
 
 #ifdef PEAK_X86
 /* 24 independent zmm accumulators: Zen 4/5 and Intel server cores have two 512-bit FMA
@@ -138,21 +142,27 @@ static int pick_isa(const char *want, isa_path *p) {
 
 static volatile double sink;
 
-/* One timed run on `threads` threads, each running `iters` iterations; returns GFLOP/s. */
-static double run_once(const isa_path *p, int threads, long iters) {
-  double t0 = 0, t1 = 0, total = 0;
-#pragma omp parallel num_threads(threads) reduction(+ : total)
+/* One timed run on `threads` threads, each running `iters` iterations; returns GFLOP/s of
+ * wall time, and in *per_cpu the GFLOP/s per CPU-second the threads were running (what one
+ * core does while it is scheduled: unchanged by other processes sharing the machine). */
+static double run_once(const isa_path *p, int threads, long iters, double *per_cpu) {
+  double t0 = 0, t1 = 0, total = 0, cpu = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : total, cpu)
   {
 #pragma omp barrier
 #pragma omp master
     t0 = now_s();
+    double c0 = clock_s(CLOCK_THREAD_CPUTIME_ID);
     total += p->fn(iters, PEAK_MUL, PEAK_ADD);
+    cpu += clock_s(CLOCK_THREAD_CPUTIME_ID) - c0;
 #pragma omp barrier
 #pragma omp master
     t1 = now_s();
   }
   sink = total;
-  return (double)p->flops_per_iter * (double)iters * threads / (t1 - t0) / 1e9;
+  double flops = (double)p->flops_per_iter * (double)iters * threads;
+  *per_cpu = flops / cpu / 1e9;
+  return flops / (t1 - t0) / 1e9;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -160,8 +170,10 @@ static int cmp_double(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-/* Median of `runs` runs, each sized to take about `seconds`; also the best run. */
-static double measure(const isa_path *p, int threads, int runs, double seconds, double *best) {
+/* Median of `runs` runs, each sized to take about `seconds`; also the best run and the median
+ * GFLOP/s per CPU-second. */
+static double measure(const isa_path *p, int threads, int runs, double seconds, double *best,
+                      double *per_cpu) {
   long iters = 1 << 16;
   /* calibrate on one thread: grow until a run takes a tenth of the target */
   for (;;) {
@@ -175,11 +187,13 @@ static double measure(const isa_path *p, int threads, int runs, double seconds, 
     iters *= 4;
   }
   if (iters < 1) iters = 1;
-  double *g = calloc((size_t)runs, sizeof *g);
+  double *g = calloc(2 * (size_t)runs, sizeof *g), *c = g + runs;
   if (!g) return 0;
-  for (int r = 0; r < runs; r++) g[r] = run_once(p, threads, iters);
+  for (int r = 0; r < runs; r++) g[r] = run_once(p, threads, iters, &c[r]);
   qsort(g, (size_t)runs, sizeof *g, cmp_double);
+  qsort(c, (size_t)runs, sizeof *c, cmp_double);
   double med = runs % 2 ? g[runs / 2] : 0.5 * (g[runs / 2 - 1] + g[runs / 2]);
+  *per_cpu = runs % 2 ? c[runs / 2] : 0.5 * (c[runs / 2 - 1] + c[runs / 2]);
   *best = g[runs - 1];
   free(g);
   return med;
@@ -231,17 +245,18 @@ int main(int argc, char **argv) {
     fprintf(stderr, "kiln_peak: this CPU cannot run --isa %s\n", isa);
     return 1;
   }
-  double best1, bestn;
-  double g1 = measure(&p, 1, runs, seconds, &best1);
-  double gn = threads > 1 ? measure(&p, threads, runs, seconds, &bestn) : (bestn = best1, g1);
+  double best1, bestn, cpu1, cpun;
+  double g1 = measure(&p, 1, runs, seconds, &best1, &cpu1);
+  double gn = threads > 1 ? measure(&p, threads, runs, seconds, &bestn, &cpun)
+                          : (bestn = best1, cpun = cpu1, g1);
   if (json) {
     printf("{\"isa\": \"%s\", \"threads\": %d, \"runs\": %d, \"gflops_1\": %.2f, \"gflops_n\": %.2f, "
-           "\"best_1\": %.2f, \"best_n\": %.2f}\n",
-           p.name, threads, runs, g1, gn, best1, bestn);
+           "\"best_1\": %.2f, \"best_n\": %.2f, \"gflops_per_cpu_s\": %.2f}\n",
+           p.name, threads, runs, g1, gn, best1, bestn, cpun);
   } else {
     printf("peak: 1 thread %.1f GFLOP/s, %d threads %.1f GFLOP/s (%s FMA, median of %d runs; "
-           "best %.1f / %.1f)\n",
-           g1, threads, gn, p.name, runs, best1, bestn);
+           "best %.1f / %.1f); %.1f GFLOP/s per CPU-second\n",
+           g1, threads, gn, p.name, runs, best1, bestn, cpun);
   }
   return 0;
 }
