@@ -51,7 +51,7 @@ static void row(FILE *f, const char *name, double b, double s) {
   else fprintf(f, " %9s", "-");
   if (isfinite(s)) fprintf(f, " %9.1f", 100 * s);
   else fprintf(f, " %9s", "-");
-  if (isfinite(b) && isfinite(s)) fprintf(f, " %+9.1f", 100 * (s - b));
+  if (isfinite(b) && isfinite(s)) fprintf(f, " %+9.1f", fabs(s - b) < 5e-4 ? 0.0 : 100 * (s - b)); /* no -0.0 */
   fputc('\n', f);
 }
 

@@ -996,8 +996,9 @@ out:
 }
 
 /* Saliency scores on the test split, and the maps of the grid examples:
- * dir/maps.npy [G,3,H,W] (Grad-CAM, gradient, SPN; each min-max normalized,
- * zeros when the method does not apply) and dir/saliency.png. */
+ * dir/maps.npy [G,3,H,W] (Grad-CAM and gradient min-max normalized, the SPN's
+ * sigmoid; zeros when the method does not apply), dir/grid.csv (the examples and
+ * their predicted classes) and dir/saliency.png. */
 static kiln_code explain_run(exp_ctx *x, const char *model, const char *dir, kiln_exp_result *r, kiln_err *e) {
   kiln_explain_opts xo = kiln_explain_opts_default();
   xo.threads = x->c->threads;
@@ -1009,6 +1010,7 @@ static kiln_code explain_run(exp_ctx *x, const char *model, const char *dir, kil
   kiln_explain_summary s;
   memset(&s, 0, sizeof s);
   float *images = NULL;
+  int64_t *pred = NULL;
   kiln_tensor *maps = NULL;
   kiln_explanation expl;
   memset(&expl, 0, sizeof expl);
@@ -1026,8 +1028,9 @@ static kiln_code explain_run(exp_ctx *x, const char *model, const char *dir, kil
   /* maps of the grid examples, in explainer batches */
   int64_t B = kiln_explainer_batch(ex), C = x->test->c, H = x->test->h, W = x->test->w, G = x->n_grid;
   images = kiln_calloc((size_t)(B * C * H * W), sizeof *images);
+  pred = kiln_calloc((size_t)G, sizeof *pred);
   kiln_shape ms = {.rank = 4, .d = {G, KILN_EXPLAIN_METHODS, H, W}};
-  if (!images) {
+  if (!images || !pred) {
     rc = kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
     goto out;
   }
@@ -1042,21 +1045,25 @@ static kiln_code explain_run(exp_ctx *x, const char *model, const char *dir, kil
       if ((rc = x->test->get(x->test, x->grid_idx[first + i], images + i * C * H * W, &label, NULL, &hm, e))) goto out;
     }
     if ((rc = kiln_explain_run(ex, images, NULL, &expl, e))) goto out;
+    for (int64_t i = 0; i < cnt; i++) pred[first + i] = expl.target[i]; /* the predicted class */
     for (int64_t i = 0; i < cnt; i++)
       for (int m = 0; m < KILN_EXPLAIN_METHODS; m++) {
         if (!expl.map[m]) continue;
         float *dst = (float *)maps->data + ((first + i) * KILN_EXPLAIN_METHODS + m) * H * W;
         memcpy(dst, expl.map[m] + i * H * W, sizeof(float) * (size_t)(H * W));
-        kiln_map_normalize(dst, H * W);
+        if (m != KILN_EXPLAIN_SPN) kiln_map_normalize(dst, H * W); /* the SPN's is a probability */
       }
     kiln_explanation_free(&expl);
   }
   char path[KILN_EXP_PATH + 32];
   snprintf(path, sizeof path, "%s/maps.npy", dir);
   if ((rc = kiln_tensor_save_npy(maps, path, e))) goto out;
+  snprintf(path, sizeof path, "%s/grid.csv", dir);
+  if ((rc = kiln_report_grid_preds_save(path, x->grid_idx, pred, (int)G, e))) goto out;
   snprintf(path, sizeof path, "%s/saliency.png", dir);
-  rc = kiln_report_run_grid(x->test, x->grid_idx, (int)G, (const float *)maps->data, r->run.spn, path, e);
+  rc = kiln_report_run_grid(x->test, x->grid_idx, pred, (int)G, (const float *)maps->data, r->run.spn, path, e);
 out:
+  kiln_free(pred);
   kiln_explanation_free(&expl);
   kiln_tensor_free(maps);
   kiln_free(images);

@@ -409,6 +409,7 @@ static int64_t cell_factor(int64_t side) { return side >= 128 ? 1 : (128 + side 
 /* Cells for one example: the raw image and its mask, upscaled. */
 typedef struct cells {
   int64_t f, h, w, H, W;
+  int64_t label;
   float *img, *mask, *big_img, *big_mask, *big_map;
   uint8_t *rgb;
 } cells;
@@ -440,18 +441,66 @@ static void cells_free(cells *c) {
   kiln_free(c->rgb);
 }
 
+kiln_code kiln_report_grid_preds_save(const char *path, const int64_t *idx, const int64_t *pred, int rows,
+                                      kiln_err *e) {
+  FILE *f = fopen(path, "w");
+  if (!f) return kiln_errf(e, KILN_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
+  fprintf(f, "row,example,pred\n");
+  for (int r = 0; r < rows; r++) fprintf(f, "%d,%lld,%lld\n", r, (long long)idx[r], (long long)pred[r]);
+  fclose(f);
+  return KILN_OK;
+}
+
+bool kiln_report_grid_preds_load(const char *path, const int64_t *idx, int rows, int64_t *pred) {
+  FILE *f = fopen(path, "r");
+  if (!f) return false;
+  char line[256];
+  int got = 0;
+  bool ok = fgets(line, sizeof line, f) != NULL;
+  while (ok && got < rows && fgets(line, sizeof line, f)) {
+    int r;
+    long long ex, p;
+    if (sscanf(line, "%d,%lld,%lld", &r, &ex, &p) != 3 || r != got || ex != idx[got]) ok = false;
+    else pred[got++] = p;
+  }
+  fclose(f);
+  return ok && got == rows;
+}
+
+/* A label in the top left corner of a cell, on a darkened band. */
+static void caption(uint8_t *rgb, int64_t W, int64_t H, const char *text, const uint8_t color[3]) {
+  int scale = W >= 160 ? 2 : 1;
+  int64_t tw = (int64_t)strlen(text) * 6 * scale + 3, th = 7 * scale + 4;
+  for (int64_t y = 0; y < th && y < H; y++)
+    for (int64_t x = 0; x < tw && x < W; x++)
+      for (int ch = 0; ch < 3; ch++) rgb[(y * W + x) * 3 + ch] = (uint8_t)(rgb[(y * W + x) * 3 + ch] * 0.3);
+  kiln_draw_text(rgb, W, H, 2, 2, text, scale, color);
+}
+
+static const uint8_t white[3] = {255, 255, 255}, green[3] = {80, 230, 80}, red[3] = {255, 80, 80};
+
+static const char *class_label(kiln_dataset *d, int64_t k, char *buf, size_t n) {
+  const char *s = kiln_data_class_name(d, k);
+  if (s) snprintf(buf, n, "%s", s);
+  else snprintf(buf, n, "%lld", (long long)k);
+  return buf;
+}
+
 static kiln_code cells_load(cells *c, kiln_dataset *d, int64_t idx, kiln_err *e) {
   int64_t label;
   bool hm = false;
   memset(c->mask, 0, sizeof(float) * (size_t)(c->h * c->w));
   KILN_TRY(kiln_data_get_raw(d, idx, c->img, &label, c->mask, &hm, e));
+  c->label = label;
   upscale(c->img, 3, c->h, c->w, c->f, c->big_img);
   upscale(c->mask, 1, c->h, c->w, c->f, c->big_mask);
   return KILN_OK;
 }
 
-static void put_image(kiln_grid *g, cells *c, int row, int col) {
+static void put_image(kiln_grid *g, cells *c, kiln_dataset *d, int row, int col) {
+  char name[64];
   kiln_render_image(c->big_img, c->H, c->W, c->rgb);
+  caption(c->rgb, c->W, c->H, class_label(d, c->label, name, sizeof name), white);
   kiln_grid_put(g, row, col, c->rgb);
 }
 
@@ -460,10 +509,13 @@ static void put_mask(kiln_grid *g, cells *c, int row, int col) {
   kiln_grid_put(g, row, col, c->rgb);
 }
 
-/* A heat map over the image (jet, half transparent). */
-static void put_overlay(kiln_grid *g, cells *c, const float *map, int row, int col) {
+/* A heat map over the image (jet, half transparent), captioned with the prediction
+ * when pred >= 0. */
+static void put_overlay(kiln_grid *g, cells *c, kiln_dataset *d, const float *map, int64_t pred, int row, int col) {
+  char name[64];
   upscale(map, 1, c->h, c->w, c->f, c->big_map);
   kiln_render_overlay(c->big_img, c->big_map, c->H, c->W, KILN_CMAP_JET, 0.5f, c->rgb);
+  if (pred >= 0) caption(c->rgb, c->W, c->H, class_label(d, pred, name, sizeof name), pred == c->label ? green : red);
   kiln_grid_put(g, row, col, c->rgb);
 }
 
@@ -474,8 +526,8 @@ static void put_prob(kiln_grid *g, cells *c, const float *map, int row, int col)
   kiln_grid_put(g, row, col, c->rgb);
 }
 
-kiln_code kiln_report_run_grid(kiln_dataset *test, const int64_t *idx, int rows, const float *maps, bool spn,
-                               const char *path, kiln_err *e) {
+kiln_code kiln_report_run_grid(kiln_dataset *test, const int64_t *idx, const int64_t *pred, int rows,
+                               const float *maps, bool spn, const char *path, kiln_err *e) {
   if (rows < 1) return KILN_OK;
   int64_t h = test->h, w = test->w, hw = h * w;
   const char *titles[] = {"image", "truth", "Grad-CAM", "gradient", "SPN"};
@@ -488,10 +540,10 @@ kiln_code kiln_report_run_grid(kiln_dataset *test, const int64_t *idx, int rows,
   for (int r = 0; !rc && r < rows; r++) {
     if ((rc = cells_load(&c, test, idx[r], e))) break;
     const float *m = maps + (int64_t)r * KILN_EXPLAIN_METHODS * hw;
-    put_image(&g, &c, r, 0);
+    put_image(&g, &c, test, r, 0);
     put_mask(&g, &c, r, 1);
-    put_overlay(&g, &c, m + KILN_EXPLAIN_GRADCAM * hw, r, 2);
-    put_overlay(&g, &c, m + KILN_EXPLAIN_GRAD * hw, r, 3);
+    put_overlay(&g, &c, test, m + KILN_EXPLAIN_GRADCAM * hw, pred ? pred[r] : -1, r, 2);
+    put_overlay(&g, &c, test, m + KILN_EXPLAIN_GRAD * hw, -1, r, 3);
     if (spn) put_prob(&g, &c, m + KILN_EXPLAIN_SPN * hw, r, 4);
   }
   if (!rc) rc = kiln_grid_write(&g, path, e);
@@ -507,6 +559,7 @@ typedef struct cmp_col {
   kiln_tensor *maps;
   int method;
   char title[40];
+  int64_t pred[64]; /* per row, -1 when unknown */
 } cmp_col;
 
 static kiln_code compare_grid(const kiln_exp_config *c, const kiln_exp_result *r, int n, kiln_backbone bb,
@@ -553,6 +606,10 @@ static kiln_code compare_grid(const kiln_exp_config *c, const kiln_exp_result *r
       cols[j].maps = NULL; /* shares the previous column's maps */
       continue;
     }
+    char gp[KILN_EXP_PATH + 128];
+    snprintf(gp, sizeof gp, "%s/runs/%s/grid.csv", c->out, cols[j].r->run.id);
+    if (rows > 64 || !kiln_report_grid_preds_load(gp, idx, rows, cols[j].pred))
+      for (int q = 0; q < 64; q++) cols[j].pred[q] = -1;
     rc = kiln_tensor_load_npy(mp, &cols[j].maps, e);
     if (!rc && (cols[j].maps->shape.rank != 4 || cols[j].maps->shape.d[0] < rows ||
                 cols[j].maps->shape.d[1] != KILN_EXPLAIN_METHODS || cols[j].maps->shape.d[2] != h ||
@@ -571,13 +628,13 @@ static kiln_code compare_grid(const kiln_exp_config *c, const kiln_exp_result *r
   if (!rc) rc = kiln_grid_init(&g, rows, 2 + nc, cl.W, cl.H, titles, e);
   for (int row = 0; !rc && row < rows; row++) {
     if ((rc = cells_load(&cl, test, idx[row], e))) break;
-    put_image(&g, &cl, row, 0);
+    put_image(&g, &cl, test, row, 0);
     put_mask(&g, &cl, row, 1);
     for (int j = 0; j < nc; j++) {
       const kiln_tensor *mt = cols[j].maps ? cols[j].maps : cols[j - 1].maps;
       const float *m = (const float *)mt->data + ((int64_t)row * KILN_EXPLAIN_METHODS + cols[j].method) * hw;
       if (cols[j].method == KILN_EXPLAIN_SPN) put_prob(&g, &cl, m, row, 2 + j);
-      else put_overlay(&g, &cl, m, row, 2 + j);
+      else put_overlay(&g, &cl, test, m, row < 64 ? cols[j].pred[row] : -1, row, 2 + j);
     }
   }
   if (!rc) rc = kiln_grid_write(&g, path, e);

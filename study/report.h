@@ -57,9 +57,16 @@ void kiln_base64(const uint8_t *in, size_t n, char *out);
 
 /* One run's grid: rows = test examples idx[0..rows), columns image | truth |
  * Grad-CAM | gradient | (SPN when spn).  maps [rows,3,H,W]: Grad-CAM and gradient in
- * [0,1], the SPN's sigmoid. */
-kiln_code kiln_report_run_grid(kiln_dataset *test, const int64_t *idx, int rows, const float *maps, bool spn,
-                               const char *path, kiln_err *e);
+ * [0,1], the SPN's sigmoid.  The image is captioned with its class, the Grad-CAM map
+ * with the predicted class pred[row] (green when right, red when wrong; pred may be
+ * NULL). */
+kiln_code kiln_report_run_grid(kiln_dataset *test, const int64_t *idx, const int64_t *pred, int rows,
+                               const float *maps, bool spn, const char *path, kiln_err *e);
+/* grid.csv of a run: row,example,pred. */
+kiln_code kiln_report_grid_preds_save(const char *path, const int64_t *idx, const int64_t *pred, int rows,
+                                      kiln_err *e);
+/* Reads pred[0..rows) back; false when the file is missing or lists other examples. */
+bool kiln_report_grid_preds_load(const char *path, const int64_t *idx, int rows, int64_t *pred);
 
 /* Writes table1/table2/saliency (.md and .csv), runs.csv, compare-<backbone>.png and
  * report.html into c->out.  test and grid_idx give the examples of the grids. */
