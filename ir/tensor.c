@@ -1,6 +1,7 @@
 /* tensor.c — tensor allocation with checked sizes. */
 #include "ir/tensor.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -100,9 +101,18 @@ double kiln_tensor_get_f(const kiln_tensor *t, int64_t i) {
   }
 }
 
+/* double -> integer in [lo, hi] without C's undefined behaviour for values out of range:
+ * truncates toward zero, saturates, NaN -> 0.  (Values come from files: 1e30 happens.) */
+static int64_t saturate(double v, int64_t lo, int64_t hi) {
+  if (isnan(v)) return 0;
+  if (v <= (double)lo) return lo;
+  if (v >= (double)hi) return hi; /* (double)INT64_MAX rounds up to 2^63: caught here */
+  return (int64_t)v;
+}
+
 int64_t kiln_tensor_get_i(const kiln_tensor *t, int64_t i) {
   switch (t->dtype) {
-  case KILN_F32: return (int64_t)((const float *)t->data)[i];
+  case KILN_F32: return saturate(((const float *)t->data)[i], INT64_MIN, INT64_MAX);
   case KILN_I32: return ((const int32_t *)t->data)[i];
   case KILN_I64: return ((const int64_t *)t->data)[i];
   case KILN_BOOL: return ((const uint8_t *)t->data)[i] ? 1 : 0;
@@ -113,8 +123,8 @@ int64_t kiln_tensor_get_i(const kiln_tensor *t, int64_t i) {
 void kiln_tensor_set_f(kiln_tensor *t, int64_t i, double v) {
   switch (t->dtype) {
   case KILN_F32: ((float *)t->data)[i] = (float)v; break;
-  case KILN_I32: ((int32_t *)t->data)[i] = (int32_t)v; break;
-  case KILN_I64: ((int64_t *)t->data)[i] = (int64_t)v; break;
+  case KILN_I32: ((int32_t *)t->data)[i] = (int32_t)saturate(v, INT32_MIN, INT32_MAX); break;
+  case KILN_I64: ((int64_t *)t->data)[i] = saturate(v, INT64_MIN, INT64_MAX); break;
   case KILN_BOOL: ((uint8_t *)t->data)[i] = v != 0; break;
   default: break;
   }

@@ -20,7 +20,8 @@ kiln_code kiln_tensor_wrap(kiln_dtype dt, const kiln_shape *shape, void *data, k
 kiln_code kiln_tensor_clone(const kiln_tensor *t, kiln_tensor **out, kiln_err *e);
 void kiln_tensor_free(kiln_tensor *t);
 size_t kiln_tensor_nbytes(const kiln_tensor *t);
-/* Reads element i (any dtype) as double / int64; used by shape inference and tests. */
+/* Reads element i (any dtype) as double / int64; used by shape inference and tests.
+ * Float to integer truncates toward zero and saturates at the type's range (NaN -> 0). */
 double kiln_tensor_get_f(const kiln_tensor *t, int64_t i);
 int64_t kiln_tensor_get_i(const kiln_tensor *t, int64_t i);
 void kiln_tensor_set_f(kiln_tensor *t, int64_t i, double v);

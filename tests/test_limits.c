@@ -127,6 +127,22 @@ static void test_checked_arithmetic(void) {
   kiln_free(arr);
 }
 
+/* Float to integer reads of values from files saturate instead of overflowing. */
+static void test_saturating_reads(void) {
+  kiln_tensor *f = tf(1, DIMS(5), FV(4e35f, -4e35f, NAN, 3.9f, -3.9f));
+  CHECK(kiln_tensor_get_i(f, 0) == INT64_MAX && kiln_tensor_get_i(f, 1) == INT64_MIN);
+  CHECK(kiln_tensor_get_i(f, 2) == 0 && kiln_tensor_get_i(f, 3) == 3 && kiln_tensor_get_i(f, 4) == -3);
+  kiln_tensor *i32 = tn_new(KILN_I32, 1, DIMS(3)), *i64 = tn_new(KILN_I64, 1, DIMS(3));
+  double v[3] = {1e30, -1e30, NAN};
+  for (int k = 0; k < 3; k++) kiln_tensor_set_f(i32, k, v[k]), kiln_tensor_set_f(i64, k, v[k]);
+  CHECK(kiln_tensor_get_i(i32, 0) == INT32_MAX && kiln_tensor_get_i(i32, 1) == INT32_MIN);
+  CHECK(kiln_tensor_get_i(i64, 0) == INT64_MAX && kiln_tensor_get_i(i64, 1) == INT64_MIN);
+  CHECK(kiln_tensor_get_i(i32, 2) == 0 && kiln_tensor_get_i(i64, 2) == 0);
+  kiln_tensor_free(f);
+  kiln_tensor_free(i32);
+  kiln_tensor_free(i64);
+}
+
 /* ---- shape inference: outputs whose size overflows or passes the limits ---- */
 
 static void test_infer_limits(void) {
@@ -661,6 +677,7 @@ int main(void) {
   snprintf(tmpdir, sizeof tmpdir, "/tmp/kiln_limits_XXXXXX");
   if (!mkdtemp(tmpdir)) return 1;
   RUN(test_checked_arithmetic);
+  RUN(test_saturating_reads);
   RUN(test_infer_limits);
   RUN(test_loader_limits);
   RUN(test_tensor_file_limits);
