@@ -113,21 +113,25 @@ static kiln_code infer_from(kiln_grad_ctx *gc, int64_t first, kiln_err *e) {
 
 kiln_code grad_infer_new(kiln_grad_ctx *gc, kiln_err *e) { return infer_from(gc, gc->rule_first, e); }
 
-kiln_code grad_reshape(kiln_grad_ctx *gc, int v, const kiln_shape *shape, int *out, kiln_err *e) {
-  const kiln_value *val = grad_val(gc, v);
-  if (kiln_shape_eq(&val->shape, shape)) {
+kiln_code grad_reshape(kiln_grad_ctx *gc, int v, const kiln_shape *shape_in, int *out, kiln_err *e) {
+  /* copies: adding values moves g->values, where callers' shapes often live */
+  const kiln_shape shape = *shape_in;
+  const kiln_shape cur = grad_val(gc, v)->shape;
+  if (kiln_shape_eq(&cur, &shape)) {
     *out = v;
     return KILN_OK;
   }
   int sh, nid;
   int64_t first = gc->g->n_nodes;
-  KILN_TRY(grad_const_i64s(gc, shape->d, shape->rank, &sh, e));
+  KILN_TRY(grad_const_i64s(gc, shape.d, shape.rank, &sh, e));
   KILN_TRY(grad_op1(gc, KILN_OP_Reshape, (int[]){v, sh}, 2, out, &nid, e));
   return infer_from(gc, first, e);
 }
 
-kiln_code grad_unbroadcast(kiln_grad_ctx *gc, int dy, const kiln_shape *shape, int *out, kiln_err *e) {
-  const kiln_shape *s = &grad_val(gc, dy)->shape;
+kiln_code grad_unbroadcast(kiln_grad_ctx *gc, int dy, const kiln_shape *shape_in, int *out, kiln_err *e) {
+  /* copies: adding values moves g->values, where these shapes live */
+  const kiln_shape target = *shape_in, dys = grad_val(gc, dy)->shape;
+  const kiln_shape *shape = &target, *s = &dys;
   if (kiln_shape_eq(s, shape)) {
     *out = dy;
     return KILN_OK;

@@ -127,7 +127,7 @@ static int gb_rand(gb *b, const char *name, int rank, const int64_t *d, double l
 static int gb_floats(gb *b, const char *name, int n, const float *vals) {
   kiln_tensor *t = NULL;
   if (kiln_tensor_new(KILN_F32, &(kiln_shape){.rank = 1, .d = {n}}, &t, &b->e)) return -1;
-  memcpy(t->data, vals, sizeof(float) * (size_t)n);
+  if (n) memcpy(t->data, vals, sizeof(float) * (size_t)n);
   int id = -1;
   ir_add_const(b->g, name, t, true, &id, &b->e);
   return id;

@@ -137,7 +137,7 @@ static kiln_graph *build(const spec *s, kiln_err *e) {
     snprintf(name, sizeof name, "in%d", i);
     ids[i] = -1;
     if (!s->in[i]) continue;
-    if (s->const_mask >> i & 1) {
+    if (i < 64 && (s->const_mask >> i & 1)) {
       kiln_tensor *c = NULL;
       kiln_tensor_clone(s->in[i], &c, e);
       ir_add_const(g, name, c, true, &ids[i], e);
