@@ -121,7 +121,10 @@ int cmd_experiment(int argc, char **argv) {
     if (eq && a[1] == '-') val = eq + 1;
     else if (i + 1 < argc) val = argv[++i];
     else return cli_usage_error("experiment", "option %s needs a value", a);
-    if (kiln_exp_config_set(&c, alias(key), val, &e)) return cli_usage_error("experiment", "%s", e.msg);
+    if (kiln_exp_config_set(&c, alias(key), val, &e)) {
+      if (!strncmp(e.msg, "unknown option", 14)) return cli_usage_error("experiment", "unknown option '%s'", a);
+      return cli_usage_error("experiment", "%s", e.msg);
+    }
   }
   if (print_config) {
     kiln_exp_config_write(&c, stdout);
