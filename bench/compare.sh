@@ -148,7 +148,8 @@ echo "# model $MODEL, batch $BATCH, threads $THREADS, $ITERS iters after $WARMUP
 [ $HAVE_TORCH = 1 ] && echo "# PyTorch runs: $TORCH_DESC"
 [ ${#KILN_ENV[@]} -eq 0 ] || echo "# kiln runs with: ${KILN_ENV[*]}"
 echo "# kiln passes: $KILN_PASSES"
-echo "# kiln $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') ($KILN)"
+echo "# kiln binary $KILN (built $(date -u -r "$KILN" +%FT%TZ)),"\
+     "repository at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")"
 
 # ---- peak ----
 PEAK=$(dirname "$KILN")/kiln_peak
