@@ -868,8 +868,8 @@ static void cards(FILE *f, const kiln_exp_result *r, int n) {
       group g = find_group(r, n, bb[b], true, ratios[q], loss);
       if (!g.n) continue;
       kiln_mean_ci f1 = group_ci(&g, get_f1), cam = group_ci(&g, get_cam_energy);
-      fprintf(f, "<div class=\"card\"><h3>%s, SPN with %g of the masks (%s)</h3>", net_label(bb[b]), ratios[q],
-              kiln_loc_loss_label(loss));
+      fprintf(f, "<div class=\"card\"><h3>%s, SPN with %g%% of the masks (%s)</h3>", net_label(bb[b]),
+              100 * ratios[q], kiln_loc_loss_label(loss));
       fprintf(f, "<div class=\"big\">F1 %.1f%%", 100 * f1.mean);
       if (base.n && isfinite(bf1.mean))
         fprintf(f, " <span class=\"%s\">(%+.1f)</span>", f1.mean >= bf1.mean ? "up" : "down",
