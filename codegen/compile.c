@@ -169,6 +169,7 @@ void cg_emitters(kiln_emit_fn *table) {
   cg_register_resize(table);
   cg_register_kiln(table);
   cg_register_grad_nn(table);
+  cg_register_conv_grad(table);
   cg_register_grad_pool(table);
   cg_register_train(table);
   cg_register_fused(table);

@@ -143,6 +143,7 @@ void cg_register_tensor(kiln_emit_fn *table);
 void cg_register_resize(kiln_emit_fn *table);
 void cg_register_kiln(kiln_emit_fn *table);
 void cg_register_grad_nn(kiln_emit_fn *table);
+void cg_register_conv_grad(kiln_emit_fn *table);
 void cg_register_grad_pool(kiln_emit_fn *table);
 void cg_register_train(kiln_emit_fn *table);
 void cg_register_fused(kiln_emit_fn *table);

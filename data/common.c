@@ -87,6 +87,8 @@ kiln_code data_new(size_t impl_size, int64_t n, const char *layout, const char *
 }
 
 kiln_code data_set_classes(data_base *b, int64_t k, const char *const *names, kiln_err *e) {
+  if (k > DATA_MAX_CLASSES)
+    return kiln_errf(e, KILN_ERR_LIMIT, "%lld classes, more than the limit of %d", (long long)k, DATA_MAX_CLASSES);
   b->class_names = kiln_calloc((size_t)(k > 0 ? k : 1), sizeof(char *));
   if (!b->class_names) return kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
   b->n_classes = k;

@@ -8,6 +8,10 @@
 #include "data/data.h"
 #include "data/image.h"
 
+/* The most classes a dataset may have.  Class tables are allocated per class, so an
+ * unchecked integer label in a two-line CSV would otherwise ask for gigabytes. */
+#define DATA_MAX_CLASSES 100000
+
 /* ---- deterministic randomness: splitmix64 ---- */
 
 static inline uint64_t data_mix(uint64_t z) {

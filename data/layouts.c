@@ -2,6 +2,7 @@
  * and CSV lists.  Each builds a list of files and hands it to data_files_open. */
 #include <ctype.h>
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -543,6 +544,15 @@ static bool is_int(const char *s) {
   return !*s;
 }
 
+/* An integer label's value, saturated: anything past DATA_MAX_CLASSES (or negative)
+ * is refused by the caller, so the exact value of a huge one does not matter. */
+static int64_t int_label(const char *s) {
+  errno = 0;
+  long long v = strtoll(s, NULL, 10);
+  if (errno == ERANGE || v > DATA_MAX_CLASSES) return (int64_t)DATA_MAX_CLASSES + 1;
+  return v < 0 ? -1 : (int64_t)v;
+}
+
 kiln_code data_open_csv(const char *path, const kiln_data_opts *o, kiln_dataset **out, kiln_err *e) {
   *out = NULL;
   char *text = NULL, *dir = NULL, **names = NULL, **toks = NULL;
@@ -600,7 +610,11 @@ kiln_code data_open_csv(const char *path, const kiln_data_opts *o, kiln_dataset 
       }
       rows_n++;
       if (!is_int(fv[col_lab])) all_int = false;
-      else if (atoll(fv[col_lab]) > max_int) max_int = atoll(fv[col_lab]);
+      else if (int_label(fv[col_lab]) >= DATA_MAX_CLASSES && !o->classes) {
+        rc = kiln_errf(e, KILN_ERR_LIMIT, "%s:%d: label %s: more than %d classes", path, ln, fv[col_lab],
+                       DATA_MAX_CLASSES);
+        break;
+      } else if (int_label(fv[col_lab]) > max_int) max_int = int_label(fv[col_lab]);
     }
     kiln_free(copy);
     if (rc) goto done;
@@ -615,6 +629,11 @@ kiln_code data_open_csv(const char *path, const kiln_data_opts *o, kiln_dataset 
     n_classes = ntok;
   } else if (all_int) {
     n_classes = o->num_classes > 0 ? o->num_classes : max_int + 1;
+  }
+  if (n_classes > DATA_MAX_CLASSES) {
+    rc = kiln_errf(e, KILN_ERR_LIMIT, "%s: %lld classes, more than the limit of %d", path, (long long)n_classes,
+                   DATA_MAX_CLASSES);
+    goto done;
   }
   while ((s = next_line(&rows))) {
     line++;
@@ -631,7 +650,7 @@ kiln_code data_open_csv(const char *path, const kiln_data_opts *o, kiln_dataset 
         if (!strcmp(toks[i], lab)) label = i;
       if (label < 0) continue; /* not in the subset */
     } else if (all_int) {
-      label = atoll(lab);
+      label = int_label(lab);
       if (label < 0 || label >= n_classes) {
         rc = kiln_errf(e, KILN_ERR_INVALID, "%s:%d: label %s is out of range [0, %lld)", path, line, lab,
                        (long long)n_classes);

@@ -956,7 +956,7 @@ static void conformance_case(const char *test, int first_const, int *n_fused, in
   }
   if (e.code || n_in != g->n_inputs || n_want != g->n_outputs) goto done;
   int fed[MAXIO], n_fed = g->n_inputs, k = 0;
-  memcpy(fed, g->inputs, sizeof(int) * (size_t)n_fed);
+  if (n_fed > 0) memcpy(fed, g->inputs, sizeof(int) * (size_t)n_fed);
   for (int i = 0; i < n_fed; i++) {
     kiln_value *v = &g->values[fed[i]];
     if (v->shape.rank == inputs[i]->shape.rank)
