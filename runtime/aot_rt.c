@@ -141,11 +141,14 @@ int kiln_aot_run(void *mp, const void *const *inputs, void *const *outputs) {
       st->fn(m->argv, 0, n);
       continue;
     }
-#pragma omp parallel num_threads(nt)
-    {
-      int t = omp_get_thread_num(), T = omp_get_num_threads();
-      int64_t lo = n * t / T, hi = n * (t + 1) / T;
-      if (lo < hi) st->fn(m->argv, lo, hi);
+    /* chunks claimed dynamically, as kiln_parallel_for (runtime/program.c) does */
+    int64_t chunk = n / ((int64_t)nt * 8);
+    if (chunk < 1) chunk = 1;
+    int64_t n_chunks = (n + chunk - 1) / chunk;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t c = 0; c < n_chunks; c++) {
+      int64_t lo = c * chunk, hi = lo + chunk < n ? lo + chunk : n;
+      st->fn(m->argv, lo, hi);
     }
   }
   for (int64_t i = 0; i < m->n_out; i++) {

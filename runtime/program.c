@@ -54,13 +54,17 @@ void kiln_parallel_for(kiln_kernel_fn fn, void **args, int64_t n_tiles, int thre
     return;
   }
   int nt = threads < n_tiles ? threads : (int)n_tiles;
-  /* Contiguous chunks: thread t gets [t*n/nt, (t+1)*n/nt). Each tile's result does
-   * not depend on which thread computes it, so outputs are identical for any nt. */
-#pragma omp parallel num_threads(nt)
-  {
-    int t = omp_get_thread_num(), T = omp_get_num_threads();
-    int64_t lo = n_tiles * t / T, hi = n_tiles * (t + 1) / T;
-    if (lo < hi) fn(args, lo, hi);
+  /* Tiles are claimed dynamically in chunks (about 8 per thread), not split statically:
+   * a thread that the OS preempts, or whose tiles are heavier (border tiles of a conv),
+   * no longer holds the others at the end of the kernel.  Each tile's result does not
+   * depend on which thread computes it, so outputs are identical for any nt. */
+  int64_t chunk = n_tiles / ((int64_t)nt * 8);
+  if (chunk < 1) chunk = 1;
+  int64_t n_chunks = (n_tiles + chunk - 1) / chunk;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+  for (int64_t c = 0; c < n_chunks; c++) {
+    int64_t lo = c * chunk, hi = lo + chunk < n_tiles ? lo + chunk : n_tiles;
+    fn(args, lo, hi);
   }
 }
 
