@@ -6,7 +6,12 @@
  * LLVM inside one tile, so results differ from the reference's serial sums by rounding
  * only; every output element is computed by exactly one tile with a fixed instruction
  * sequence, so results are bitwise identical for any thread count.  One tile per channel;
- * two passes (statistics, then the elementwise output). */
+ * two passes (statistics, then the elementwise output).
+ *
+ * The fused forms made by passes/fuse_train_bn.c: BatchNormTrain with activation=relu stores
+ * the rectified value (y < 0 ? 0 : y, as Relu); BatchNormGrad with a sixth input Y reads dY
+ * as 0 where !(Y > 0) (as Where(Greater(Y, 0), dY, 0)), in both passes, so the masked
+ * gradient is never stored. */
 #include <string.h>
 
 #include "codegen/emit.h"
@@ -76,6 +81,7 @@ static kiln_code emit_BatchNormTrain(kiln_emit_ctx *cx, const kiln_graph *g, con
   if (gm.c == 0) return KILN_OK;
   double eps = ir_attr_float(n, "epsilon"), momentum = ir_attr_float(n, "momentum");
   bool unbiased = ir_attr_int(n, "unbiased") != 0;
+  bool relu = !strcmp(ir_attr_str(n, "activation"), "relu");
   int vals[10], bufs[10], arg[10];
   for (int i = 0; i < 5; i++) vals[i] = n->in[i];
   for (int o = 0; o < 5; o++) vals[5 + o] = o < n->n_out ? n->out[o] : -1;
@@ -108,8 +114,12 @@ static kiln_code emit_BatchNormTrain(kiln_emit_ctx *cx, const kiln_graph *g, con
   V bias = ext(k, ld32(k, cg_arg(k, arg[2]), ch));
   if (arg[5] >= 0) {
     i = bn_open(k, &gm, ch, &lb, &lj);
-    V y = fadd(k, fmul(k, fsub(k, ext(k, ld32(k, X, i)), mean), kf), bias);
-    cg_store(k, trunc32(k, y), cg_arg(k, arg[5]), i);
+    V y = trunc32(k, fadd(k, fmul(k, fsub(k, ext(k, ld32(k, X, i)), mean), kf), bias));
+    if (relu) {
+      V zero = LLVMConstReal(k->t->f32, 0.0);
+      y = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, y, zero, ""), zero, y, "");
+    }
+    cg_store(k, y, cg_arg(k, arg[5]), i);
     bn_close(k, &lb, &lj);
   }
   if (arg[6] >= 0) cg_store(k, trunc32(k, mean), cg_arg(k, arg[6]), ch);
@@ -129,22 +139,34 @@ static kiln_code emit_BatchNormTrain(kiln_emit_ctx *cx, const kiln_graph *g, con
   return cg_kernel_end(cx, k, gm.c, bufs, e);
 }
 
+/* dY[i] as a double, or 0 where !(Y[i] > 0) when the ReLU output Y is given (Y NULL: none). */
+static V grad_in(cg_kernel *k, V DY, V Y, V i) {
+  V dy = ld32(k, DY, i);
+  if (Y) {
+    V zero = LLVMConstReal(k->t->f32, 0.0);
+    V pos = LLVMBuildFCmp(k->b, LLVMRealOGT, ld32(k, Y, i), zero, "");
+    dy = LLVMBuildSelect(k->b, pos, dy, zero, "");
+  }
+  return ext(k, dy);
+}
+
 static kiln_code emit_BatchNormGrad(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_node *n,
                                     kiln_err *e) {
   const kiln_value *x = ir_in(g, n, 0);
   bn_geom gm = bn_geometry(x);
   if (gm.c == 0) return KILN_OK;
   double count = gm.count > 0 ? gm.count : 1; /* an empty batch: the sums are 0 */
-  int vals[8], bufs[8], arg[8];
+  int vals[9], bufs[9], arg[9];
   for (int i = 0; i < 5; i++) vals[i] = n->in[i];
   for (int o = 0; o < 3; o++) vals[5 + o] = o < n->n_out ? n->out[o] : -1;
-  int na = bind(cx, vals, 8, bufs, arg);
+  vals[8] = n->n_in > 5 ? n->in[5] : -1;
+  int na = bind(cx, vals, 9, bufs, arg);
 
   cg_kernel kk;
   cg_kernel *k = &kk;
   KILN_TRY(cg_kernel_begin(cx, k, "batchnorm_grad", na, e));
   LLVMBuilderRef b = k->b;
-  V X = cg_arg(k, arg[0]), DY = cg_arg(k, arg[4]);
+  V X = cg_arg(k, arg[0]), DY = cg_arg(k, arg[4]), Y = arg[8] >= 0 ? cg_arg(k, arg[8]) : NULL;
   V s_dy = cg_entry_alloca(k, k->t->f64), s_dyx = cg_entry_alloca(k, k->t->f64);
   cg_loop lc, lb, lj;
   V ch = cg_loop_begin(k, &lc, k->lo, k->hi, NULL, "c");
@@ -152,7 +174,7 @@ static kiln_code emit_BatchNormGrad(kiln_emit_ctx *cx, const kiln_graph *g, cons
   LLVMBuildStore(b, f64c(k, 0), s_dy);
   LLVMBuildStore(b, f64c(k, 0), s_dyx);
   V i = bn_open(k, &gm, ch, &lb, &lj);
-  V dy = ext(k, ld32(k, DY, i));
+  V dy = grad_in(k, DY, Y, i);
   V xh = fmul(k, fsub(k, ext(k, ld32(k, X, i)), mu), is);
   acc_add(k, s_dy, dy);
   acc_add(k, s_dyx, fmul(k, dy, xh));
@@ -164,7 +186,7 @@ static kiln_code emit_BatchNormGrad(kiln_emit_ctx *cx, const kiln_graph *g, cons
     V a = fmul(k, ext(k, ld32(k, cg_arg(k, arg[1]), ch)), is);
     V mb = fdiv(k, sdy, f64c(k, count)), mx = fdiv(k, sdyx, f64c(k, count));
     i = bn_open(k, &gm, ch, &lb, &lj);
-    V dy2 = ext(k, ld32(k, DY, i));
+    V dy2 = grad_in(k, DY, Y, i);
     V xh2 = fmul(k, fsub(k, ext(k, ld32(k, X, i)), mu), is);
     V dx = fmul(k, a, fsub(k, fsub(k, dy2, mb), fmul(k, xh2, mx)));
     cg_store(k, trunc32(k, dx), cg_arg(k, arg[5]), i);

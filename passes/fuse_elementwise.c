@@ -10,7 +10,9 @@
  * value only the tree reads joins it (up to KILN_EW_MAX_STEPS steps and KILN_EW_MAX_INPUTS
  * inputs).  Trees of one node stay as they are.
  *
- * Preconditions: inference mode (the fused op has no gradient). */
+ * Preconditions: inference mode, or a training graph that already holds its backward pass
+ * (cx->differentiated): the fused op has no gradient rule.  The pass only absorbs values read
+ * by the tree alone, so the forward values a backward pass reads stay stored. */
 #include <string.h>
 
 #include "passes/fusion.h"
@@ -160,8 +162,9 @@ static kiln_code build(kiln_graph *g, const tree *t, int *nid, kiln_err *e) {
 
 kiln_code pass_fuse_elementwise(kiln_graph *g, kiln_pass_ctx *cx, kiln_pass_stats *st,
                                 kiln_err *e) {
-  if (cx->mode == KILN_MODE_TRAINING) {
-    snprintf(st->detail, sizeof st->detail, "skipped: training mode keeps the unfused ops");
+  if (cx->mode == KILN_MODE_TRAINING && !cx->differentiated) {
+    snprintf(st->detail, sizeof st->detail,
+             "skipped: training mode before autodiff keeps the unfused ops");
     return KILN_OK;
   }
   int64_t fused_nodes = 0;

@@ -4,11 +4,13 @@
  *    gives back X's size; dW = kiln.ConvGradWeight(X, dY); dB = ReduceSum(dY) over all
  *    axes but the channel's.
  *  - ConvTranspose: dX = Conv(dY, W), dW = kiln.ConvGradWeight(dY, X), dB as above.
- *  - kiln.BatchNormTrain: kiln.BatchNormGrad through the batch statistics.
+ *  - kiln.BatchNormTrain: kiln.BatchNormGrad through the batch statistics (with
+ *    activation=relu, the output Y masks dY inside kiln.BatchNormGrad).
  *  - BatchNormalization in inference form (constant statistics): composed from forward
  *    ops; in its training form (batch statistics): as BatchNormTrain.
  * Pooling rules live in passes/grad_pool_rules.c. */
 #include <stdio.h>
+#include <string.h>
 
 #include "ir/ops/nn_window.h"
 #include "passes/autodiff.h"
@@ -130,11 +132,12 @@ static kiln_code g_conv_transpose(kiln_grad_ctx *gc, const kiln_node *n, const i
   return KILN_OK;
 }
 
-/* Gradients of a batch-statistics BatchNorm: BatchNormGrad(X, scale, mean, invstd, dY).
+/* Gradients of a batch-statistics BatchNorm: BatchNormGrad(X, scale, mean, invstd, dY[, Y]).
  * `mean`/`invstd` are the forward's saved statistics, or -1 to recompute them with a
- * BatchNormTrain node over the same inputs. */
+ * BatchNormTrain node over the same inputs.  `y` >= 0: the forward's ReLU output (a
+ * BatchNormTrain with activation=relu), which masks dY. */
 static kiln_code bn_batch_grad(kiln_grad_ctx *gc, const kiln_node *n, int mean, int invstd,
-                               int dy, int *dx, const bool *wants, kiln_err *e) {
+                               int dy, int y, int *dx, const bool *wants, kiln_err *e) {
   if (mean < 0 || invstd < 0) {
     int outs[3], nid;
     KILN_TRY(grad_node(gc, KILN_OP_BatchNormTrain, n->in, 5, outs, 3, &nid, e));
@@ -147,8 +150,8 @@ static kiln_code bn_batch_grad(kiln_grad_ctx *gc, const kiln_node *n, int mean, 
     invstd = outs[2];
   }
   int outs[3];
-  KILN_TRY(grad_node(gc, KILN_OP_BatchNormGrad, (int[]){n->in[0], n->in[1], mean, invstd, dy}, 5,
-                     outs, 3, NULL, e));
+  KILN_TRY(grad_node(gc, KILN_OP_BatchNormGrad, (int[]){n->in[0], n->in[1], mean, invstd, dy, y},
+                     y >= 0 ? 6 : 5, outs, 3, NULL, e));
   for (int i = 0; i < 3; i++)
     if (wants[i]) dx[i] = outs[i];
   return KILN_OK;
@@ -171,7 +174,8 @@ static kiln_code g_bn_train(kiln_grad_ctx *gc, const kiln_node *n, const int *dy
   KILN_TRY(no_stat_grads(n, dy, e));
   if (dy[0] < 0) return KILN_OK;
   int mean = n->n_out > 1 ? n->out[1] : -1, invstd = n->n_out > 2 ? n->out[2] : -1;
-  return bn_batch_grad(gc, n, mean, invstd, dy[0], dx, wants, e);
+  int y = !strcmp(ir_attr_str(n, "activation"), "relu") ? n->out[0] : -1;
+  return bn_batch_grad(gc, n, mean, invstd, dy[0], y, dx, wants, e);
 }
 
 /* Whether a BatchNormalization node normalizes with batch statistics by its own
@@ -249,7 +253,7 @@ static kiln_code g_batchnorm(kiln_grad_ctx *gc, const kiln_node *n, const int *d
     return kiln_errf(e, KILN_ERR_UNSUPPORTED,
                      "no gradient for the per-activation (spatial=0) training form");
   /* the opset < 14 saved statistics are a variance, not an inverse deviation: recompute */
-  return bn_batch_grad(gc, n, -1, -1, dy[0], dx, wants, e);
+  return bn_batch_grad(gc, n, -1, -1, dy[0], -1, dx, wants, e);
 }
 
 void grad_register_nn(kiln_grad_fn *table) {

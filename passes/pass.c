@@ -26,7 +26,10 @@ const kiln_pass_info *kiln_pass_find(const char *name) {
 static const char *const default_inference =
     "eliminate-identity,fold,dce,fold-bn,fuse-conv-act,fuse-conv-add-relu,fuse-upsample-conv,"
     "fuse-gap-gemm,fuse-elementwise,dce";
-static const char *const default_training = "eliminate-identity,fold,dce";
+/* In training mode the fusions whose ops have no gradient rule (fuse-elementwise) run only on
+ * graphs that already hold their backward pass (kiln_pass_ctx.differentiated). */
+static const char *const default_training =
+    "eliminate-identity,fold,dce,fuse-train-bn,fuse-elementwise,dce";
 
 const char *kiln_default_pipeline(kiln_pass_mode mode) {
   return mode == KILN_MODE_TRAINING ? default_training : default_inference;

@@ -32,6 +32,9 @@ typedef struct kiln_pass_ctx {
   const kiln_evaluator *ev; /* constant evaluation (the reference kernels) */
   bool verify;              /* run the verifier after every pass */
   const char *print_after;  /* pass name or "all": print the IR after it */
+  /* training mode: the graph already holds its backward pass (a training step from
+   * kiln_train_graph_build), so fusions into ops without gradient rules are safe */
+  bool differentiated;
   FILE *print_to;
 } kiln_pass_ctx;
 

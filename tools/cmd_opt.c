@@ -1,6 +1,8 @@
 /* cmd_opt.c — `kiln opt`: runs a pass pipeline over a model and writes the optimized
  * graph as .onnx (fused ops in the "kiln" domain), with per-pass statistics and an
- * optional check that the result computes what the input did. */
+ * optional check that the result computes what the input did.  With --train, the graph
+ * optimized is the model's training step (forward, losses, backward, optimizer), built as
+ * `kiln train` builds it. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +12,7 @@
 #include "passes/pass.h"
 #include "runtime/ref.h"
 #include "tools/cli.h"
+#include "train/train_graph.h"
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -31,8 +34,23 @@ static void usage(FILE *f) {
           "  --bind NAME=SIZE       give a symbolic input dimension a size; the optimized\n"
           "                         model is specialized to it (its inputs have fixed dims)\n"
           "  --verify               run the verifier after every pass (always in debug builds)\n"
+          "  --print                print the IR of the result to stdout\n"
           "  --list-passes          list the passes and the default pipelines\n"
-          "  -q, --quiet            print nothing but errors and requested output\n");
+          "  -q, --quiet            print nothing but errors and requested output\n\n"
+          "training step (--train): the graph is the model's whole training step as `kiln\n"
+          "train` compiles it: forward with BatchNorm on batch statistics, the losses, the\n"
+          "backward pass, the optimizer update; the training pipeline runs over it (default:\n"
+          "the training pipeline, with the fusions valid after autodiff).  OUT holds it with\n"
+          "the parameters, running statistics and optimizer moments as initializers that are\n"
+          "also graph inputs, and their updated values as extra outputs (NAME.new ...); the\n"
+          "learning rate is not part of the graph (the fed input optim.hyper carries it)\n"
+          "  --train                build and optimize the training step (implies --mode training)\n"
+          "  --batch B              batch size for a model with a symbolic batch (default 1)\n"
+          "  --loc-loss bce|l1|l2|none   localization loss on the saliency (default bce)\n"
+          "  --lambda X             weight of the localization loss (default 1)\n"
+          "  --optim adam|adamw|sgd (default adam)\n"
+          "  --weight-decay X       (default 0)\n"
+          "  --momentum X           SGD momentum (default 0.9)\n");
 }
 
 static void list_passes(void) {
@@ -151,16 +169,120 @@ done:
   return rc;
 }
 
+static void print_stats(const kiln_pipeline_result *res, int64_t nodes_before,
+                        int64_t consts_before, const kiln_graph *g) {
+  double total = 0;
+  printf("%-22s %8s %10s  %s\n", "pass", "changes", "time (ms)", "detail");
+  for (int i = 0; i < res->n; i++) {
+    printf("%-22s %8lld %10.3f  %s\n", res->pass[i]->name, (long long)res->stats[i].changes,
+           1e3 * res->stats[i].seconds, res->stats[i].detail);
+    total += res->stats[i].seconds;
+  }
+  printf("%-22s %8s %10.3f\n", "total", "", 1e3 * total);
+  printf("nodes: %lld -> %lld; constant elements: %lld -> %lld\n", (long long)nodes_before,
+         (long long)live_nodes(g), (long long)consts_before, (long long)const_elems(g));
+}
+
+/* The training step as a file: the state (parameters, running statistics, moments) becomes
+ * initializers also listed as graph inputs — the file runs as it is, and a caller may feed
+ * other weights — and the state updates become graph outputs. */
+static kiln_code train_graph_for_file(kiln_train_graph *tg, kiln_err *e) {
+  kiln_graph *g = tg->g;
+  for (int i = 0; i < tg->n_state; i++)
+    if (!g->values[tg->state[i].out].is_output) KILN_TRY(ir_add_output(g, tg->state[i].out, e));
+  for (int i = 0; i < tg->n_state; i++) {
+    kiln_value *v = &g->values[tg->state[i].in];
+    if (!tg->state[i].init) continue;
+    v->data = tg->state[i].init;
+    tg->state[i].init = NULL;
+    v->is_input = false;
+    v->is_initializer = true;
+    v->listed_as_input = true;
+  }
+  int k = 0;
+  for (int i = 0; i < g->n_inputs; i++)
+    if (g->values[g->inputs[i]].is_input) g->inputs[k++] = g->inputs[i];
+  g->n_inputs = k;
+  return KILN_OK;
+}
+
+typedef struct train_opts {
+  kiln_train_config cfg;
+  int64_t batch;
+} train_opts;
+
+/* Parses the training-graph options; returns whether argv[*i] was one (*bad on an error). */
+static bool train_opt(int argc, char **argv, int *i, train_opts *t, bool *bad) {
+  const char *val;
+  if (cli_opt(argc, argv, i, "--batch", &val, bad)) {
+    t->batch = atoll(val);
+    if (!*bad && t->batch < 1) *bad = cli_usage_error("opt", "--batch must be at least 1") != 0;
+  } else if (cli_opt(argc, argv, i, "--loc-loss", &val, bad)) {
+    if (*bad) return true;
+    if (!strcmp(val, "bce") || !strcmp(val, "ce")) t->cfg.loc_loss = KILN_LOC_BCE;
+    else if (!strcmp(val, "l1")) t->cfg.loc_loss = KILN_LOC_L1;
+    else if (!strcmp(val, "l2")) t->cfg.loc_loss = KILN_LOC_L2;
+    else if (!strcmp(val, "none")) t->cfg.loc_loss = KILN_LOC_NONE;
+    else *bad = cli_usage_error("opt", "--loc-loss must be bce, l1, l2 or none") != 0;
+  } else if (cli_opt(argc, argv, i, "--lambda", &val, bad)) {
+    t->cfg.lambda = atof(val);
+  } else if (cli_opt(argc, argv, i, "--optim", &val, bad)) {
+    if (*bad) return true;
+    if (!strcmp(val, "adam")) t->cfg.optim = KILN_OPTIM_ADAM;
+    else if (!strcmp(val, "adamw")) t->cfg.optim = KILN_OPTIM_ADAMW;
+    else if (!strcmp(val, "sgd")) t->cfg.optim = KILN_OPTIM_SGD;
+    else *bad = cli_usage_error("opt", "--optim must be adam, adamw or sgd") != 0;
+  } else if (cli_opt(argc, argv, i, "--weight-decay", &val, bad)) {
+    t->cfg.weight_decay = atof(val);
+  } else if (cli_opt(argc, argv, i, "--momentum", &val, bad)) {
+    t->cfg.momentum = atof(val);
+  } else {
+    return false;
+  }
+  return true;
+}
+
+/* Binds the image's symbolic batch (as `kiln train` does) and builds the training graph;
+ * consumes g. */
+static kiln_code build_train(kiln_graph *g, const train_opts *t, kiln_train_graph **tg,
+                             kiln_err *e) {
+  if (g->n_inputs >= 1) {
+    kiln_value *in = &g->values[g->inputs[0]];
+    if (in->shape.rank >= 1 && in->sym[0] && in->shape.d[0] < 0) {
+      kiln_evaluator ev = kiln_ref_evaluator();
+      if (ir_bind_dim(g, in->sym[0], t->batch > 0 ? t->batch : 1, e) || ir_infer(g, &ev, e)) {
+        ir_graph_free(g);
+        return e->code;
+      }
+    } else if (t->batch > 0 && in->shape.rank >= 1 && in->shape.d[0] != t->batch) {
+      kiln_errf(e, KILN_ERR_SHAPE, "the model has a fixed batch of %lld; --batch %lld asks for "
+                "another", (long long)in->shape.d[0], (long long)t->batch);
+      ir_graph_free(g);
+      return e->code;
+    }
+  }
+  return kiln_train_graph_build(g, &t->cfg, tg, e);
+}
+
 int cmd_opt(int argc, char **argv) {
   const char *model = NULL, *out = NULL, *passes = NULL, *mode_s = "inference", *print_after = NULL;
   const char *binds[32], *val;
   int n_binds = 0;
   bool bad = false, stats = false, check = false, verify = false, quiet = false, list = false;
-  bool print_before = false;
+  bool print_before = false, train = false, print = false, mode_given = false, topt_given = false;
+  train_opts topt = {.cfg = kiln_train_config_default()};
   for (int i = 1; i < argc; i++) {
     if (cli_is_help(argv[i])) {
       usage(stdout);
       return 0;
+    } else if (train_opt(argc, argv, &i, &topt, &bad)) {
+      if (bad) return 2;
+      topt_given = true;
+      continue;
+    } else if (!strcmp(argv[i], "--train")) {
+      train = true;
+    } else if (!strcmp(argv[i], "--print")) {
+      print = true;
     } else if (cli_opt(argc, argv, &i, "-o", &val, &bad) ||
                cli_opt(argc, argv, &i, "--output", &val, &bad)) {
       out = val;
@@ -168,6 +290,7 @@ int cmd_opt(int argc, char **argv) {
       passes = val;
     } else if (cli_opt(argc, argv, &i, "--mode", &val, &bad)) {
       mode_s = val;
+      mode_given = true;
     } else if (cli_opt(argc, argv, &i, "--print-after", &val, &bad)) {
       print_after = val;
     } else if (cli_opt(argc, argv, &i, "--bind", &val, &bad)) {
@@ -209,14 +332,33 @@ int cmd_opt(int argc, char **argv) {
   if (print_after && strcmp(print_after, "all") && !kiln_pass_find(print_after))
     return cli_usage_error("opt", "--print-after: no pass named '%s' (see --list-passes)",
                            print_after);
+  if (train && mode_given && mode != KILN_MODE_TRAINING)
+    return cli_usage_error("opt", "--train optimizes a training graph: --mode must be training");
+  if (topt_given && !train)
+    return cli_usage_error("opt", "--batch, --loc-loss, --lambda, --optim, --weight-decay and "
+                                  "--momentum describe the training step: they need --train");
+  if (train && check)
+    return cli_usage_error("opt", "--check compares inference models; with --train the tests "
+                                  "compare fused and unfused training steps (docs/training.md)");
 
   kiln_err e = {0};
   kiln_graph *g = NULL, *orig = NULL, *back = NULL;
+  kiln_train_graph *tg = NULL;
   int rc = 0;
+  if (train) mode = KILN_MODE_TRAINING;
   if (cli_load_model(model, binds, n_binds, &g, &e)) return cli_fail(&e);
   if (check && cli_load_model(model, binds, n_binds, &orig, &e)) {
     ir_graph_free(g);
     return cli_fail(&e);
+  }
+  if (train) {
+    kiln_code brc = build_train(g, &topt, &tg, &e); /* consumes g */
+    g = NULL;
+    if (brc) {
+      kiln_err_prefix(&e, "%s", model);
+      return cli_fail(&e);
+    }
+    g = tg->g;
   }
   /* Folding bakes the bound sizes into the graph (shape chains become constants), so
    * the optimized model has fixed dims: drop the inputs' symbolic names. */
@@ -239,24 +381,20 @@ int cmd_opt(int argc, char **argv) {
     rc = cli_fail(&e);
     goto done;
   }
-  if (kiln_run_pipeline(g, passes, &cx, res, &e)) {
+  kiln_code prc = train ? kiln_train_graph_optimize_ex(tg, passes, &cx, res, &e)
+                        : kiln_run_pipeline(g, passes, &cx, res, &e);
+  if (train) g = tg->g; /* the passes may have moved nothing but ids; the graph is the same */
+  if (prc) {
     rc = cli_fail(&e);
     goto done;
   }
-  if (stats) {
-    double total = 0;
-    printf("%-22s %8s %10s  %s\n", "pass", "changes", "time (ms)", "detail");
-    for (int i = 0; i < res->n; i++) {
-      printf("%-22s %8lld %10.3f  %s\n", res->pass[i]->name, (long long)res->stats[i].changes,
-             1e3 * res->stats[i].seconds, res->stats[i].detail);
-      total += res->stats[i].seconds;
-    }
-    printf("%-22s %8s %10.3f\n", "total", "", 1e3 * total);
-    printf("nodes: %lld -> %lld; constant elements: %lld -> %lld\n", (long long)nodes_before,
-           (long long)live_nodes(g), (long long)consts_before, (long long)const_elems(g));
+  if (stats) print_stats(res, nodes_before, consts_before, g);
+  if (print) {
+    printf("; result\n");
+    ir_print(g, stdout);
   }
   if (out) {
-    if (kiln_onnx_save(g, out, &e)) {
+    if ((train && train_graph_for_file(tg, &e)) || kiln_onnx_save(g, out, &e)) {
       rc = cli_fail(&e);
       goto done;
     }
@@ -277,7 +415,10 @@ int cmd_opt(int argc, char **argv) {
   }
 done:
   kiln_free(res);
-  ir_graph_free(g);
+  if (tg)
+    kiln_train_graph_free(tg); /* owns g */
+  else
+    ir_graph_free(g);
   ir_graph_free(orig);
   ir_graph_free(back);
   return rc;

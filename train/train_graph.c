@@ -4,6 +4,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "passes/autodiff.h"
@@ -400,7 +401,9 @@ fail:
  * the duration, and every id the training graph records is found again by name. */
 static char *name_of(const kiln_graph *g, int v) { return v >= 0 ? kiln_strdup(g->values[v].name) : NULL; }
 
-kiln_code kiln_train_graph_optimize(kiln_train_graph *tg, const char *pipeline, kiln_err *e) {
+kiln_code kiln_train_graph_optimize_ex(kiln_train_graph *tg, const char *pipeline,
+                                       const kiln_pass_ctx *opts, kiln_pipeline_result *res,
+                                       kiln_err *e) {
   kiln_graph *g = tg->g;
   int *ids[9] = {&tg->in_image, &tg->in_labels, &tg->in_mask, &tg->in_present, &tg->in_hyper,
                  &tg->out_loss, &tg->out_cls,   &tg->out_loc,  &tg->out_logits};
@@ -419,8 +422,12 @@ kiln_code kiln_train_graph_optimize(kiln_train_graph *tg, const char *pipeline, 
   for (int i = 0; i < tg->n_state && !rc; i++) rc = ir_add_output(g, tg->state[i].out, e);
   if (!rc) {
     kiln_evaluator ev = kiln_ref_evaluator();
-    kiln_pass_ctx cx = {.mode = KILN_MODE_TRAINING, .ev = &ev};
-    rc = kiln_run_pipeline(g, pipeline, &cx, NULL, e);
+    kiln_pass_ctx cx = {0};
+    if (opts) cx = *opts;
+    cx.mode = KILN_MODE_TRAINING;
+    cx.differentiated = true; /* the backward pass is built: no further autodiff */
+    if (!cx.ev) cx.ev = &ev;
+    rc = kiln_run_pipeline(g, pipeline, &cx, res, e);
     if (rc) kiln_err_prefix(e, "optimizing the training graph");
   }
   if (!rc) {
@@ -440,4 +447,12 @@ kiln_code kiln_train_graph_optimize(kiln_train_graph *tg, const char *pipeline, 
   for (int i = 0; i < n; i++) kiln_free(names[i]);
   kiln_free(names);
   return rc;
+}
+
+kiln_code kiln_train_graph_optimize(kiln_train_graph *tg, const char *pipeline, kiln_err *e) {
+  /* KILN_TRAIN_PASSES replaces the default pipeline (e.g. "eliminate-identity,fold,dce" to
+   * train without fusion: bench/train_bench.sh measures both) */
+  const char *env = getenv("KILN_TRAIN_PASSES");
+  if ((!pipeline || !*pipeline) && env && *env) pipeline = env;
+  return kiln_train_graph_optimize_ex(tg, pipeline, NULL, NULL, e);
 }

@@ -23,6 +23,7 @@
 #define KILN_TRAIN_GRAPH_H
 
 #include "ir/graph.h"
+#include "passes/pass.h"
 
 typedef enum kiln_loc_loss { KILN_LOC_NONE = 0, KILN_LOC_BCE, KILN_LOC_L1, KILN_LOC_L2 } kiln_loc_loss;
 typedef enum kiln_optim { KILN_OPTIM_ADAM = 0, KILN_OPTIM_ADAMW, KILN_OPTIM_SGD } kiln_optim;
@@ -66,9 +67,15 @@ kiln_code kiln_train_graph_build(kiln_graph *fwd, const kiln_train_config *cfg, 
                                  kiln_err *e);
 void kiln_train_graph_free(kiln_train_graph *tg);
 
-/* Runs a pass pipeline (NULL: the training default) over the training graph,
- * keeping the state updates alive and every recorded value id valid. */
+/* Runs a pass pipeline (NULL: the training default, or the environment variable
+ * KILN_TRAIN_PASSES when set) over the training graph, keeping the state updates alive and
+ * every recorded value id valid. */
 kiln_code kiln_train_graph_optimize(kiln_train_graph *tg, const char *pipeline, kiln_err *e);
+/* The same with the caller's pass context (printing, verification; its mode is training and
+ * `differentiated` set) and each pass's statistics in *res (may be NULL); no environment. */
+kiln_code kiln_train_graph_optimize_ex(kiln_train_graph *tg, const char *pipeline,
+                                       const kiln_pass_ctx *opts, kiln_pipeline_result *res,
+                                       kiln_err *e);
 
 /* Optimizer scalars for step t (1-based), written into hyper[0..2]. */
 void kiln_optim_hyper(const kiln_train_config *cfg, int64_t t, float *hyper);

@@ -1,5 +1,7 @@
 /* grad_nn.c — op definitions of the kiln-domain gradient ops of convolution and
  * BatchNormalization: ConvGradWeight, BatchNormTrain, BatchNormGrad (docs/ops-kiln.md). */
+#include <string.h>
+
 #include "ir/ops/common.h"
 #include "ir/ops/nn_window.h"
 
@@ -19,6 +21,9 @@ static const kiln_attr_spec bn_train_attrs[] = {
      * (divided by count - 1); 0 (ONNX's training-mode BatchNormalization): the biased one.
      * Normalization always uses the biased variance. */
     A_INT("unbiased", 1),
+    /* "relu": Y is the rectified normalized value (passes/fuse_train_bn.c fuses the Relu that
+     * read the BatchNorm's output); "none": Y is the normalized value. */
+    A_STR("activation", "none"),
 };
 
 static kiln_code infer_conv_grad_weight(kiln_graph *g, kiln_node *n, kiln_err *e) {
@@ -97,9 +102,27 @@ static kiln_code infer_bn_train(kiln_graph *g, kiln_node *n, kiln_err *e) {
                      x->name, kiln_shape_str(&x->shape, buf, sizeof buf), (long long)count,
                      (long long)need);
   }
+  const char *act = ir_attr_str(n, "activation");
+  if (strcmp(act, "none") && strcmp(act, "relu"))
+    return kiln_errf(e, KILN_ERR_UNSUPPORTED, "activation '%s' is not one of none, relu", act);
   KILN_TRY(ir_set_output(g, n, 0, KILN_F32, &x->shape, e));
   kiln_shape c = kiln_shape_make(1, &x->shape.d[1]);
   for (int o = 1; o < n->n_out; o++) KILN_TRY(ir_set_output(g, n, o, KILN_F32, &c, e));
+  return KILN_OK;
+}
+
+/* Input `i` is a float tensor of X's shape. */
+static kiln_code same_shape_as_x(const kiln_graph *g, const kiln_node *n, int i, const char *what,
+                                 kiln_err *e) {
+  const kiln_value *x = ir_in(g, n, 0);
+  KILN_TRY(ir_check_input(g, n, i, KILN_DT(KILN_F32), 0, KILN_MAX_RANK, e));
+  const kiln_value *v = ir_in(g, n, i);
+  if (!kiln_shape_eq(&v->shape, &x->shape)) {
+    char bx[160], bv[160];
+    return kiln_errf(e, KILN_ERR_SHAPE, "%s '%s' %s and X '%s' %s have different shapes", what,
+                     v->name, kiln_shape_str(&v->shape, bv, sizeof bv), x->name,
+                     kiln_shape_str(&x->shape, bx, sizeof bx));
+  }
   return KILN_OK;
 }
 
@@ -108,14 +131,8 @@ static kiln_code infer_bn_grad(kiln_graph *g, kiln_node *n, kiln_err *e) {
   KILN_TRY(ir_check_input(g, n, 0, KILN_DT(KILN_F32), 2, KILN_MAX_RANK, e));
   KILN_TRY(per_channel_inputs(g, n, 1, 3, names, e));
   const kiln_value *x = ir_in(g, n, 0);
-  KILN_TRY(ir_check_input(g, n, 4, KILN_DT(KILN_F32), 0, KILN_MAX_RANK, e));
-  const kiln_value *dy = ir_in(g, n, 4);
-  if (!kiln_shape_eq(&dy->shape, &x->shape)) {
-    char bx[160], by[160];
-    return kiln_errf(e, KILN_ERR_SHAPE, "dY '%s' %s and X '%s' %s have different shapes",
-                     dy->name, kiln_shape_str(&dy->shape, by, sizeof by), x->name,
-                     kiln_shape_str(&x->shape, bx, sizeof bx));
-  }
+  KILN_TRY(same_shape_as_x(g, n, 4, "dY", e));
+  if (ir_in(g, n, 5)) KILN_TRY(same_shape_as_x(g, n, 5, "Y", e));
   KILN_TRY(ir_set_output(g, n, 0, KILN_F32, &x->shape, e));
   kiln_shape c = kiln_shape_make(1, &x->shape.d[1]);
   for (int o = 1; o < n->n_out; o++) KILN_TRY(ir_set_output(g, n, o, KILN_F32, &c, e));
@@ -136,10 +153,12 @@ const kiln_op_def kiln_opdef_BatchNormTrain = {
     .infer = infer_bn_train, .nondiff_inputs = (1u << 3) | (1u << 4),
     .doc = "training-mode BatchNormalization: (X, scale, B, running_mean, running_var) -> (Y "
            "normalized with batch statistics, saved_mean, saved_invstd, new running_mean, new "
-           "running_var); running = momentum*running + (1-momentum)*batch"};
+           "running_var); running = momentum*running + (1-momentum)*batch; activation=relu "
+           "rectifies Y"};
 
 const kiln_op_def kiln_opdef_BatchNormGrad = {
-    .name = "BatchNormGrad", .domain = "kiln", .min_in = 5, .max_in = 5, .min_out = 1,
+    .name = "BatchNormGrad", .domain = "kiln", .min_in = 5, .max_in = 6, .min_out = 1,
     .max_out = 3, .attrs = NULL, .n_attrs = 0, .infer = infer_bn_grad,
-    .doc = "backward of BatchNormTrain: (X, scale, saved_mean, saved_invstd, dY) -> (dX, "
-           "dScale, dB), through the batch statistics"};
+    .doc = "backward of BatchNormTrain: (X, scale, saved_mean, saved_invstd, dY[, Y]) -> (dX, "
+           "dScale, dB), through the batch statistics; with Y (a ReLU's output), dY is read as "
+           "0 where Y <= 0 (the ReLU's backward, applied on the fly)"};

@@ -1,6 +1,9 @@
 /* grad_nn.c — reference kernels of ConvGradWeight, BatchNormTrain and BatchNormGrad.
- * Every sum is accumulated in double, in one fixed order. */
+ * Every sum is accumulated in double, in one fixed order.  The fused forms (BatchNormTrain
+ * with activation=relu, BatchNormGrad with the ReLU output Y) compute exactly what the
+ * unfused Relu and Greater/Where compute, value for value. */
 #include <math.h>
+#include <string.h>
 
 #include "ir/ops/nn_window.h"
 #include "runtime/ref/ref_util.h"
@@ -85,6 +88,7 @@ kiln_code ref_BatchNormTrain(const kiln_ref_ctx *ctx, const kiln_node *n,
   double count = (double)(batch * sp);
   double eps = ir_attr_float(n, "epsilon"), momentum = ir_attr_float(n, "momentum");
   bool unbiased = ir_attr_int(n, "unbiased") != 0;
+  bool relu = !strcmp(ir_attr_str(n, "activation"), "relu");
   float *yd = F32(out[0]);
   for (int64_t ch = 0; ch < c; ch++) {
     /* two passes: the mean, then the squared deviations from it */
@@ -103,7 +107,8 @@ kiln_code ref_BatchNormTrain(const kiln_ref_ctx *ctx, const kiln_node *n,
     for (int64_t b = 0; b < batch; b++)
       for (int64_t j = 0; j < sp; j++) {
         int64_t i = (b * c + ch) * sp + j;
-        yd[i] = (float)((xd[i] - mean) * k + bias[ch]);
+        float y = (float)((xd[i] - mean) * k + bias[ch]);
+        yd[i] = relu && y < 0 ? 0.0f : y; /* as Relu: NaN and -0 pass */
       }
     double var_run = unbiased ? ss / (count - 1) : var;
     if (n->n_out > 1 && out[1]) F32(out[1])[ch] = (float)mean;
@@ -118,13 +123,20 @@ kiln_code ref_BatchNormTrain(const kiln_ref_ctx *ctx, const kiln_node *n,
 
 /* With xh = (x - mean) * invstd and sums over the channel's `count` elements:
  *   dB = sum dy,  dScale = sum dy * xh,
- *   dx = scale * invstd * (dy - dB/count - xh*dScale/count). */
+ *   dx = scale * invstd * (dy - dB/count - xh*dScale/count).
+ * With the optional input Y, dy is the incoming gradient where Y > 0 and 0 elsewhere: the
+ * backward of the ReLU that produced Y (Where(Greater(Y, 0), dY, 0)). */
+static double masked_dy(const float *dyd, const float *yd, int64_t i) {
+  return yd && !(yd[i] > 0) ? 0.0 : (double)dyd[i];
+}
+
 kiln_code ref_BatchNormGrad(const kiln_ref_ctx *ctx, const kiln_node *n,
                             const kiln_tensor *const *in, kiln_tensor *const *out, kiln_err *e) {
   (void)ctx, (void)e;
   const kiln_tensor *x = in[0];
   const float *xd = F32(x), *scale = F32(in[1]), *mean = F32(in[2]), *invstd = F32(in[3]);
   const float *dyd = F32(in[4]);
+  const float *yd = n->n_in > 5 && in[5] ? F32(in[5]) : NULL;
   int64_t batch, c, sp;
   bn_dims(x, &batch, &c, &sp);
   double count = (double)(batch * sp);
@@ -134,7 +146,7 @@ kiln_code ref_BatchNormGrad(const kiln_ref_ctx *ctx, const kiln_node *n,
     for (int64_t b = 0; b < batch; b++)
       for (int64_t j = 0; j < sp; j++) {
         int64_t i = (b * c + ch) * sp + j;
-        double dy = dyd[i];
+        double dy = masked_dy(dyd, yd, i);
         sdy += dy;
         sdyx += dy * ((xd[i] - mu) * is);
       }
@@ -147,7 +159,7 @@ kiln_code ref_BatchNormGrad(const kiln_ref_ctx *ctx, const kiln_node *n,
       for (int64_t j = 0; j < sp; j++) {
         int64_t i = (b * c + ch) * sp + j;
         double xh = (xd[i] - mu) * is;
-        dxd[i] = (float)(a * ((double)dyd[i] - mb - xh * mx));
+        dxd[i] = (float)(a * (masked_dy(dyd, yd, i) - mb - xh * mx));
       }
   }
   return KILN_OK;
