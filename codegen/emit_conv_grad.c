@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "codegen/emit.h"
+#include "codegen/emit_copy.h"
 #include "ir/ops/nn_window.h"
 
 typedef LLVMValueRef V;
@@ -249,6 +250,280 @@ static kiln_code cgw_main(kiln_emit_ctx *cx, const cgw_plan *p, const int *bufs,
   return cg_kernel_end(cx, k, p->group * nob * nib, bufs, e);
 }
 
+
+/* ---- the channels-last path (input channels per group >= the vector width) ----
+ * dW of one group is a GEMM: dW[oc, (ic, tap)] = sum over positions k = (n, o) of
+ * dY[n, oc, o] * Xp[n, ic, o*s + tap*d].  X is copied once into Xt, zero-padded and channels
+ * last (Xt[n][g][z][y][x][ic], the channels of a group padded to whole vectors), so that for a
+ * position and a tap the input channels are one contiguous run.  A tile owns RA output
+ * channels x RB vectors of input channels of one group, all taps: for each position it
+ * broadcasts RA values of dY (read in place) and loads RB vectors of Xt, RA*RB fused
+ * multiply-adds into float accumulators that hold output elements themselves (no horizontal
+ * sums).  Positions go in chunks of about CL_CHUNK (NB images x RH output rows); for each
+ * chunk and tap the float sums are added to double sums in the tile's stack frame, so no
+ * float sum runs over more than a chunk.  Each output element is summed by one tile with a
+ * sequence fixed at compile time: bitwise identical for any thread count. */
+
+#define CL_CHUNK 128
+#define CL_MAX_RA 8
+#define CL_MAX_RB 3
+#define CL_STACK_BYTES (64 * 1024) /* the double sums of one tile, on the stack */
+
+typedef struct cgl_plan {
+  int64_t batch, c, m, group, cg, mg, kvol;
+  nn_window t;
+  int64_t P[3];            /* extent of padded X read per dim */
+  int64_t cgv, cgp;        /* vectors of input channels per group; channels padded to them */
+  int vw, ra, rb;          /* register block */
+  int64_t nob, nib;        /* blocks per group (the last may be a tail) */
+  int ra_tail, rb_tail;    /* channels / vectors of the tail blocks, 0 when none */
+  int64_t nb, rh;          /* chunk: nb images x rh output rows */
+} cgl_plan;
+
+/* Xt from X: one tile per (n, g, z, y) row of the padded input. */
+static kiln_code cgl_pack(kiln_emit_ctx *cx, const cgl_plan *p, int x_buf, int xt_buf,
+                          kiln_err *e) {
+  const nn_window *t = &p->t;
+  cg_kernel kk;
+  cg_kernel *k = &kk;
+  KILN_TRY(cg_kernel_begin(cx, k, "conv_grad_weight_pack_cl", 2, e));
+  LLVMBuilderRef b = k->b;
+  V X = cg_arg(k, 0), XT = cg_arg(k, 1);
+  cg_loop lt, lc, lx;
+  V tile = cg_loop_begin(k, &lt, k->lo, k->hi, NULL, "row");
+  V y = LLVMBuildSRem(b, tile, cg_i64(k, p->P[1]), "");
+  V rest = LLVMBuildSDiv(b, tile, cg_i64(k, p->P[1]), "");
+  V z = LLVMBuildSRem(b, rest, cg_i64(k, p->P[0]), "");
+  rest = LLVMBuildSDiv(b, rest, cg_i64(k, p->P[0]), ""); /* n * G + g */
+  V iz = LLVMBuildSub(b, z, cg_i64(k, t->pad_begin[0]), "");
+  V iy = LLVMBuildSub(b, y, cg_i64(k, t->pad_begin[1]), "");
+  V row_ok = LLVMBuildAnd(b, in_range(k, iz, t->in[0]), in_range(k, iy, t->in[1]), "");
+  /* channel 0 of the group: (n * G + g) * cg = n * C + g * cg */
+  int64_t plane = t->in[0] * t->in[1] * t->in[2];
+  V src_row = cg_add(k, cg_mul(k, cg_mul(k, rest, cg_i64(k, p->cg)), cg_i64(k, plane)),
+                     cg_mul(k, cg_add(k, cg_mul(k, iz, cg_i64(k, t->in[1])), iy),
+                            cg_i64(k, t->in[2])));
+  V dst_row = cg_mul(k, tile, cg_i64(k, p->P[2] * p->cgp));
+  V c = cg_loop_begin(k, &lc, cg_i64(k, 0), cg_i64(k, p->cgp), NULL, "c");
+  V c_ok = LLVMBuildAnd(b, row_ok, LLVMBuildICmp(b, LLVMIntSLT, c, cg_i64(k, p->cg), ""), "");
+  V src_c = cg_add(k, src_row, cg_mul(k, c, cg_i64(k, plane)));
+  V x = cg_loop_begin(k, &lx, cg_i64(k, 0), cg_i64(k, p->P[2]), NULL, "x");
+  V ix = LLVMBuildSub(b, x, cg_i64(k, t->pad_begin[2]), "");
+  V ok = LLVMBuildAnd(b, c_ok, in_range(k, ix, t->in[2]), "");
+  cg_store(k, load_or_zero(k, X, cg_add(k, src_c, ix), ok, cg_i64(k, 0)), XT,
+           cg_add(k, dst_row, cg_add(k, cg_mul(k, x, cg_i64(k, p->cgp)), c)));
+  cg_loop_end(k, &lx);
+  cg_loop_end(k, &lc);
+  cg_loop_end(k, &lt);
+  return cg_kernel_end(cx, k, p->batch * p->group * p->P[0] * p->P[1],
+                       (int[]){x_buf, xt_buf}, e);
+}
+
+typedef struct cgl_kern {
+  cg_kernel *k;
+  const cgl_plan *p;
+  V xt, dy, dw, dacc;   /* dacc: the tile's double sums [tap][RA][RB][V] (full block sizes) */
+  LLVMTypeRef vty, dvty;
+  V grp, oc0, icv0;     /* the tile's group, first output channel and input vector (in group) */
+} cgl_kern;
+
+/* One tile with a block of ra channels x rb vectors. */
+static void cgl_body(cgl_kern *ck, int ra, int rb) {
+  cg_kernel *k = ck->k;
+  const cgl_plan *p = ck->p;
+  const nn_window *t = &p->t;
+  LLVMBuilderRef b = k->b;
+  int vw = p->vw;
+  int64_t blk = (int64_t)p->ra * p->rb * vw; /* doubles per tap in dacc */
+  cg_loop lz, lnb, lod, loh, lk[3], ln, lr, lw, lf, lfr, lfs, lfl;
+  V z = cg_loop_begin(k, &lz, cg_i64(k, 0), cg_i64(k, p->kvol * blk), NULL, "z");
+  cg_store(k, f64c(k, 0), ck->dacc, z);
+  cg_loop_end(k, &lz);
+  V acc[CL_MAX_RA][CL_MAX_RB];
+  for (int r = 0; r < ra; r++)
+    for (int s = 0; s < rb; s++) acc[r][s] = cg_entry_alloca(k, ck->vty);
+  int64_t ohw = t->out[1] * t->out[2], odhw = t->out[0] * ohw;
+  int64_t P12 = p->P[1] * p->P[2];
+  /* chunks */
+  V n0 = cg_loop_begin(k, &lnb, cg_i64(k, 0), cg_i64(k, p->batch), cg_i64(k, p->nb), "nb");
+  V n1 = cg_min(k, cg_add(k, n0, cg_i64(k, p->nb)), cg_i64(k, p->batch));
+  V od = cg_loop_begin(k, &lod, cg_i64(k, 0), cg_i64(k, t->out[0]), NULL, "od");
+  V oh0 = cg_loop_begin(k, &loh, cg_i64(k, 0), cg_i64(k, t->out[1]), cg_i64(k, p->rh), "oh0");
+  V oh1 = cg_min(k, cg_add(k, oh0, cg_i64(k, p->rh)), cg_i64(k, t->out[1]));
+  V kv[3];
+  for (int d = 0; d < 3; d++)
+    kv[d] = cg_loop_begin(k, &lk[d], cg_i64(k, 0), cg_i64(k, t->kernel[d]), NULL, "tap");
+  V tap = cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, kv[0], cg_i64(k, t->kernel[1])), kv[1]),
+                           cg_i64(k, t->kernel[2])), kv[2]);
+  /* Xt offset of the tap and of the block's first channel */
+  V xtap = cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, kv[0],
+                                   cg_i64(k, t->dilation[0] * p->P[1])),
+                                   cg_mul(k, kv[1], cg_i64(k, t->dilation[1]))),
+                                   cg_i64(k, p->P[2])),
+                                   cg_mul(k, kv[2], cg_i64(k, t->dilation[2]))),
+                            cg_i64(k, p->cgp)),
+                  cg_mul(k, ck->icv0, cg_i64(k, vw)));
+  for (int r = 0; r < ra; r++)
+    for (int s = 0; s < rb; s++) LLVMBuildStore(b, LLVMConstNull(ck->vty), acc[r][s]);
+  V n = cg_loop_begin(k, &ln, n0, n1, NULL, "n");
+  /* Xt plane (n, g) at depth od*s0; dY channel oc0 of image n at depth od */
+  V xpl = cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, n, cg_i64(k, p->group)),
+                                                             ck->grp),
+                                               cg_i64(k, p->P[0])),
+                                     cg_mul(k, od, cg_i64(k, t->stride[0]))),
+                           cg_i64(k, P12 * p->cgp)),
+                 xtap);
+  V dpl = cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, n, cg_i64(k, p->m)),
+                                     cg_add(k, cg_mul(k, ck->grp, cg_i64(k, p->mg)), ck->oc0)),
+                           cg_i64(k, odhw)),
+                 cg_mul(k, od, cg_i64(k, ohw)));
+  V oh = cg_loop_begin(k, &lr, oh0, oh1, NULL, "oh");
+  V xrow = cg_add(k, xpl, cg_mul(k, oh, cg_i64(k, t->stride[1] * p->P[2] * p->cgp)));
+  V drow = cg_add(k, dpl, cg_mul(k, oh, cg_i64(k, t->out[2])));
+  V ow = cg_loop_begin(k, &lw, cg_i64(k, 0), cg_i64(k, t->out[2]), NULL, "ow");
+  V xi = cg_add(k, xrow, cg_mul(k, ow, cg_i64(k, t->stride[2] * p->cgp)));
+  V di = cg_add(k, drow, ow);
+  V xv[CL_MAX_RB];
+  for (int s = 0; s < rb; s++) xv[s] = cg_vload(k, ck->xt, cg_add(k, xi, cg_i64(k, s * vw)), vw, vw);
+  for (int r = 0; r < ra; r++) {
+    V a = cg_splat(k, cg_load(k, k->t->f32, ck->dy, cg_add(k, di, cg_i64(k, r * odhw))),
+                   (unsigned)vw);
+    for (int s = 0; s < rb; s++) {
+      V cur = LLVMBuildLoad2(b, ck->vty, acc[r][s], "");
+      LLVMBuildStore(b, cg_intrinsic(k, "llvm.fma", &ck->vty, 1, (V[]){a, xv[s], cur}, 3),
+                     acc[r][s]);
+    }
+  }
+  cg_loop_end(k, &lw);
+  cg_loop_end(k, &lr);
+  cg_loop_end(k, &ln);
+  /* the chunk's float sums into the double sums of the tap */
+  V tb = cg_mul(k, tap, cg_i64(k, blk));
+  for (int r = 0; r < ra; r++)
+    for (int s = 0; s < rb; s++) {
+      V ptr = cg_gep(k, k->t->f64, ck->dacc, cg_add(k, tb, cg_i64(k, ((int64_t)r * p->rb + s) * vw)));
+      V old = LLVMBuildLoad2(b, ck->dvty, ptr, "");
+      LLVMSetAlignment(old, 8);
+      V a = LLVMBuildFPExt(b, LLVMBuildLoad2(b, ck->vty, acc[r][s], ""), ck->dvty, "");
+      V st = LLVMBuildStore(b, LLVMBuildFAdd(b, old, a, ""), ptr);
+      LLVMSetAlignment(st, 8);
+    }
+  for (int d = 2; d >= 0; d--) cg_loop_end(k, &lk[d]);
+  cg_loop_end(k, &loh);
+  cg_loop_end(k, &lod);
+  cg_loop_end(k, &lnb);
+  /* dW[(g*mg + oc0 + r), ic, tap] for the block's real input channels */
+  V ft = cg_loop_begin(k, &lf, cg_i64(k, 0), cg_i64(k, p->kvol), NULL, "tap");
+  V fr = cg_loop_begin(k, &lfr, cg_i64(k, 0), cg_i64(k, ra), NULL, "r");
+  V fs = cg_loop_begin(k, &lfs, cg_i64(k, 0), cg_i64(k, rb), NULL, "s");
+  V fl = cg_loop_begin(k, &lfl, cg_i64(k, 0), cg_i64(k, vw), NULL, "l");
+  V ic = cg_add(k, cg_mul(k, cg_add(k, ck->icv0, fs), cg_i64(k, vw)), fl);
+  cg_if ok;
+  cg_if_begin(k, &ok, LLVMBuildICmp(b, LLVMIntSLT, ic, cg_i64(k, p->cg), ""));
+  V src = cg_add(k, cg_mul(k, ft, cg_i64(k, blk)),
+                 cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, fr, cg_i64(k, p->rb)), fs),
+                                  cg_i64(k, vw)),
+                        fl));
+  V oc = cg_add(k, cg_add(k, cg_mul(k, ck->grp, cg_i64(k, p->mg)), ck->oc0), fr);
+  V dst = cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, oc, cg_i64(k, p->cg)), ic),
+                           cg_i64(k, p->kvol)),
+                 ft);
+  cg_store(k, trunc32(k, cg_load(k, k->t->f64, ck->dacc, src)), ck->dw, dst);
+  cg_if_end(k, &ok);
+  cg_loop_end(k, &lfl);
+  cg_loop_end(k, &lfs);
+  cg_loop_end(k, &lfr);
+  cg_loop_end(k, &lf);
+}
+
+/* The input-vector blocks of a tile: full, or the tail when the tile is the last. */
+static void cgl_ib(cgl_kern *ck, V ib, int ra) {
+  const cgl_plan *p = ck->p;
+  if (!p->rb_tail) {
+    cgl_body(ck, ra, p->rb);
+    return;
+  }
+  cg_ifelse ie;
+  cg_ifelse_begin(ck->k, &ie, LLVMBuildICmp(ck->k->b, LLVMIntEQ, ib, cg_i64(ck->k, p->nib - 1), ""));
+  cgl_body(ck, ra, p->rb_tail);
+  cg_ifelse_else(ck->k, &ie);
+  cgl_body(ck, ra, p->rb);
+  cg_ifelse_end(ck->k, &ie);
+}
+
+/* args Xt, dY, dW; one tile per (group, output-channel block, input-vector block). */
+static kiln_code cgl_main(kiln_emit_ctx *cx, const cgl_plan *p, const int *bufs, kiln_err *e) {
+  cg_kernel kk;
+  cg_kernel *k = &kk;
+  KILN_TRY(cg_kernel_begin(cx, k, "conv_grad_weight_cl", 3, e));
+  LLVMBuilderRef b = k->b;
+  cgl_kern ck = {.k = k, .p = p, .xt = cg_arg(k, 0), .dy = cg_arg(k, 1), .dw = cg_arg(k, 2),
+                 .vty = LLVMVectorType(k->t->f32, (unsigned)p->vw),
+                 .dvty = LLVMVectorType(k->t->f64, (unsigned)p->vw)};
+  ck.dacc = cg_entry_alloca(k, LLVMArrayType(k->t->f64,
+                                             (unsigned)(p->kvol * p->ra * p->rb * p->vw)));
+  cg_loop lt;
+  V tile = cg_loop_begin(k, &lt, k->lo, k->hi, NULL, "tile");
+  V ib = LLVMBuildSRem(b, tile, cg_i64(k, p->nib), "");
+  V rest = LLVMBuildSDiv(b, tile, cg_i64(k, p->nib), "");
+  V ob = LLVMBuildSRem(b, rest, cg_i64(k, p->nob), "");
+  ck.grp = LLVMBuildSDiv(b, rest, cg_i64(k, p->nob), "");
+  ck.oc0 = cg_mul(k, ob, cg_i64(k, p->ra));
+  ck.icv0 = cg_mul(k, ib, cg_i64(k, p->rb));
+  if (p->ra_tail) {
+    cg_ifelse ie;
+    cg_ifelse_begin(k, &ie, LLVMBuildICmp(b, LLVMIntEQ, ob, cg_i64(k, p->nob - 1), ""));
+    cgl_ib(&ck, ib, p->ra_tail);
+    cg_ifelse_else(k, &ie);
+    cgl_ib(&ck, ib, p->ra);
+    cg_ifelse_end(k, &ie);
+  } else {
+    cgl_ib(&ck, ib, p->ra);
+  }
+  cg_loop_end(k, &lt);
+  return cg_kernel_end(cx, k, p->group * p->nob * p->nib, bufs, e);
+}
+
+/* The channels-last plan, or false when the path does not fit (few input channels per group,
+ * or a kernel so large that a tile's double sums outgrow the stack budget). */
+static bool cgl_make_plan(kiln_emit_ctx *cx, const cgw_plan *w, cgl_plan *p) {
+  memset(p, 0, sizeof *p);
+  p->batch = w->batch, p->c = w->c, p->m = w->m, p->group = w->group;
+  p->cg = w->cg, p->mg = w->mg, p->t = w->t;
+  const nn_window *t = &p->t;
+  p->kvol = t->kernel[0] * t->kernel[1] * t->kernel[2];
+  bool wide = cg_avx512(cx);
+  p->vw = wide ? 16 : 8;
+  if (p->cg < p->vw || p->mg < 1) return false;
+  for (int d = 0; d < 3; d++) p->P[d] = (t->out[d] - 1) * t->stride[d] + (t->kernel[d] - 1) * t->dilation[d] + 1;
+  p->cgv = div_up(p->cg, p->vw);
+  p->cgp = p->cgv * p->vw;
+  /* RA*RB accumulators + RB input vectors + 1 broadcast within 16 (AVX2) or 32 registers */
+  p->ra = (int)(p->mg < (wide ? 8 : 4) ? p->mg : (wide ? 8 : 4));
+  p->rb = (int)(p->cgv < CL_MAX_RB ? p->cgv : CL_MAX_RB);
+  while ((int64_t)p->kvol * p->ra * p->rb * p->vw * 8 > CL_STACK_BYTES && (p->ra > 1 || p->rb > 1)) {
+    if (p->ra >= p->rb) p->ra = (p->ra + 1) / 2;
+    else p->rb--;
+  }
+  if ((int64_t)p->kvol * p->ra * p->rb * p->vw * 8 > CL_STACK_BYTES) return false;
+  p->nob = div_up(p->mg, p->ra);
+  p->nib = div_up(p->cgv, p->rb);
+  p->ra_tail = (int)(p->mg % p->ra);
+  p->rb_tail = (int)(p->cgv % p->rb);
+  int64_t plane = t->out[1] * t->out[2];
+  if (plane >= CL_CHUNK || t->out[0] > 1) {
+    p->nb = 1;
+    p->rh = t->out[2] > 0 ? div_up(CL_CHUNK, t->out[2]) : 1;
+    if (p->rh > t->out[1]) p->rh = t->out[1];
+  } else {
+    p->rh = t->out[1];
+    p->nb = plane > 0 ? CL_CHUNK / plane : 1;
+  }
+  if (p->rh < 1) p->rh = 1;
+  if (p->nb < 1) p->nb = 1;
+  return true;
+}
+
 static kiln_code emit_ConvGradWeight(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_node *n,
                                      kiln_err *e) {
   const kiln_value *x = ir_in(g, n, 0), *dy = ir_in(g, n, 1), *dw = ir_out(g, n, 0);
@@ -283,6 +558,14 @@ static kiln_code emit_ConvGradWeight(kiln_emit_ctx *cx, const kiln_graph *g, con
   p.ri = largest_divisor(p.cg, wide ? CGW_MAX_RI : 2);
 
   int xb = cg_buf_value(cx, n->in[0]), dyb = cg_buf_value(cx, n->in[1]);
+  cgl_plan cl;
+  if (cgl_make_plan(cx, &p, &cl)) {
+    int64_t xt = p.batch * p.group * cl.P[0] * cl.P[1] * cl.P[2] * cl.cgp;
+    int q = cg_buf_scratch(cx, sizeof(float) * (size_t)xt, e);
+    if (q < 0) return e->code ? e->code : KILN_ERR_NOMEM;
+    KILN_TRY(cgl_pack(cx, &cl, xb, q, e));
+    return cgl_main(cx, &cl, (int[]){q, dyb, cg_buf_value(cx, n->out[0])}, e);
+  }
   if (p.pack_x) {
     int q = cg_buf_scratch(cx, sizeof(float) * (size_t)(p.batch * p.c * p.xq), e);
     if (q < 0) return e->code ? e->code : KILN_ERR_NOMEM;

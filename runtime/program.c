@@ -86,6 +86,12 @@ static double now_s(void) {
   return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+static double cpu_now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
 kiln_code kiln_program_run(kiln_program *p, kiln_tensor *const *inputs, kiln_tensor **outputs,
                            bool profile, kiln_err *e) {
   const kiln_graph *g = p->g;
@@ -112,7 +118,11 @@ kiln_code kiln_program_run(kiln_program *p, kiln_tensor *const *inputs, kiln_ten
   }
   if (profile && !p->step_seconds) {
     p->step_seconds = kiln_calloc((size_t)(p->n_steps ? p->n_steps : 1), sizeof(double));
-    if (!p->step_seconds) {
+    p->step_cpu_seconds = kiln_calloc((size_t)(p->n_steps ? p->n_steps : 1), sizeof(double));
+    if (!p->step_seconds || !p->step_cpu_seconds) {
+      kiln_free(p->step_seconds);
+      kiln_free(p->step_cpu_seconds);
+      p->step_seconds = p->step_cpu_seconds = NULL;
       rc = kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
       goto done;
     }
@@ -121,7 +131,7 @@ kiln_code kiln_program_run(kiln_program *p, kiln_tensor *const *inputs, kiln_ten
   if (status) *status = 0;
   for (int64_t s = 0; s < p->n_steps; s++) {
     kiln_step *st = &p->steps[s];
-    double t0 = profile ? now_s() : 0;
+    double t0 = profile ? now_s() : 0, c0 = profile ? cpu_now_s() : 0;
     if (st->n_args > 256) {
       rc = kiln_errf(e, KILN_ERR_LIMIT, "step %s has too many arguments", st->label);
       goto done;
@@ -175,7 +185,10 @@ kiln_code kiln_program_run(kiln_program *p, kiln_tensor *const *inputs, kiln_ten
         goto done;
       }
     }
-    if (profile) p->step_seconds[s] += now_s() - t0;
+    if (profile) {
+      p->step_seconds[s] += now_s() - t0;
+      p->step_cpu_seconds[s] += cpu_now_s() - c0;
+    }
   }
   /* state updates become the next run's state */
   for (int i = 0; i < p->n_state; i++) {
@@ -224,6 +237,7 @@ void kiln_program_free(kiln_program *p) {
   kiln_free(p->bufs);
   free(p->arena);
   kiln_free(p->step_seconds);
+  kiln_free(p->step_cpu_seconds);
   if (p->aot_module && p->aot_free) p->aot_free(p->aot_module);
   if (p->jit && p->jit_free) p->jit_free(p->jit);
   ir_graph_free(p->g);

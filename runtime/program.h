@@ -63,7 +63,9 @@ typedef struct kiln_program {
   void *aot_module;        /* AOT: the LLVM module collecting every kernel (LLVMModuleRef) */
   void (*aot_free)(void *);
   void (*jit_free)(void *);
-  double *step_seconds;    /* per-step time of the last profiled run, or NULL */
+  double *step_seconds;    /* per-step wall time summed over profiled runs, or NULL */
+  double *step_cpu_seconds; /* per-step CPU time of the process (all threads), likewise: on a
+                            * shared machine it moves less than wall time */
   /* State: graph inputs that persist across runs.  state_in[i] is a graph input
    * whose storage the program owns; after each run the value state_out[i] is
    * copied into it (the next run reads the updated state).  The caller passes

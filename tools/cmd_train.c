@@ -54,8 +54,80 @@ static void usage(FILE *f) {
           "  --resume F           continue from checkpoint F (writes back to F unless -o is given)\n"
           "  --log F.csv          append per-step losses, accuracy and speed\n"
           "  --stats              print the planned training memory before starting\n"
+          "  --profile[=N]        time every kernel of each step after the first and print the N\n"
+          "                       slowest nodes (default 30) and the time per op type at the end\n"
           "  --threads N          (default: all cores)\n"
           "  --allow-fallback     run ops without compiled kernels on reference kernels\n");
+}
+
+static int cmp_prof(const void *a, const void *b) {
+  double x = ((const kiln_trainer_prof *)a)->seconds, y = ((const kiln_trainer_prof *)b)->seconds;
+  return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* The slowest nodes of the training step, then the time per op type; times per step.  CPU
+ * time (all threads) is printed beside wall time: on a machine shared with other work it is
+ * the steadier of the two. */
+static kiln_code print_profile(const kiln_trainer *t, int top, kiln_err *e) {
+  kiln_trainer_prof *rows = NULL;
+  int64_t n = 0, steps = 0;
+  KILN_TRY(kiln_trainer_profile(t, &rows, &n, &steps, e));
+  if (steps < 1) {
+    printf("profile: no step after the first was run (use --max-steps 2 or more)\n");
+    kiln_free(rows);
+    return KILN_OK;
+  }
+  double total = 0, total_cpu = 0;
+  for (int64_t i = 0; i < n; i++) total += rows[i].seconds, total_cpu += rows[i].cpu_seconds;
+  qsort(rows, (size_t)n, sizeof *rows, cmp_prof);
+  double ns = (double)steps;
+  printf("\nprofile: %lld steps; kernels per step: %.2f ms wall, %.2f ms CPU (%lld nodes)\n",
+         (long long)steps, 1e3 * total / ns, 1e3 * total_cpu / ns, (long long)n);
+  printf("%-40s %-16s %-34s %9s %9s %8s %6s %4s\n", "node", "op", "shape", "ms/step", "cpu ms",
+         "GFLOP/s", "share", "kern");
+  for (int64_t i = 0; i < n && i < top; i++) {
+    double sec = rows[i].seconds / ns;
+    double gf = rows[i].macs && sec > 0 ? 2.0 * (double)rows[i].macs / sec / 1e9 : 0.0;
+    printf("%-40.40s %-16.16s %-34.34s %9.3f %9.3f %8.1f %5.1f%% %3d%s\n", rows[i].label,
+           rows[i].op, rows[i].shape, 1e3 * sec, 1e3 * rows[i].cpu_seconds / ns, gf,
+           total > 0 ? 100.0 * rows[i].seconds / total : 0.0, rows[i].kernels,
+           rows[i].fallback ? " ref" : "");
+  }
+  if (n > top) printf("(%lld more)\n", (long long)(n - top));
+  /* per op type */
+  typedef struct {
+    const char *op;
+    double sec, cpu;
+    int64_t macs;
+    int nodes;
+  } op_sum;
+  op_sum *ops = calloc(n > 0 ? (size_t)n : 1, sizeof *ops);
+  int n_ops = 0;
+  for (int64_t i = 0; ops && i < n; i++) {
+    int k = 0;
+    while (k < n_ops && strcmp(ops[k].op, rows[i].op)) k++;
+    if (k == n_ops) ops[n_ops++].op = rows[i].op;
+    ops[k].sec += rows[i].seconds;
+    ops[k].cpu += rows[i].cpu_seconds;
+    ops[k].macs += rows[i].macs;
+    ops[k].nodes++;
+  }
+  for (int a = 1; ops && a < n_ops; a++) /* few op types: insertion sort by time */
+    for (int b = a; b > 0 && ops[b].sec > ops[b - 1].sec; b--) {
+      op_sum tmp = ops[b];
+      ops[b] = ops[b - 1];
+      ops[b - 1] = tmp;
+    }
+  printf("\n%-24s %6s %9s %9s %8s %6s\n", "op", "nodes", "ms/step", "cpu ms", "GFLOP/s", "share");
+  for (int k = 0; ops && k < n_ops; k++) {
+    double sec = ops[k].sec / ns;
+    double gf = ops[k].macs && sec > 0 ? 2.0 * (double)ops[k].macs / sec / 1e9 : 0.0;
+    printf("%-24s %6d %9.3f %9.3f %8.1f %5.1f%%\n", ops[k].op, ops[k].nodes, 1e3 * sec,
+           1e3 * ops[k].cpu / ns, gf, total > 0 ? 100.0 * ops[k].sec / total : 0.0);
+  }
+  free(ops);
+  kiln_free(rows);
+  return KILN_OK;
 }
 
 int cmd_train(int argc, char **argv) {
@@ -64,6 +136,7 @@ int cmd_train(int argc, char **argv) {
   kiln_fit_opts fo = {.epochs = 40, .seed = 1, .loader_threads = 1};
   int64_t batch = 0;
   bool bad = false, stats = false;
+  int profile_top = 0;
   kiln_data_opts dopts = kiln_data_opts_default();
   for (int i = 1; i < argc; i++) {
     if (cli_is_help(argv[i])) {
@@ -120,6 +193,11 @@ int cmd_train(int argc, char **argv) {
       to.threads = atoi(val);
     } else if (!strcmp(argv[i], "--stats")) {
       stats = true;
+    } else if (!strcmp(argv[i], "--profile")) {
+      profile_top = 30;
+    } else if (!strncmp(argv[i], "--profile=", 10)) {
+      profile_top = atoi(argv[i] + 10);
+      if (profile_top < 1) return cli_usage_error("train", "--profile=N needs N >= 1");
     } else if (!strcmp(argv[i], "--allow-fallback")) {
       to.allow_fallback = true;
     } else if (argv[i][0] == '-') {
@@ -136,6 +214,7 @@ int cmd_train(int argc, char **argv) {
   if (!data) return cli_usage_error("train", "--data is required");
   if (fo.epochs < 1) return cli_usage_error("train", "--epochs must be at least 1");
   if (!ckpt) ckpt = resume ? resume : "checkpoint.onnx";
+  to.profile = profile_top > 0;
   kiln_err e = {0};
   kiln_dataset *base = NULL, *ds = NULL, *val_ds = NULL, *test_ds = NULL;
   kiln_trainer *t = NULL;
@@ -184,6 +263,7 @@ int cmd_train(int argc, char **argv) {
            "accuracy %.3f; checkpoint %s\n",
            fr.epochs_done, (long long)fr.steps_done, fr.images_per_second, fr.last_loss, fr.last_cls, fr.last_loc,
            fr.last_acc, ckpt);
+  if (profile_top > 0 && print_profile(t, profile_top, &e)) goto out;
   rc = fr.stopped ? 130 : 0;
 out:
   if (rc == 1) cli_fail(&e);

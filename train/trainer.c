@@ -18,6 +18,8 @@ struct kiln_trainer {
   int *state_index;        /* tg->state[i] -> program state index */
   int64_t steps;
   int64_t batch, classes;
+  bool profile;
+  int64_t runs, profiled;  /* steps run by this trainer; those profiled */
 };
 
 static kiln_code load_bound(const char *path, int64_t batch, kiln_graph **out, kiln_err *e) {
@@ -91,6 +93,7 @@ kiln_code kiln_trainer_create(const char *model_path, int64_t batch, const kiln_
   kiln_free(sout);
   if (rc) goto fail;
   t->g = t->prog->g;
+  t->profile = o && o->profile;
   /* initial state: weights and statistics from the model, moments from a checkpoint or zeros */
   for (int i = 0; i < tg->n_state; i++) {
     kiln_state_entry *s = &tg->state[i];
@@ -186,10 +189,13 @@ kiln_code kiln_trainer_step(kiln_trainer *t, const kiln_tensor *image, const kil
     else if (v == tg->in_present) ins[i] = (kiln_tensor *)present;
     else if (v == tg->in_hyper) ins[i] = hyper;
   }
-  kiln_code rc = kiln_program_run(t->prog, ins, outs, false, e);
+  bool prof = t->profile && t->runs > 0;
+  kiln_code rc = kiln_program_run(t->prog, ins, outs, prof, e);
   kiln_tensor_free(hyper);
   kiln_free(ins);
   if (rc) return rc;
+  t->runs++;
+  t->profiled += prof;
   memset(r, 0, sizeof *r);
   for (int i = 0; i < g->n_outputs; i++) {
     int v = g->outputs[i];
@@ -208,6 +214,42 @@ kiln_code kiln_trainer_step(kiln_trainer *t, const kiln_tensor *image, const kil
   }
   for (int i = 0; i < g->n_outputs; i++) kiln_tensor_free(outs[i]);
   t->steps++;
+  return KILN_OK;
+}
+
+kiln_code kiln_trainer_profile(const kiln_trainer *t, kiln_trainer_prof **rows, int64_t *n_rows,
+                               int64_t *steps, kiln_err *e) {
+  const kiln_program *p = t->prog;
+  *rows = NULL;
+  *n_rows = 0;
+  *steps = p->step_seconds ? t->profiled : 0;
+  kiln_trainer_prof *r = kiln_calloc((size_t)(p->n_steps ? p->n_steps : 1), sizeof *r);
+  if (!r) return kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
+  int64_t n = 0;
+  for (int64_t s = 0; s < p->n_steps; s++) {
+    const kiln_step *st = &p->steps[s];
+    /* the kernels of one node are consecutive steps */
+    if (!n || !st->node || st->node != p->steps[s - 1].node) {
+      kiln_trainer_prof *q = &r[n++];
+      snprintf(q->label, sizeof q->label, "%s", st->label);
+      q->op = st->node ? st->node->def->name : "?";
+      q->macs = st->macs;
+      if (st->node && st->node->n_in && st->node->n_out) {
+        const kiln_value *a = ir_in(p->g, st->node, 0), *b = ir_out(p->g, st->node, 0);
+        char sa[48] = "-", sb[48] = "-";
+        if (a) kiln_shape_str(&a->shape, sa, sizeof sa);
+        if (b) kiln_shape_str(&b->shape, sb, sizeof sb);
+        snprintf(q->shape, sizeof q->shape, "%s -> %s", sa, sb);
+      }
+    }
+    kiln_trainer_prof *q = &r[n - 1];
+    q->kernels++;
+    q->fallback |= !st->fn;
+    if (p->step_seconds) q->seconds += p->step_seconds[s];
+    if (p->step_cpu_seconds) q->cpu_seconds += p->step_cpu_seconds[s];
+  }
+  *rows = r;
+  *n_rows = n;
   return KILN_OK;
 }
 

@@ -25,6 +25,7 @@ typedef struct kiln_trainer_opts {
   const char *cache_dir;
   bool allow_fallback; /* run ops without compiled kernels on reference kernels */
   const char *passes;  /* pipeline for the training graph (NULL: the training default) */
+  bool profile;        /* time every kernel of each step after the first (kiln_trainer_profile) */
 } kiln_trainer_opts;
 
 /* Loads `model_path` (an inference ONNX model or a kiln checkpoint), binding its
@@ -51,6 +52,24 @@ int64_t kiln_trainer_num_classes(const kiln_trainer *t);
 int64_t kiln_trainer_steps_done(const kiln_trainer *t);
 /* Planned arena bytes of the training program and the sum of its state. */
 void kiln_trainer_memory(const kiln_trainer *t, int64_t *arena, int64_t *state);
+
+/* One node of the training program in a profile: the time of its kernels (a node may run
+ * several, e.g. packing then the main kernel) summed over the profiled steps. */
+typedef struct kiln_trainer_prof {
+  char label[96];     /* "ConvGradWeight layer1.0.conv1.grad" */
+  const char *op;
+  char shape[96];     /* first input's shape -> first output's shape */
+  double seconds;     /* wall time */
+  double cpu_seconds; /* CPU time of all threads (OMP_WAIT_POLICY=PASSIVE keeps idle threads out) */
+  int64_t macs;       /* of one step (0 when the op does no multiply-adds) */
+  int kernels;        /* kernel calls per step */
+  bool fallback;      /* runs on a reference kernel */
+} kiln_trainer_prof;
+/* The profile of the steps run so far (opts.profile), one row per node in program order
+ * (*rows: kiln_free it); *steps: how many steps it sums (the first step is left out, its
+ * first touches of the arena are not the kernels' cost). */
+kiln_code kiln_trainer_profile(const kiln_trainer *t, kiln_trainer_prof **rows, int64_t *n_rows,
+                               int64_t *steps, kiln_err *e);
 
 /* Writes a checkpoint (atomically).  `meta` holds extra key/value pairs (NULL-terminated
  * pairs array, may be NULL). */
