@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codegen/cache.h"
 #include "codegen/emit.h"
+#include "codegen/tune.h"
 #include "passes/memplan.h"
 
 struct kiln_emit_ctx {
@@ -20,11 +22,15 @@ struct kiln_emit_ctx {
   const kiln_node *cur;
   kiln_emit_fn table[KILN_OP_COUNT];
   LLVMModuleRef aot;      /* AOT: every kernel linked into this module */
+  kiln_tune_table *tune;  /* measured convolution blocks, or NULL */
+  bool tune_owned;        /* loaded here from the cache directory */
 };
 
 const cg_types *cg_t(kiln_emit_ctx *cx) { return &cx->t; }
 bool cg_avx512(kiln_emit_ctx *cx) { return kiln_jit_has_avx512(cx->jit); }
 int cg_threads(kiln_emit_ctx *cx) { return cx->threads; }
+kiln_tune_table *cg_tune_table(kiln_emit_ctx *cx) { return cx->tune; }
+int cg_cur_node_id(kiln_emit_ctx *cx) { return cx->cur ? (int)(cx->cur - cx->g->nodes) : -1; }
 
 static void make_types(kiln_emit_ctx *cx) {
   LLVMContextRef c = kiln_jit_context(cx->jit);
@@ -201,6 +207,38 @@ const kiln_jit_stats *kiln_program_jit_stats(const kiln_program *p) {
   return p->jit ? kiln_jit_get_stats((const kiln_jit *)p->jit) : NULL;
 }
 
+/* The tuning table of this CPU in the cache directory (tune.h), unless disabled.  Only out of
+ * memory fails; a missing directory or file means no table. */
+static kiln_code load_tune(kiln_emit_ctx *cx, const kiln_compile_opts *opts, kiln_err *e) {
+  const char *env = getenv("KILN_TUNE");
+  if (opts->no_tune || (env && !strcmp(env, "0"))) return KILN_OK;
+  kiln_cache c;
+  const char *cpu = kiln_jit_cpu(cx->jit), *features = kiln_jit_features(cx->jit);
+  kiln_cache_open(&c, opts->cache_dir, cpu, features); /* resolves the directory as the JIT did */
+  kiln_code rc = KILN_OK;
+  if (c.dir) {
+    char path[4300];
+    kiln_tune_path(c.dir, cpu, features, path, sizeof path);
+    rc = kiln_tune_load(path, cpu, features, &cx->tune, e);
+    cx->tune_owned = cx->tune != NULL;
+  }
+  kiln_cache_close(&c);
+  return rc;
+}
+
+/* Reports the loaded table's problem (a file ignored, an entry refused) with the kernel
+ * cache's warnings, which every caller already prints, and frees the table. */
+static void end_tune(kiln_emit_ctx *cx) {
+  if (!cx->tune_owned) return;
+  /* the JIT's stats are its own mutable record, returned const only to callers */
+  kiln_jit_stats *st = (kiln_jit_stats *)kiln_jit_get_stats(cx->jit);
+  if (cx->tune->warning[0] && st->n_warnings < 4)
+    snprintf(st->warnings[st->n_warnings++], KILN_ERR_MSG, "%s", cx->tune->warning);
+  kiln_tune_free(cx->tune);
+  cx->tune = NULL;
+  cx->tune_owned = false;
+}
+
 static void jit_free_cb(void *j) { kiln_jit_free(j); }
 static void aot_free_cb(void *m) { LLVMDisposeModule((LLVMModuleRef)m); }
 
@@ -233,6 +271,11 @@ kiln_code kiln_compile(kiln_graph *g, const kiln_compile_opts *opts, kiln_progra
   cx->threads = p->threads;
   make_types(cx);
   cg_emitters(cx->table);
+  cx->tune = opts->tune;
+  if (!cx->tune) {
+    rc = load_tune(cx, opts, e);
+    if (rc) goto fail;
+  }
   if (opts->aot) {
     cx->aot = kiln_jit_new_module(jit, "kiln_aot");
     p->aot_module = cx->aot;
@@ -330,10 +373,12 @@ kiln_code kiln_compile(kiln_graph *g, const kiln_compile_opts *opts, kiln_progra
     goto fail;
   }
   memset(p->arena, 0, (size_t)p->arena_bytes);
+  end_tune(cx);
   kiln_free(cx);
   *out = p;
   return KILN_OK;
 fail:
+  if (cx->jit) end_tune(cx);
   kiln_free(cx);
   kiln_program_free(p);
   return rc;

@@ -19,6 +19,11 @@ typedef struct kiln_compile_opts {
   /* Ahead of time: kernels are collected into one module (p->aot_module) instead
    * of being loaded into the JIT; steps name their kernel; no fallbacks allowed. */
   bool aot;
+  /* Convolution blocks measured by `kiln tune` (codegen/tune.h).  NULL: the table of this CPU
+   * in the cache directory, when there is one, unless no_tune or $KILN_TUNE=0; its problems
+   * join the JIT's warnings.  Given: used as it is (kiln tune's forced blocks and records). */
+  struct kiln_tune_table *tune;
+  bool no_tune;
 } kiln_compile_opts;
 
 /* Compiles an inferred graph (takes ownership of g, also on failure). */

@@ -86,6 +86,9 @@ kiln_code cg_kernel_end_checked(kiln_emit_ctx *cx, cg_kernel *k, int64_t n_tiles
 const cg_types *cg_t(kiln_emit_ctx *cx);
 bool cg_avx512(kiln_emit_ctx *cx);
 int cg_threads(kiln_emit_ctx *cx); /* the thread count the program will run with */
+/* The compile's tuning table (codegen/tune.h: measured convolution blocks), or NULL. */
+struct kiln_tune_table *cg_tune_table(kiln_emit_ctx *cx);
+int cg_cur_node_id(kiln_emit_ctx *cx); /* the node being emitted, or -1 */
 
 /* ---- IR building helpers ---- */
 LLVMValueRef cg_i64(cg_kernel *k, int64_t v);
