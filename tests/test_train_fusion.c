@@ -8,6 +8,7 @@
  *    reference kernels: losses, logits and every state update (weights, running statistics,
  *    Adam moments) bitwise equal — the fused reference kernels compute what they replace;
  *  - the compiled step (kiln_trainer, SGD, two steps) fused and unfused at 1 and 2 threads;
+ *  - the fused kernels alone: JIT against the reference, bitwise equal at 1 and 3 threads;
  *  - autodiff through a fused kiln.BatchNormTrain (activation=relu) against the unfused pair;
  *  - malformed fused forms are refused by shape inference. */
 #include <math.h>
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "codegen/compile.h"
 #include "frontend/onnx.h"
 #include "passes/autodiff.h"
 #include "passes/pass.h"
@@ -560,6 +562,112 @@ static void test_fused_forward_autodiff(void) {
   }
 }
 
+/* ---- the fused kernels alone ---- */
+
+/* One node of `op` over inputs in[] (graph inputs), n_out outputs; activation set when given. */
+static kiln_graph *one_node(kiln_op op, kiln_tensor *const *in, int n_in, int n_out,
+                            const char *activation) {
+  kiln_err e = {0};
+  kiln_graph *g = ir_graph_new();
+  ir_set_opset(g, "", 17, &e);
+  int ids[8], outs[8], nid = -1;
+  for (int i = 0; i < n_in; i++) {
+    char nm[16];
+    snprintf(nm, sizeof nm, "in%d", i);
+    ir_add_value(g, nm, &ids[i], &e);
+    kiln_value *v = ir_val(g, ids[i]);
+    v->dtype = KILN_F32;
+    v->shape = in[i]->shape;
+    v->typed = true;
+    ir_add_input(g, ids[i], &e);
+  }
+  for (int o = 0; o < n_out; o++) {
+    char nm[16];
+    snprintf(nm, sizeof nm, "out%d", o);
+    ir_add_value(g, nm, &outs[o], &e);
+  }
+  ir_add_node(g, op, "node", ids, n_in, outs, n_out, &nid, &e);
+  if (activation && nid >= 0) ir_set_attr_str(g, nid, "activation", activation, &e);
+  for (int o = 0; o < n_out; o++) ir_add_output(g, outs[o], &e);
+  kiln_evaluator ev = kiln_ref_evaluator();
+  if (!e.code) ir_infer(g, &ev, &e);
+  CHECK_OK(e.code, &e);
+  return g;
+}
+
+static kiln_tensor *rand_tensor(kiln_shape s, uint64_t *seed, double lo, double hi) {
+  kiln_err e = {0};
+  kiln_tensor *t = NULL;
+  CHECK_OK(kiln_tensor_new(KILN_F32, &s, &t, &e), &e);
+  for (int64_t i = 0; t && i < t->numel; i++)
+    ((float *)t->data)[i] = (float)(lo + (hi - lo) * rng_uniform(seed));
+  return t;
+}
+
+/* The node's outputs with the reference kernels and the JIT at 1 and 3 threads: the JIT
+ * within 1e-6 + 1e-5 |ref| (test_grad_nn's tolerance), bitwise equal across threads. */
+static void check_kernel(const char *what, kiln_op op, kiln_tensor *const *in, int n_in, int n_out,
+                         const char *activation) {
+  kiln_err e = {0};
+  kiln_tensor *want[5] = {0}, *got[2][5] = {{0}};
+  kiln_graph *g = one_node(op, in, n_in, n_out, activation);
+  kiln_ref_ctx ctx = {.g = g};
+  CHECK_OK(kiln_ref_run(g, &ctx, in, want, &e), &e);
+  ir_graph_free(g);
+  const int threads[2] = {1, 3};
+  for (int t = 0; t < 2; t++) {
+    kiln_program *p = NULL;
+    kiln_compile_opts o = {.threads = threads[t], .cache_dir = ""};
+    CHECK_OK(kiln_compile(one_node(op, in, n_in, n_out, activation), &o, &p, &e), &e);
+    if (!p) continue;
+    CHECK_MSG(p->n_fallback == 0, "%s: no compiled kernel", what);
+    CHECK_OK(kiln_program_run(p, in, got[t], false, &e), &e);
+    kiln_program_free(p);
+  }
+  for (int o = 0; o < n_out; o++) {
+    if (!want[o] || !got[0][o] || !got[1][o]) {
+      CHECK_MSG(false, "%s: output %d missing", what, o);
+      continue;
+    }
+    CHECK_MSG(!memcmp(got[0][o]->data, got[1][o]->data, kiln_tensor_nbytes(want[o])),
+              "%s: output %d differs between 1 and 3 threads", what, o);
+    int bad = 0;
+    for (int64_t i = 0; i < want[o]->numel; i++) {
+      double a = ((float *)got[0][o]->data)[i], b = ((float *)want[o]->data)[i];
+      if (!(fabs(a - b) <= 1e-6 + 1e-5 * fabs(b)) && bad++ < 3)
+        fprintf(stderr, "%s: output %d [%lld]: jit %.9g, reference %.9g\n", what, o,
+                (long long)i, a, b);
+    }
+    CHECK_MSG(bad == 0, "%s: output %d: %d elements differ from the reference", what, o, bad);
+  }
+  for (int o = 0; o < 5; o++) {
+    kiln_tensor_free(want[o]);
+    kiln_tensor_free(got[0][o]);
+    kiln_tensor_free(got[1][o]);
+  }
+}
+
+static void test_kernels(void) {
+  const kiln_shape shapes[2] = {kiln_shape_make(4, IV(3, 5, 7, 6)), kiln_shape_make(3, IV(2, 4, 9))};
+  for (int si = 0; si < 2; si++) {
+    uint64_t seed = 11 + (uint64_t)si;
+    kiln_shape xs = shapes[si], cs = kiln_shape_make(1, IV(xs.d[1]));
+    kiln_tensor *bn[5] = {rand_tensor(xs, &seed, -2, 2), rand_tensor(cs, &seed, 0.5, 1.5),
+                          rand_tensor(cs, &seed, -0.5, 0.5), rand_tensor(cs, &seed, -0.5, 0.5),
+                          rand_tensor(cs, &seed, 0.5, 1.5)};
+    check_kernel("BatchNormTrain relu", KILN_OP_BatchNormTrain, bn, 5, 5, "relu");
+    /* Y a ReLU's output: zeros (a third), positives, and a -0 */
+    kiln_tensor *y = rand_tensor(xs, &seed, -1, 2);
+    for (int64_t i = 0; y && i < y->numel; i++)
+      if (((float *)y->data)[i] < 0) ((float *)y->data)[i] = i % 7 ? 0.0f : -0.0f;
+    kiln_tensor *gr[6] = {bn[0], bn[1], rand_tensor(cs, &seed, -0.5, 0.5),
+                          rand_tensor(cs, &seed, 0.5, 2), rand_tensor(xs, &seed, -1, 1), y};
+    check_kernel("BatchNormGrad masked", KILN_OP_BatchNormGrad, gr, 6, 3, NULL);
+    for (int i = 0; i < 5; i++) kiln_tensor_free(bn[i]);
+    for (int i = 2; i < 6; i++) kiln_tensor_free(gr[i]);
+  }
+}
+
 /* ---- malformed fused forms ---- */
 
 static void test_malformed(void) {
@@ -591,6 +699,7 @@ static void test_malformed(void) {
 int main(void) {
   RUN(test_structure);
   RUN(test_reference_equal);
+  RUN(test_kernels);
   RUN(test_fused_forward_autodiff);
   RUN(test_malformed);
   RUN(test_jit);
