@@ -77,10 +77,20 @@ typedef struct conv_plan {
   int64_t ys[3], os[3], oo[3];
   /* weights as the kernel reads them */
   bool packed;
-  int64_t w_o, w_ic, w_tap; /* strides (packed: 1, kk*ob, ob; ob = the block's channels) */
+  bool pack_rt;          /* packed by a kernel at run time (weights not constant) */
+  int64_t w_o, w_ic;     /* strides (packed: 1, kk*ob; ob = the block's channels) */
+  int64_t w_ts[3];        /* stride of one step of kd, kh, kw (packed: kh*kw*ob, kw*ob, ob) */
 } conv_plan;
 
 static int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* The weight stride of one step along kernel dim d (k: the kernel's sizes). */
+static int64_t w_dim_stride(const cg_conv_weights *w, const int64_t *k, int d) {
+  if (w->tap_strides[0] || w->tap_strides[1] || w->tap_strides[2]) return w->tap_strides[d];
+  int64_t below = 1;
+  for (int q = d + 1; q < 3; q++) below *= k[q];
+  return w->tap_stride * below;
+}
 
 /* Size of the transformed input along dim d. */
 static int64_t eff_size(const cg_conv_geom *g, int d) {
@@ -268,11 +278,15 @@ static void make_plan(kiln_emit_ctx *cx, const cg_conv_geom *geom, const cg_conv
   int64_t rem = ow - p->n_owfull * blk;
   p->nv_tail = (int)div_up(rem, p->V);
   p->lanes_tail = rem ? (int)(rem - (int64_t)(p->nv_tail - 1) * p->V) : 0;
-  p->packed = w->data != NULL;
+  /* Weights that are a sparse sub-kernel of their buffer (one output phase of a strided
+   * ConvTranspose) are packed at run time: read in place, every image would stream all of the
+   * buffer's cache lines for a fraction of their taps. */
+  p->pack_rt = !w->data && (w->tap_strides[0] || w->tap_strides[1] || w->tap_strides[2]);
+  p->packed = w->data != NULL || p->pack_rt;
   if (!p->packed) {
     p->w_o = w->oc_stride;
     p->w_ic = w->ic_stride;
-    p->w_tap = w->tap_stride;
+    for (int d = 0; d < 3; d++) p->w_ts[d] = w_dim_stride(w, g->k, d);
   }
 }
 
@@ -292,14 +306,62 @@ static int pack_weights(kiln_emit_ctx *cx, const conv_plan *p, const cg_conv_wei
       int64_t ob = (b == p->n_ocb - 1 && p->ocb_tail) ? p->ocb_tail : p->ocb;
       int64_t base = (g * p->ocg + b * p->ocb) * p->cg * p->kk;
       for (int64_t ic = 0; ic < p->cg; ic++)
-        for (int64_t t = 0; t < p->kk; t++)
+        for (int64_t t = 0; t < p->kk; t++) {
+          const int64_t *k = p->g.k;
+          int64_t toff = (t / (k[1] * k[2])) * w_dim_stride(w, k, 0) +
+                         (t / k[2] % k[1]) * w_dim_stride(w, k, 1) + (t % k[2]) * w_dim_stride(w, k, 2);
           buf[base + (ic * p->kk + t) * ob + o] =
-              w->data[w->off + g * w->g_stride + oc * w->oc_stride + ic * w->ic_stride +
-                      t * w->tap_stride];
+              w->data[w->off + g * w->g_stride + oc * w->oc_stride + ic * w->ic_stride + toff];
+        }
     }
   int id = cg_buf_const(cx, buf, sizeof(float) * (size_t)total, e);
   kiln_free(buf);
   return id;
+}
+
+/* pack_weights as a kernel, for weights known only at run time: one tile per (group, output
+ * channel), args W, packed W. */
+static kiln_code emit_pack_weights(kiln_emit_ctx *cx, const char *label, const conv_plan *p,
+                                   const cg_conv_weights *w, int wp_buf, kiln_err *e) {
+  char lbl[96];
+  snprintf(lbl, sizeof lbl, "%s_wpack", label);
+  cg_kernel kk;
+  cg_kernel *k = &kk;
+  KILN_TRY(cg_kernel_begin(cx, k, lbl, 2, e));
+  LLVMBuilderRef b = k->b;
+  LLVMValueRef W = cg_arg(k, 0), WP = cg_arg(k, 1);
+  const int64_t *ks = p->g.k;
+  cg_loop lt, lic, lk[3];
+  LLVMValueRef t = cg_loop_begin(k, &lt, k->lo, k->hi, NULL, "oc");
+  LLVMValueRef g = LLVMBuildSDiv(b, t, cg_i64(k, p->ocg), "");
+  LLVMValueRef oc = LLVMBuildSRem(b, t, cg_i64(k, p->ocg), "");
+  LLVMValueRef blk = LLVMBuildSDiv(b, oc, cg_i64(k, p->ocb), "");
+  LLVMValueRef o = LLVMBuildSRem(b, oc, cg_i64(k, p->ocb), "");
+  LLVMValueRef ob = cg_i64(k, p->ocb);
+  if (p->ocb_tail)
+    ob = cg_select(k, LLVMBuildICmp(b, LLVMIntEQ, blk, cg_i64(k, p->n_ocb - 1), ""),
+                   cg_i64(k, p->ocb_tail), ob);
+  LLVMValueRef base = cg_mul(k, cg_add(k, cg_mul(k, g, cg_i64(k, p->ocg)),
+                                       cg_mul(k, blk, cg_i64(k, p->ocb))),
+                             cg_i64(k, p->cg * p->kk));
+  LLVMValueRef src0 = cg_add(k, cg_add(k, cg_i64(k, w->off), cg_mul(k, g, cg_i64(k, w->g_stride))),
+                             cg_mul(k, oc, cg_i64(k, w->oc_stride)));
+  LLVMValueRef ic = cg_loop_begin(k, &lic, cg_i64(k, 0), cg_i64(k, p->cg), NULL, "ic");
+  LLVMValueRef src = cg_add(k, src0, cg_mul(k, ic, cg_i64(k, w->ic_stride)));
+  LLVMValueRef tap = cg_i64(k, 0);
+  for (int d = 0; d < 3; d++) {
+    LLVMValueRef kv = cg_loop_begin(k, &lk[d], cg_i64(k, 0), cg_i64(k, ks[d]), NULL, "k");
+    src = cg_add(k, src, cg_mul(k, kv, cg_i64(k, w_dim_stride(w, ks, d))));
+    tap = cg_add(k, cg_mul(k, tap, cg_i64(k, ks[d])), kv);
+  }
+  /* buf[base + (ic * kk + tap) * ob + o] */
+  LLVMValueRef dst = cg_add(k, base, cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, ic, cg_i64(k, p->kk)),
+                                                                tap), ob), o));
+  cg_store(k, cg_load(k, k->t->f32, W, src), WP, dst);
+  for (int d = 2; d >= 0; d--) cg_loop_end(k, &lk[d]);
+  cg_loop_end(k, &lic);
+  cg_loop_end(k, &lt);
+  return cg_kernel_end(cx, k, p->g.groups * p->ocg, (int[]){w->buf, wp_buf}, e);
 }
 
 /* The preparation copy: X -> (N*C, rows0, rows1, S*wq) with zeros outside the input. */
@@ -416,7 +478,8 @@ static void emit_block(conv_kern *ck, LLVMValueRef oc0, int ob, LLVMValueRef oh0
 #define ACC(o, r, v) acc[((o) * rb + (r)) * nv + (v)]
   /* weight strides of this block */
   int64_t w_o = p->packed ? 1 : p->w_o, w_ic = p->packed ? p->kk * ob : p->w_ic;
-  int64_t w_tap = p->packed ? ob : p->w_tap;
+  int64_t w_ts[3] = {p->w_ts[0], p->w_ts[1], p->w_ts[2]};
+  if (p->packed) w_ts[0] = g->k[1] * g->k[2] * ob, w_ts[1] = g->k[2] * ob, w_ts[2] = ob;
   LLVMValueRef wblk = add(k, addc(k, mulc(k, ck->grp, ck->w_g), ck->w_off),
                           mulc(k, oc0, p->packed ? p->cg * p->kk : p->w_o));
   /* X plane of input channel 0 of the group, and the row of tap (0, 0) of row oh0 */
@@ -434,7 +497,7 @@ static void emit_block(conv_kern *ck, LLVMValueRef oc0, int ob, LLVMValueRef oh0
   LLVMValueRef row =
       add(k, row0, add(k, mulc(k, kd, g->dil[0] * p->rows[1]), mulc(k, kh, g->dil[1])));
   LLVMValueRef xr = add(k, add(k, xi, mulc(k, row, p->rowlen)), ow0);
-  LLVMValueRef wt = add(k, wi, mulc(k, add(k, mulc(k, kd, g->k[1]), kh), g->k[2] * w_tap));
+  LLVMValueRef wt = add(k, wi, add(k, mulc(k, kd, w_ts[0]), mulc(k, kh, w_ts[1])));
   /* kernel columns: unrolled, or a loop when there are many */
   bool unroll = g->k[2] <= KW_UNROLL;
   cg_loop lkw;
@@ -447,13 +510,13 @@ static void emit_block(conv_kern *ck, LLVMValueRef oc0, int ob, LLVMValueRef oh0
     if (unroll) {
       int64_t tap = kw * g->dil[2];
       xoff = c64(k, (tap % p->S) * p->wq + tap / p->S);
-      woff = c64(k, kw * w_tap);
+      woff = c64(k, kw * w_ts[2]);
     } else {
       LLVMValueRef tap = mulc(k, kwv, g->dil[2]);
       xoff = p->S == 1 ? tap
                        : add(k, mulc(k, LLVMBuildURem(b, tap, c64(k, p->S), ""), p->wq),
                              LLVMBuildUDiv(b, tap, c64(k, p->S), ""));
-      woff = mulc(k, kwv, w_tap);
+      woff = mulc(k, kwv, w_ts[2]);
     }
     LLVMValueRef xk = add(k, xr, xoff), wk = add(k, wt, woff);
     for (int r = 0; r < rb; r++)
@@ -571,7 +634,11 @@ kiln_code cg_emit_conv(kiln_emit_ctx *cx, const char *label, const cg_conv_geom 
     KILN_TRY(emit_prep(cx, label, &p, x_buf, xk_buf, e));
   }
   int wk_buf = w->buf;
-  if (p.packed) {
+  if (p.pack_rt) {
+    wk_buf = cg_buf_scratch(cx, sizeof(float) * (size_t)(g->groups * p.ocg * p.cg * p.kk), e);
+    if (wk_buf < 0) return e->code;
+    KILN_TRY(emit_pack_weights(cx, label, &p, w, wk_buf, e));
+  } else if (p.packed) {
     wk_buf = pack_weights(cx, &p, w, e);
     if (wk_buf < 0) return e->code;
   }

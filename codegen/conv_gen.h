@@ -62,6 +62,9 @@ typedef struct cg_conv_weights {
   int buf;
   const float *data; /* the buffer's contents when constant (lets the generator repack), or NULL */
   int64_t off, g_stride, oc_stride, ic_stride, tap_stride;
+  /* When any is nonzero: the strides of one step of kd, kh, kw, replacing tap * tap_stride
+   * (e.g. the taps of one output phase of a strided ConvTranspose, a sub-kernel of W). */
+  int64_t tap_strides[3];
 } cg_conv_weights;
 
 typedef enum cg_act {

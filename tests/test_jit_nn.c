@@ -241,6 +241,35 @@ static void test_conv_transpose(void) {
        .attrs = {AV("strides", 2), AV("pads", 1, 2)});
   CASE("convT 3-D", KILN_OP_ConvTranspose, 13, {T(1, 2, 3, 4, 3), T(2, 2, 2, 3, 2)}, 2, 2, 1,
        .attrs = {AV("strides", 2, 1, 2)});
+  /* strided: one convolution per output phase; phases without taps (kernel smaller than the
+   * stride, or dilation sharing a factor with it) hold the bias */
+  CASE("convT 1x1 stride 2 bias", KILN_OP_ConvTranspose, 13, {T(2, 6, 4, 3), T(6, 5, 1, 1), T(5)},
+       3, 6, 1, .attrs = {AV("strides", 2, 2), AV("output_padding", 1, 1)});
+  CASE("convT 1x1 stride 2 fed bias", KILN_OP_ConvTranspose, 13,
+       {T(2, 6, 4, 3), T(6, 5, 1, 1), T(5)}, 3, 0, 1,
+       .attrs = {AV("strides", 2, 2), AV("output_padding", 1, 0)});
+  CASE("convT stride 2 dilation 2 fed", KILN_OP_ConvTranspose, 13,
+       {T(1, 3, 5, 4), T(3, 4, 3, 2), T(4)}, 3, 0, 1,
+       .attrs = {AV("strides", 2, 2), AV("dilations", 2, 2), AV("pads", 1, 0, 0, 1)});
+  CASE("convT stride 3 dilation 2 groups", KILN_OP_ConvTranspose, 13,
+       {T(2, 4, 4, 5), T(4, 3, 4, 3)}, 2, 2, 1,
+       .attrs = {AI("group", 2), AV("strides", 3, 2), AV("dilations", 2, 1),
+                 AV("pads", 2, 1, 1, 0)});
+  CASE("convT resnet backward-data fed", KILN_OP_ConvTranspose, 13,
+       {T(2, 16, 5, 5), T(16, 24, 3, 3)}, 2, 0, 1,
+       .attrs = {AV("strides", 2, 2), AV("pads", 1, 1, 1, 1), AV("output_padding", 1, 1)});
+  CASE("convT 1x1 stride 2 wide rows", KILN_OP_ConvTranspose, 13,
+       {T(1, 4, 3, 17), T(4, 3, 1, 1), T(3)}, 3, 6, 1,
+       .attrs = {AV("strides", 2, 2), AV("output_padding", 0, 1)});
+  CASE("convT stride 2x1 wide rows fed", KILN_OP_ConvTranspose, 13,
+       {T(1, 3, 4, 20), T(3, 2, 3, 3), T(2)}, 3, 0, 1,
+       .attrs = {AV("strides", 2, 1), AV("pads", 1, 1, 0, 1)});
+  CASE("convT stride 3 rows of 40", KILN_OP_ConvTranspose, 13,
+       {T(1, 2, 3, 14), T(2, 2, 2, 4)}, 2, 0, 1,
+       .attrs = {AV("strides", 2, 3), AV("pads", 0, 1, 1, 0)});
+  CASE("convT 3-D all strided fed", KILN_OP_ConvTranspose, 13,
+       {T(1, 3, 3, 4, 3), T(3, 2, 3, 2, 3), T(2)}, 3, 0, 1,
+       .attrs = {AV("strides", 2, 2, 3), AV("pads", 1, 0, 1, 0, 1, 1)});
 }
 
 static void test_pools(void) {
