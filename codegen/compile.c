@@ -31,6 +31,7 @@ bool cg_avx512(kiln_emit_ctx *cx) { return kiln_jit_has_avx512(cx->jit); }
 int cg_threads(kiln_emit_ctx *cx) { return cx->threads; }
 kiln_tune_table *cg_tune_table(kiln_emit_ctx *cx) { return cx->tune; }
 int cg_cur_node_id(kiln_emit_ctx *cx) { return cx->cur ? (int)(cx->cur - cx->g->nodes) : -1; }
+int64_t cg_step_count(kiln_emit_ctx *cx) { return cx->p->n_steps; }
 
 static void make_types(kiln_emit_ctx *cx) {
   LLVMContextRef c = kiln_jit_context(cx->jit);

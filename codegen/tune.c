@@ -23,6 +23,7 @@ void kiln_tune_free(kiln_tune_table *t) {
   if (!t) return;
   kiln_free(t->entries);
   kiln_free(t->recs);
+  kiln_free(t->marks);
   kiln_free(t);
 }
 
@@ -285,10 +286,11 @@ void cg_tune_conv_key(const cg_conv_geom *g, int V, bool packed, char *out, size
   for (int d = 0; d < 3; d++)
     PUT("%s%d-%lld", d ? ":" : "", (int)g->xform[d],
         (long long)(g->xform[d] == CG_IN_PLAIN ? 1 : g->xfactor[d]));
+  /* placement, without the offset: the phases of an upsampling convolution differ only there
+   * and run alike */
   if (g->ostride[0] || g->ostride[1] || g->ostride[2]) {
     for (int d = 0; d < 3; d++)
-      PUT("%s%lld-%lld-%lld", d ? ":" : ".y", (long long)g->ostride[d], (long long)g->ooff[d],
-          (long long)g->ydims[d]);
+      PUT("%s%lld-%lld", d ? ":" : ".y", (long long)g->ostride[d], (long long)g->ydims[d]);
   }
   PUT(".v%d.w%d", V, packed ? 1 : 0);
 #undef PUT
@@ -351,7 +353,7 @@ int cg_tune_candidates(const cg_tune_query *q, kiln_tune_block model, kiln_tune_
         r[nr++] = (ranked){b, q->cost ? q->cost(q->plan, q->machine, ob, rb, nv) : 0};
       }
   qsort(r, (size_t)nr, sizeof *r, cmp_ranked);
-  int top = max / 2;
+  int top = 6;
   for (int i = 0; i < nr && n < top; i++) push_cand(q, r[i].b, out, &n, max);
   /* neighbours of the model's block, including one row more than the model allows (it
    * caps rows where taller blocks measured slower on average, not everywhere) */
@@ -391,18 +393,38 @@ static void shape_str(const cg_conv_geom *g, char *out, size_t n) {
     snprintf(out + k, n - (size_t)k, " phase");
 }
 
+int64_t kiln_tune_steps_of(const kiln_tune_table *t, const char *key, int64_t n_steps, bool *mask) {
+  int64_t count = 0;
+  for (int64_t s = 0; s < n_steps; s++) mask[s] = false;
+  for (int64_t m = 0; m < t->n_marks; m++) {
+    if (strcmp(t->recs[t->marks[m].rec].key, key)) continue;
+    int64_t end = m + 1 < t->n_marks ? t->marks[m + 1].step : n_steps;
+    for (int64_t s = t->marks[m].step; s < end && s < n_steps; s++) count += !mask[s], mask[s] = true;
+  }
+  return count;
+}
+
 static void record(kiln_tune_table *t, kiln_emit_ctx *cx, const char *key, const cg_tune_query *q,
                    kiln_tune_block model, kiln_tune_block used) {
-  for (int64_t i = 0; i < t->n_recs; i++)
-    if (!strcmp(t->recs[i].key, key)) {
-      t->recs[i].count++;
-      return;
-    }
   kiln_err e = {0};
-  if (kiln_grow((void **)&t->recs, &t->cap_recs, t->n_recs + 1, sizeof *t->recs, &e)) {
+  if (kiln_grow((void **)&t->marks, &t->cap_marks, t->n_marks + 1, sizeof *t->marks, &e)) {
     t->record_oom = true;
     return;
   }
+  kiln_tune_mark *mk = &t->marks[t->n_marks++];
+  mk->step = cg_step_count(cx);
+  for (int64_t i = 0; i < t->n_recs; i++)
+    if (!strcmp(t->recs[i].key, key)) {
+      t->recs[i].count++;
+      mk->rec = i;
+      return;
+    }
+  if (kiln_grow((void **)&t->recs, &t->cap_recs, t->n_recs + 1, sizeof *t->recs, &e)) {
+    t->n_marks--;
+    t->record_oom = true;
+    return;
+  }
+  mk->rec = t->n_recs;
   kiln_tune_record *r = &t->recs[t->n_recs++];
   memset(r, 0, sizeof *r);
   snprintf(r->key, sizeof r->key, "%s", key);

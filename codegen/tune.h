@@ -5,7 +5,8 @@
  * neighbours on this machine and keeps, per convolution geometry, the block that beat the
  * model's choice by a margin.  The table maps a key (the geometry as the generator sees it
  * after its own normalization, plus vector width and weight packing; not the thread count,
- * which changes the tiling, never the block) to a block.
+ * which changes the tiling, never the block, nor an output placement's offset, the only
+ * difference between the phases of an upsampling convolution) to a block.
  *
  * It is stored as one small text file per CPU in the kernel cache directory,
  *   <cache dir>/tune-<cpu>-<features hash>.txt
@@ -59,12 +60,20 @@ typedef struct kiln_tune_record {
   kiln_tune_block cands[KILN_TUNE_MAX_CANDS];
 } kiln_tune_record;
 
+/* Where a recorded convolution's kernels start among the program's steps. */
+typedef struct kiln_tune_mark {
+  int64_t rec;  /* index into recs */
+  int64_t step; /* its first step (an input copy, or the convolution) */
+} kiln_tune_mark;
+
 typedef struct kiln_tune_table {
   kiln_tune_entry *entries;
   int64_t n_entries, cap_entries;
-  bool record; /* collect a record per distinct convolution compiled */
+  bool record; /* collect a record per distinct convolution compiled, and marks */
   kiln_tune_record *recs;
   int64_t n_recs, cap_recs;
+  kiln_tune_mark *marks; /* one per convolution emitted, in step order */
+  int64_t n_marks, cap_marks;
   bool record_oom;            /* a record was lost to an allocation failure */
   char warning[KILN_ERR_MSG]; /* the first problem: file ignored, entry refused */
 } kiln_tune_table;
@@ -81,6 +90,11 @@ const kiln_tune_entry *kiln_tune_find(const kiln_tune_table *t, const char *key)
 /* Whether a block lies in the ranges any table may hold: 1..KILN_TUNE_MAX_* each, and no more
  * accumulators than any target has vector registers (32). */
 bool kiln_tune_block_sane(kiln_tune_block b);
+
+/* Sets mask[s] for the steps of a recording compile (n_steps in all) that belong to the
+ * convolutions of `key`: from each of its marks to the next mark, or to the end.  Returns how
+ * many. */
+int64_t kiln_tune_steps_of(const kiln_tune_table *t, const char *key, int64_t n_steps, bool *mask);
 
 /* ---- the file ---- */
 /* The table file of a CPU in `dir`. */
