@@ -1,0 +1,495 @@
+/* gemm_gen.c — pointwise convolutions as packed GEMM micro-kernels (see gemm_gen.h): the
+ * blocking plan, the compile-time weight panels, the input-packing kernel, and the GEMM kernel
+ * (the MR x NR register-blocked micro-kernel and the epilogue). */
+#include "codegen/gemm_gen.h"
+
+#include <assert.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "codegen/emit_copy.h"
+
+/* Input channels per chunk at most: a KC x NR strip of packed input (16 KiB with AVX2) stays
+ * in L1 while the tile's weight panels pass over it. */
+#define KC_MAX 256
+/* Floats of one chunk's weight block (MC x KC) at most: 128 KiB, a quarter of Zen 3's L2. */
+#define WB_MAX 32768
+/* Floats of partial sums per tile (MC x NC) at most, on the kernel's stack: 32 KiB. */
+#define CB_MAX 8192
+#define NC_MAX 256  /* pixels per tile at most */
+#define PACK_CH 32  /* input channels per tile of the packing kernel */
+#define UNROLL 4    /* input channels per iteration of the micro-kernel's loop */
+
+typedef struct gemm_plan {
+  int64_t N, C, OC, P, HW; /* P output pixels, HW input pixels per channel */
+  bool sub;                /* stride > 1: the pack gathers through an offset table */
+  int V, MR, NV, NR;       /* vector width; register block: MR channels x NV vectors */
+  int64_t KC, n_kc, kc_last; /* input channels per chunk, chunks, channels of the last */
+  int64_t MC, n_mb, mc_last; /* output channels per tile (multiple of MR), blocks, last's */
+  int64_t NC, n_pb, nc_last; /* pixels per tile (multiple of NR), blocks, last's */
+  int64_t S;               /* strips of NR pixels per pixel block (NC / NR) */
+  bool pb_inner;           /* tile order: pixel blocks fastest (the weights outweigh X) */
+} gemm_plan;
+
+static int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
+static int64_t round_up(int64_t a, int64_t b) { return div_up(a, b) * b; }
+
+bool cg_gemm_conv_applicable(kiln_emit_ctx *cx, const cg_conv_geom *g, const cg_conv_weights *w,
+                             const cg_conv_epilogue *epi) {
+  (void)cx;
+  (void)epi;
+  if (g->groups != 1 || !w->data || g->N < 1 || g->C < 1 || g->OC < 1) return false;
+  int64_t hw = 1;
+  for (int d = 0; d < 3; d++) {
+    if (g->k[d] != 1 || g->pad_b[d] || g->pad_e[d] || g->ostride[d] || g->out[d] < 1 ||
+        (g->xform[d] != CG_IN_PLAIN && g->xfactor[d] != 1))
+      return false;
+    hw *= g->in[d];
+  }
+  /* the subsampling table holds int32 offsets */
+  bool sub = g->stride[0] != 1 || g->stride[1] != 1 || g->stride[2] != 1;
+  return !sub || hw <= INT32_MAX;
+}
+
+static void make_plan(kiln_emit_ctx *cx, const cg_conv_geom *g, gemm_plan *p) {
+  memset(p, 0, sizeof *p);
+  p->N = g->N;
+  p->C = g->C;
+  p->OC = g->OC;
+  p->P = g->out[0] * g->out[1] * g->out[2];
+  p->HW = g->in[0] * g->in[1] * g->in[2];
+  p->sub = g->stride[0] != 1 || g->stride[1] != 1 || g->stride[2] != 1;
+  bool avx512 = cg_avx512(cx);
+  /* 6 x 2 vectors: 12 accumulators, 2 input vectors and a broadcast in AVX2's 16 registers;
+   * 12 x 2 of AVX-512's 32 likewise */
+  p->V = avx512 ? 16 : 8;
+  p->MR = avx512 ? 12 : 6;
+  p->NV = 2;
+  p->NR = p->NV * p->V;
+  p->n_kc = div_up(p->C, KC_MAX);
+  p->KC = div_up(p->C, p->n_kc);
+  p->kc_last = p->C - (p->n_kc - 1) * p->KC;
+  int64_t mc = (WB_MAX / p->KC) / p->MR * p->MR;
+  if (mc < p->MR) mc = p->MR;
+  p->MC = mc < round_up(p->OC, p->MR) ? mc : round_up(p->OC, p->MR);
+  int64_t nc = p->n_kc > 1 ? (CB_MAX / p->MC) / p->NR * p->NR : NC_MAX;
+  if (nc < p->NR) nc = p->NR;
+  if (nc > NC_MAX) nc = NC_MAX;
+  p->NC = nc < round_up(p->P, p->NR) ? nc : round_up(p->P, p->NR);
+  /* enough tiles for the threads (the split does not change any element's arithmetic) */
+  int64_t want = 4 * (int64_t)cg_threads(cx);
+  for (;;) {
+    int64_t tiles = p->N * div_up(p->OC, p->MC) * div_up(p->P, p->NC);
+    if (tiles >= want) break;
+    if (p->MC > 4 * p->MR)
+      p->MC = round_up(p->MC / 2, p->MR);
+    else if (p->NC > 2 * p->NR)
+      p->NC = round_up(p->NC / 2, p->NR);
+    else
+      break;
+  }
+  p->n_mb = div_up(p->OC, p->MC);
+  p->mc_last = p->OC - (p->n_mb - 1) * p->MC;
+  p->n_pb = div_up(p->P, p->NC);
+  p->nc_last = p->P - (p->n_pb - 1) * p->NC;
+  p->S = p->NC / p->NR;
+  p->pb_inner = p->OC > p->P;
+}
+
+/* Weights as panels of MR output channels, [ic][o] within a panel: the panel of channels
+ * [b*MR, b*MR + ob) starts at b*MR*C, so a chunk of it starts at b*MR*C + k0*ob. */
+static int pack_weights(kiln_emit_ctx *cx, const gemm_plan *p, const cg_conv_weights *w,
+                        kiln_err *e) {
+  int64_t total = p->OC * p->C;
+  float *buf = kiln_malloc(sizeof(float) * (size_t)total);
+  if (!buf) {
+    kiln_errf(e, KILN_ERR_NOMEM, "out of memory (packed weights)");
+    return -1;
+  }
+  for (int64_t oc = 0; oc < p->OC; oc++) {
+    int64_t g0 = oc / p->MR * p->MR, o = oc - g0;
+    int64_t ob = p->OC - g0 < p->MR ? p->OC - g0 : p->MR;
+    for (int64_t ic = 0; ic < p->C; ic++)
+      buf[g0 * p->C + ic * ob + o] = w->data[w->off + oc * w->oc_stride + ic * w->ic_stride];
+  }
+  int id = cg_buf_const(cx, buf, sizeof(float) * (size_t)total, e);
+  kiln_free(buf);
+  return id;
+}
+
+/* For a strided convolution: the input offset of every output pixel (padded with zeros to
+ * whole pixel blocks, so the pack's gathers need no mask). */
+static int offset_table(kiln_emit_ctx *cx, const gemm_plan *p, const cg_conv_geom *g,
+                        kiln_err *e) {
+  int64_t n = p->n_pb * p->NC;
+  int32_t *tab = kiln_calloc((size_t)n, sizeof(int32_t));
+  if (!tab) {
+    kiln_errf(e, KILN_ERR_NOMEM, "out of memory (convolution offsets)");
+    return -1;
+  }
+  int64_t q = 0;
+  for (int64_t od = 0; od < g->out[0]; od++)
+    for (int64_t oh = 0; oh < g->out[1]; oh++)
+      for (int64_t ow = 0; ow < g->out[2]; ow++)
+        tab[q++] = (int32_t)((od * g->stride[0] * g->in[1] + oh * g->stride[1]) * g->in[2] +
+                             ow * g->stride[2]);
+  int id = cg_buf_const(cx, tab, sizeof(int32_t) * (size_t)n, e);
+  kiln_free(tab);
+  return id;
+}
+
+/* ---- the kernel ---- */
+
+typedef struct gemm_kern {
+  cg_kernel *k;
+  const gemm_plan *p;
+  const cg_conv_epilogue *epi;
+  LLVMValueRef x, xp, w, y, tab, bias, scale, shift, res; /* arguments */
+  LLVMValueRef cb;             /* stack buffer: partial sums (several chunks only) */
+  LLVMTypeRef vty;
+  LLVMValueRef n, m0, p0;      /* the tile: image, first output channel, first pixel */
+  LLVMValueRef xblk;           /* the tile's packed input: strip 0, input channel 0 */
+  LLVMValueRef kc, k0, klen;   /* the chunk: index, first input channel, channels */
+} gemm_kern;
+
+static LLVMValueRef c64(cg_kernel *k, int64_t v) { return cg_i64(k, v); }
+static LLVMValueRef add(cg_kernel *k, LLVMValueRef a, LLVMValueRef b) { return cg_add(k, a, b); }
+static LLVMValueRef addc(cg_kernel *k, LLVMValueRef a, int64_t c) {
+  return c == 0 ? a : cg_add(k, a, c64(k, c));
+}
+static LLVMValueRef mulc(cg_kernel *k, LLVMValueRef a, int64_t c) {
+  return c == 1 ? a : c == 0 ? c64(k, 0) : cg_mul(k, a, c64(k, c));
+}
+
+/* V floats of a stack buffer at an index that is a multiple of V (aligned). */
+static LLVMValueRef aload(gemm_kern *gk, LLVMValueRef buf, LLVMValueRef idx) {
+  LLVMValueRef v = LLVMBuildLoad2(gk->k->b, gk->vty, cg_gep(gk->k, gk->k->t->f32, buf, idx), "");
+  LLVMSetAlignment(v, (unsigned)gk->p->V * 4);
+  return v;
+}
+static void astore(gemm_kern *gk, LLVMValueRef v, LLVMValueRef buf, LLVMValueRef idx) {
+  LLVMValueRef s = LLVMBuildStore(gk->k->b, v, cg_gep(gk->k, gk->k->t->f32, buf, idx));
+  LLVMSetAlignment(s, (unsigned)gk->p->V * 4);
+}
+
+/* The activation of a vector, as conv_gen applies it. */
+static LLVMValueRef activate(gemm_kern *gk, LLVMValueRef v) {
+  cg_kernel *k = gk->k;
+  LLVMBuilderRef b = k->b;
+  unsigned V = (unsigned)gk->p->V;
+  LLVMValueRef zero = LLVMConstNull(gk->vty);
+  switch (gk->epi->act) {
+  case CG_ACT_RELU:
+    return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, v, zero, ""), zero, v, "");
+  case CG_ACT_LEAKY_RELU: {
+    LLVMValueRef a = cg_splat(k, cg_f32(k, gk->epi->act_a), V);
+    return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, v, zero, ""),
+                           LLVMBuildFMul(b, v, a, ""), v, "");
+  }
+  case CG_ACT_CLIP: {
+    LLVMValueRef lo = cg_splat(k, cg_f32(k, gk->epi->act_a), V);
+    LLVMValueRef hi = cg_splat(k, cg_f32(k, gk->epi->act_b), V);
+    v = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, v, lo, ""), lo, v, "");
+    return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, v, hi, ""), hi, v, "");
+  }
+  case CG_ACT_SIGMOID: {
+    LLVMValueRef one = cg_splat(k, cg_f32(k, 1.0), V);
+    LLVMValueRef ex = cg_intrinsic(k, "llvm.exp", &gk->vty, 1,
+                                   (LLVMValueRef[]){LLVMBuildFNeg(b, v, "")}, 1);
+    return LLVMBuildFDiv(b, one, LLVMBuildFAdd(b, one, ex, ""), "");
+  }
+  default: return v;
+  }
+}
+
+/* ---- the packing kernel ----
+ * Xp[(((n * n_pb + pb) * S + s) * C + ic) * NR + j] = X(n, ic, pixel pb*NC + s*NR + j), zeros
+ * past the last pixel: each strip of a pixel block is contiguous over the input channels. */
+
+/* Vector j of the pixel block (strip j / NV, its vector j % NV) of input channel ic. */
+static void pack_vector(gemm_kern *gk, LLVMValueRef pb, LLVMValueRef ic, LLVMValueRef j,
+                        unsigned lanes) {
+  cg_kernel *k = gk->k;
+  const gemm_plan *p = gk->p;
+  LLVMBuilderRef b = k->b;
+  unsigned V = (unsigned)p->V;
+  LLVMValueRef plane = mulc(k, add(k, mulc(k, gk->n, p->C), ic), p->HW);
+  LLVMValueRef col = add(k, gk->p0, mulc(k, j, p->V)), val;
+  if (p->sub) { /* gather through the offset table (padded: every lane reads inside X) */
+    LLVMTypeRef ity = LLVMVectorType(k->t->i32, V), pty = LLVMVectorType(k->t->ptr, V);
+    LLVMValueRef ti = LLVMBuildLoad2(b, ity, cg_gep(k, k->t->i32, gk->tab, col), "");
+    LLVMSetAlignment(ti, 4);
+    LLVMValueRef idx = LLVMBuildSExt(b, ti, LLVMVectorType(k->t->i64, V), "");
+    LLVMValueRef ptrs = LLVMBuildInBoundsGEP2(b, k->t->f32, cg_gep(k, k->t->f32, gk->x, plane),
+                                              &idx, 1, "");
+    val = cg_intrinsic(k, "llvm.masked.gather", (LLVMTypeRef[]){gk->vty, pty}, 2,
+                       (LLVMValueRef[]){ptrs, cg_i32(k, 4), cg_lane_mask(k, V, lanes),
+                                        LLVMConstNull(gk->vty)}, 4);
+  } else {
+    val = cg_vload(k, gk->x, add(k, plane, col), V, lanes);
+  }
+  LLVMValueRef st = LLVMBuildUDiv(b, j, c64(k, p->NV), "");
+  LLVMValueRef v = LLVMBuildURem(b, j, c64(k, p->NV), "");
+  LLVMValueRef strip = add(k, mulc(k, add(k, mulc(k, gk->n, p->n_pb), pb), p->S), st);
+  LLVMValueRef dst = add(k, mulc(k, add(k, mulc(k, strip, p->C), ic), p->NR), mulc(k, v, p->V));
+  astore(gk, val, gk->xp, dst);
+}
+
+/* Tiles: (image, pixel block, group of PACK_CH input channels). */
+static kiln_code emit_pack_kernel(kiln_emit_ctx *cx, const char *label, const gemm_plan *p,
+                                  int x_buf, int tab_buf, int xp_buf, kiln_err *e) {
+  char lbl[96];
+  snprintf(lbl, sizeof lbl, "%s_pack", label);
+  cg_kernel k;
+  KILN_TRY(cg_kernel_begin(cx, &k, lbl, p->sub ? 3 : 2, e));
+  gemm_kern gk = {.k = &k, .p = p, .x = cg_arg(&k, 0), .xp = cg_arg(&k, 1),
+                  .vty = LLVMVectorType(k.t->f32, (unsigned)p->V)};
+  if (p->sub) gk.tab = cg_arg(&k, 2);
+  LLVMBuilderRef b = k.b;
+  int64_t n_cg = div_up(p->C, PACK_CH), tail = p->P % p->V;
+  cg_loop lt, lc, lj;
+  LLVMValueRef t = cg_loop_begin(&k, &lt, k.lo, k.hi, NULL, "tile");
+  LLVMValueRef cgi = LLVMBuildURem(b, t, c64(&k, n_cg), "");
+  LLVMValueRef rest = LLVMBuildUDiv(b, t, c64(&k, n_cg), "");
+  LLVMValueRef pb = LLVMBuildURem(b, rest, c64(&k, p->n_pb), "");
+  gk.n = LLVMBuildUDiv(b, rest, c64(&k, p->n_pb), "");
+  gk.p0 = mulc(&k, pb, p->NC);
+  LLVMValueRef last_pb = LLVMBuildICmp(b, LLVMIntEQ, pb, c64(&k, p->n_pb - 1), "");
+  LLVMValueRef nvec = cg_select(&k, last_pb, c64(&k, p->nc_last / p->V), c64(&k, p->NC / p->V));
+  LLVMValueRef c0 = mulc(&k, cgi, PACK_CH);
+  LLVMValueRef ic = cg_loop_begin(&k, &lc, c0, cg_min(&k, addc(&k, c0, PACK_CH), c64(&k, p->C)),
+                                  NULL, "ic");
+  LLVMValueRef j = cg_loop_begin(&k, &lj, c64(&k, 0), nvec, NULL, "j");
+  pack_vector(&gk, pb, ic, j, (unsigned)p->V);
+  cg_loop_end(&k, &lj);
+  if (tail) {
+    cg_if c;
+    cg_if_begin(&k, &c, last_pb);
+    pack_vector(&gk, pb, ic, c64(&k, p->nc_last / p->V), (unsigned)tail);
+    cg_if_end(&k, &c);
+  }
+  cg_loop_end(&k, &lc);
+  cg_loop_end(&k, &lt);
+  int bufs[3] = {x_buf, xp_buf, tab_buf};
+  return cg_kernel_end(cx, &k, p->N * p->n_pb * n_cg, bufs, e);
+}
+
+/* ---- the GEMM kernel ---- */
+
+/* The epilogue of rows [r0, r0 + ob) of the tile at columns [col0, col0 + nv*V) (the last
+ * vector with `lanes` lanes), and the only store of those elements to Y. */
+static void emit_epilogue(gemm_kern *gk, LLVMValueRef *cur, LLVMValueRef r0, int ob,
+                          LLVMValueRef col0, int nv, int lanes) {
+  cg_kernel *k = gk->k;
+  const gemm_plan *p = gk->p;
+  LLVMBuilderRef b = k->b;
+  unsigned V = (unsigned)p->V;
+  for (int o = 0; o < ob; o++) {
+    LLVMValueRef oc = addc(k, add(k, gk->m0, r0), o);
+    LLVMValueRef bias = NULL, scale = NULL, shift = NULL;
+    if (gk->bias) bias = cg_splat(k, cg_load(k, k->t->f32, gk->bias, oc), V);
+    if (gk->scale) scale = cg_splat(k, cg_load(k, k->t->f32, gk->scale, oc), V);
+    if (gk->shift) shift = cg_splat(k, cg_load(k, k->t->f32, gk->shift, oc), V);
+    LLVMValueRef yrow = add(k, mulc(k, add(k, mulc(k, gk->n, p->OC), oc), p->P), col0);
+    for (int v = 0; v < nv; v++) {
+      unsigned n = v == nv - 1 ? (unsigned)lanes : V;
+      LLVMValueRef val = cur[o * nv + v], yi = addc(k, yrow, (int64_t)v * p->V);
+      if (bias) val = LLVMBuildFAdd(b, val, bias, "");
+      if (scale && shift) {
+        LLVMTypeRef ty = gk->vty;
+        val = cg_intrinsic(k, "llvm.fmuladd", &ty, 1, (LLVMValueRef[]){val, scale, shift}, 3);
+      } else if (scale) {
+        val = LLVMBuildFMul(b, val, scale, "");
+      } else if (shift) {
+        val = LLVMBuildFAdd(b, val, shift, "");
+      }
+      if (gk->res) val = LLVMBuildFAdd(b, val, cg_vload(k, gk->res, yi, V, n), "");
+      if (gk->epi->act) val = activate(gk, val);
+      cg_vstore(k, val, gk->y, yi, V, n);
+    }
+  }
+}
+
+/* One input channel of the micro-kernel: NV input vectors, ob broadcast weights, ob x nv
+ * FMAs. */
+static void emit_step(gemm_kern *gk, LLVMValueRef *cur, LLVMValueRef wb, LLVMValueRef xb,
+                      LLVMValueRef kk, int ob, int nv) {
+  cg_kernel *k = gk->k;
+  const gemm_plan *p = gk->p;
+  LLVMValueRef xv[4];
+  LLVMValueRef xk = add(k, xb, mulc(k, kk, p->NR)), wk = add(k, wb, mulc(k, kk, ob));
+  for (int v = 0; v < nv; v++) xv[v] = aload(gk, gk->xp, addc(k, xk, (int64_t)v * p->V));
+  for (int o = 0; o < ob; o++) {
+    LLVMValueRef ws = cg_splat(k, cg_load(k, k->t->f32, gk->w, addc(k, wk, o)), (unsigned)p->V);
+    for (int v = 0; v < nv; v++) {
+      LLVMValueRef *c = &cur[o * nv + v];
+      *c = cg_intrinsic(k, "llvm.fma", &gk->vty, 1, (LLVMValueRef[]){ws, xv[v], *c}, 3);
+    }
+  }
+}
+
+/* The micro-kernel: rows [r0, r0 + ob) of the tile (one weight panel) times strip s (nv
+ * vectors, the last with `lanes` valid lanes) over the chunk's input channels. */
+static void emit_micro(gemm_kern *gk, LLVMValueRef r0, int ob, LLVMValueRef s, int nv,
+                       int lanes) {
+  cg_kernel *k = gk->k;
+  const gemm_plan *p = gk->p;
+  LLVMBuilderRef b = k->b;
+  int n_acc = ob * nv;
+  LLVMValueRef acc[64], cur[64];
+  LLVMValueRef scol = mulc(k, s, p->NR); /* the strip's first column in the tile */
+  for (int a = 0; a < n_acc; a++) acc[a] = cg_entry_alloca(k, gk->vty);
+  /* start: 0 on the first chunk, else the previous chunks' partial sums */
+  LLVMValueRef first = p->n_kc > 1 ? LLVMBuildICmp(b, LLVMIntEQ, gk->kc, c64(k, 0), "") : NULL;
+  for (int o = 0; o < ob; o++)
+    for (int v = 0; v < nv; v++) {
+      LLVMValueRef init = LLVMConstNull(gk->vty);
+      if (first)
+        init = cg_select(k, first, init,
+                         aload(gk, gk->cb, addc(k, add(k, mulc(k, addc(k, r0, o), p->NC), scol),
+                                                (int64_t)v * p->V)));
+      LLVMBuildStore(b, init, acc[o * nv + v]);
+    }
+  LLVMValueRef wb = add(k, mulc(k, add(k, gk->m0, r0), p->C), mulc(k, gk->k0, ob));
+  LLVMValueRef xb = add(k, add(k, gk->xblk, mulc(k, s, p->C * p->NR)), mulc(k, gk->k0, p->NR));
+  /* UNROLL channels per iteration, then the rest one by one */
+  LLVMValueRef nmain = LLVMBuildSDiv(b, gk->klen, c64(k, UNROLL), "");
+  for (int pass = 0; pass < 2; pass++) {
+    cg_loop l;
+    LLVMValueRef lo = pass ? mulc(k, nmain, UNROLL) : c64(k, 0);
+    LLVMValueRef hi = pass ? gk->klen : nmain;
+    LLVMValueRef i = cg_loop_begin(k, &l, lo, hi, NULL, pass ? "kr" : "k");
+    for (int a = 0; a < n_acc; a++) cur[a] = LLVMBuildLoad2(b, gk->vty, acc[a], "");
+    if (pass)
+      emit_step(gk, cur, wb, xb, i, ob, nv);
+    else
+      for (int u = 0; u < UNROLL; u++) emit_step(gk, cur, wb, xb, addc(k, mulc(k, i, UNROLL), u), ob, nv);
+    for (int a = 0; a < n_acc; a++) LLVMBuildStore(b, cur[a], acc[a]);
+    cg_loop_end(k, &l);
+  }
+  for (int a = 0; a < n_acc; a++) cur[a] = LLVMBuildLoad2(b, gk->vty, acc[a], "");
+  LLVMValueRef col0 = add(k, gk->p0, scol);
+  if (p->n_kc == 1) {
+    emit_epilogue(gk, cur, r0, ob, col0, nv, lanes);
+    return;
+  }
+  cg_ifelse ie;
+  cg_ifelse_begin(k, &ie, LLVMBuildICmp(b, LLVMIntEQ, gk->kc, c64(k, p->n_kc - 1), ""));
+  emit_epilogue(gk, cur, r0, ob, col0, nv, lanes);
+  cg_ifelse_else(k, &ie);
+  for (int o = 0; o < ob; o++)
+    for (int v = 0; v < nv; v++)
+      astore(gk, cur[o * nv + v], gk->cb,
+             addc(k, add(k, mulc(k, addc(k, r0, o), p->NC), scol), (int64_t)v * p->V));
+  cg_ifelse_end(k, &ie);
+}
+
+/* The tile's channel blocks against strip s: `nfull` full panels, then on the last channel
+ * block the narrower last panel. */
+static void emit_blocks(gemm_kern *gk, LLVMValueRef nfull, LLVMValueRef last_mb, LLVMValueRef s,
+                        int nv, int lanes) {
+  cg_kernel *k = gk->k;
+  const gemm_plan *p = gk->p;
+  int64_t rt = p->OC % p->MR;
+  cg_loop l;
+  LLVMValueRef i = cg_loop_begin(k, &l, c64(k, 0), nfull, NULL, "ob");
+  emit_micro(gk, mulc(k, i, p->MR), p->MR, s, nv, lanes);
+  cg_loop_end(k, &l);
+  if (rt) {
+    cg_if c;
+    cg_if_begin(k, &c, last_mb);
+    emit_micro(gk, mulc(k, nfull, p->MR), (int)rt, s, nv, lanes);
+    cg_if_end(k, &c);
+  }
+}
+
+/* A tile: per chunk, every full strip against every channel block, then on the
+ * last pixel block the narrower last strip.  Only the last channel block and the last pixel
+ * block have tails (MC and NC are multiples of MR and NR), so the block counts are runtime
+ * values and each micro-kernel shape is emitted once. */
+static void emit_tile(gemm_kern *gk, LLVMValueRef mb, LLVMValueRef pb) {
+  cg_kernel *k = gk->k;
+  const gemm_plan *p = gk->p;
+  LLVMBuilderRef b = k->b;
+  LLVMValueRef last_mb = LLVMBuildICmp(b, LLVMIntEQ, mb, c64(k, p->n_mb - 1), "");
+  LLVMValueRef last_pb = LLVMBuildICmp(b, LLVMIntEQ, pb, c64(k, p->n_pb - 1), "");
+  LLVMValueRef nblk = cg_select(k, last_mb, c64(k, p->mc_last / p->MR), c64(k, p->MC / p->MR));
+  LLVMValueRef nstrip = cg_select(k, last_pb, c64(k, p->nc_last / p->NR), c64(k, p->NC / p->NR));
+  cg_loop l;
+  gk->kc = cg_loop_begin(k, &l, c64(k, 0), c64(k, p->n_kc), NULL, "kc");
+  gk->k0 = mulc(k, gk->kc, p->KC);
+  gk->klen = p->n_kc == 1 ? c64(k, p->kc_last)
+                          : cg_select(k, LLVMBuildICmp(b, LLVMIntEQ, gk->kc, c64(k, p->n_kc - 1), ""),
+                                      c64(k, p->kc_last), c64(k, p->KC));
+  cg_loop ls;
+  LLVMValueRef s = cg_loop_begin(k, &ls, c64(k, 0), nstrip, NULL, "strip");
+  emit_blocks(gk, nblk, last_mb, s, p->NV, p->V);
+  cg_loop_end(k, &ls);
+  int64_t tail = p->P % p->NR;
+  if (tail) {
+    int nv = (int)div_up(tail, p->V);
+    cg_if c;
+    cg_if_begin(k, &c, last_pb);
+    emit_blocks(gk, nblk, last_mb, nstrip, nv, (int)(tail - (int64_t)(nv - 1) * p->V));
+    cg_if_end(k, &c);
+  }
+  cg_loop_end(k, &l);
+}
+
+kiln_code cg_gemm_conv_emit(kiln_emit_ctx *cx, const char *label, const cg_conv_geom *geom,
+                            const cg_conv_weights *w, const cg_conv_epilogue *epi, int x_buf,
+                            int y_buf, kiln_err *e) {
+  assert(cg_gemm_conv_applicable(cx, geom, w, epi));
+  gemm_plan p;
+  make_plan(cx, geom, &p);
+  int wk_buf = pack_weights(cx, &p, w, e);
+  if (wk_buf < 0) return e->code;
+  int tab_buf = -1;
+  if (p.sub) {
+    tab_buf = offset_table(cx, &p, geom, e);
+    if (tab_buf < 0) return e->code;
+  }
+  int xp_buf = cg_buf_scratch(cx, sizeof(float) * (size_t)(p.N * p.n_pb * p.NC * p.C), e);
+  if (xp_buf < 0) return e->code;
+  KILN_TRY(emit_pack_kernel(cx, label, &p, x_buf, tab_buf, xp_buf, e));
+
+  int bufs[8] = {xp_buf, wk_buf, y_buf};
+  int n_args = 3, a_bias = -1, a_scale = -1, a_shift = -1, a_res = -1;
+  if (epi->bias_buf >= 0) a_bias = n_args, bufs[n_args++] = epi->bias_buf;
+  if (epi->scale_buf >= 0) a_scale = n_args, bufs[n_args++] = epi->scale_buf;
+  if (epi->shift_buf >= 0) a_shift = n_args, bufs[n_args++] = epi->shift_buf;
+  if (epi->residual_buf >= 0) a_res = n_args, bufs[n_args++] = epi->residual_buf;
+  char lbl[96];
+  snprintf(lbl, sizeof lbl, "%s_gemm", label);
+  cg_kernel k;
+  KILN_TRY(cg_kernel_begin(cx, &k, lbl, n_args, e));
+  gemm_kern gk = {.k = &k, .p = &p, .epi = epi, .xp = cg_arg(&k, 0), .w = cg_arg(&k, 1),
+                  .y = cg_arg(&k, 2), .vty = LLVMVectorType(k.t->f32, (unsigned)p.V)};
+  if (a_bias >= 0) gk.bias = cg_arg(&k, a_bias);
+  if (a_scale >= 0) gk.scale = cg_arg(&k, a_scale);
+  if (a_shift >= 0) gk.shift = cg_arg(&k, a_shift);
+  if (a_res >= 0) gk.res = cg_arg(&k, a_res);
+  if (p.n_kc > 1) {
+    gk.cb = cg_entry_alloca(&k, LLVMArrayType(k.t->f32, (unsigned)(p.MC * p.NC)));
+    LLVMSetAlignment(gk.cb, 64);
+  }
+
+  /* tile = ((n * n_mb + mb) * n_pb + pb), or with channel blocks fastest
+   * ((n * n_pb + pb) * n_mb + mb) */
+  int64_t n_tiles = p.N * p.n_mb * p.n_pb;
+  cg_loop lt;
+  LLVMValueRef t = cg_loop_begin(&k, &lt, k.lo, k.hi, NULL, "tile");
+  LLVMBuilderRef b = k.b;
+  int64_t inner = p.pb_inner ? p.n_pb : p.n_mb, outer = p.pb_inner ? p.n_mb : p.n_pb;
+  LLVMValueRef i0 = LLVMBuildURem(b, t, c64(&k, inner), "");
+  LLVMValueRef rest = LLVMBuildUDiv(b, t, c64(&k, inner), "");
+  LLVMValueRef i1 = LLVMBuildURem(b, rest, c64(&k, outer), "");
+  gk.n = LLVMBuildUDiv(b, rest, c64(&k, outer), "");
+  LLVMValueRef pb = p.pb_inner ? i0 : i1, mb = p.pb_inner ? i1 : i0;
+  gk.m0 = mulc(&k, mb, p.MC);
+  gk.p0 = mulc(&k, pb, p.NC);
+  gk.xblk = mulc(&k, add(&k, mulc(&k, gk.n, p.n_pb), pb), p.S * p.C * p.NR);
+  emit_tile(&gk, mb, pb);
+  cg_loop_end(&k, &lt);
+  return cg_kernel_end(cx, &k, n_tiles, bufs, e);
+}
