@@ -242,26 +242,34 @@ static bool train_opt(int argc, char **argv, int *i, train_opts *t, bool *bad) {
   return true;
 }
 
-/* Binds the image's symbolic batch (as `kiln train` does) and builds the training graph;
- * consumes g. */
-static kiln_code build_train(kiln_graph *g, const train_opts *t, kiln_train_graph **tg,
-                             kiln_err *e) {
-  if (g->n_inputs >= 1) {
-    kiln_value *in = &g->values[g->inputs[0]];
-    if (in->shape.rank >= 1 && in->sym[0] && in->shape.d[0] < 0) {
-      kiln_evaluator ev = kiln_ref_evaluator();
-      if (ir_bind_dim(g, in->sym[0], t->batch > 0 ? t->batch : 1, e) || ir_infer(g, &ev, e)) {
-        ir_graph_free(g);
-        return e->code;
-      }
-    } else if (t->batch > 0 && in->shape.rank >= 1 && in->shape.d[0] != t->batch) {
-      kiln_errf(e, KILN_ERR_SHAPE, "the model has a fixed batch of %lld; --batch %lld asks for "
-                "another", (long long)in->shape.d[0], (long long)t->batch);
-      ir_graph_free(g);
+/* Loads the model for --train: its image's symbolic batch bound to --batch (default 1), as
+ * `kiln train` does, unless a --bind names it. */
+static kiln_code load_train_model(const char *path, const char *const *binds, int n_binds,
+                                  int64_t batch, kiln_graph **out, kiln_err *e) {
+  kiln_graph *raw = NULL;
+  KILN_TRY(kiln_onnx_load(path, &raw, e));
+  char bind[300] = "";
+  if (raw->n_inputs >= 1) {
+    const kiln_value *in = &raw->values[raw->inputs[0]];
+    if (in->shape.rank >= 1 && in->sym[0] && in->shape.d[0] < 0 && strlen(in->sym[0]) < 256) {
+      snprintf(bind, sizeof bind, "%s=%lld", in->sym[0], (long long)(batch > 0 ? batch : 1));
+      for (int i = 0; i < n_binds; i++)
+        if (!strncmp(binds[i], in->sym[0], strlen(in->sym[0])) &&
+            binds[i][strlen(in->sym[0])] == '=')
+          bind[0] = 0; /* the user's --bind wins */
+    } else if (batch > 0 && in->shape.rank >= 1 && in->shape.d[0] != batch) {
+      kiln_errf(e, KILN_ERR_SHAPE, "%s has a fixed batch of %lld; --batch %lld asks for another",
+                path, (long long)in->shape.d[0], (long long)batch);
+      ir_graph_free(raw);
       return e->code;
     }
   }
-  return kiln_train_graph_build(g, &t->cfg, tg, e);
+  ir_graph_free(raw);
+  const char *all[33];
+  int n = 0;
+  for (int i = 0; i < n_binds && n < 32; i++) all[n++] = binds[i];
+  if (bind[0]) all[n++] = bind;
+  return cli_load_model(path, all, n, out, e);
 }
 
 int cmd_opt(int argc, char **argv) {
@@ -346,13 +354,15 @@ int cmd_opt(int argc, char **argv) {
   kiln_train_graph *tg = NULL;
   int rc = 0;
   if (train) mode = KILN_MODE_TRAINING;
-  if (cli_load_model(model, binds, n_binds, &g, &e)) return cli_fail(&e);
+  if (train ? load_train_model(model, binds, n_binds, topt.batch, &g, &e)
+            : cli_load_model(model, binds, n_binds, &g, &e))
+    return cli_fail(&e);
   if (check && cli_load_model(model, binds, n_binds, &orig, &e)) {
     ir_graph_free(g);
     return cli_fail(&e);
   }
   if (train) {
-    kiln_code brc = build_train(g, &topt, &tg, &e); /* consumes g */
+    kiln_code brc = kiln_train_graph_build(g, &topt.cfg, &tg, &e); /* consumes g */
     g = NULL;
     if (brc) {
       kiln_err_prefix(&e, "%s", model);
