@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "codegen/emit_copy.h"
+#include "codegen/gemm_gen.h"
+#include "codegen/tune.h"
 #include "ir/ops/nn_window.h"
 
 cg_conv_epilogue cg_conv_epilogue_none(void) {
@@ -165,8 +167,28 @@ static double block_cost(const conv_plan *p, const cost_params *cp, int ob, int 
   return c + 0.25 * (w + x) + spill + 0.5;
 }
 
-/* Picks the register block (ocb, rb, nv) minimizing the modelled time of the whole
- * convolution: full and tail blocks of channels, rows and columns each cost a full tap. */
+/* The modelled time of the whole convolution with block ob x rb x nv: full and tail blocks of
+ * channels, rows and columns each cost a full tap. */
+static double plan_cost(const conv_plan *p, const cost_params *cp, int ob, int rb, int nv) {
+  int64_t ow = p->g.out[2], oh = p->g.out[1], ocg = p->ocg > 0 ? p->ocg : 1;
+  int64_t cn[2] = {ocg / ob, ocg % ob ? 1 : 0}, rn[2] = {oh / rb, oh % rb ? 1 : 0};
+  int cs[2] = {ob, (int)(ocg % ob)}, rs[2] = {rb, (int)(oh % rb)};
+  int64_t vfull = ow / ((int64_t)nv * p->V), rem = ow - vfull * nv * p->V;
+  int64_t vn[2] = {vfull, rem ? 1 : 0};
+  int vs[2] = {nv, (int)div_up(rem, p->V)};
+  double cost = 0;
+  for (int a = 0; a < 2; a++)
+    for (int b = 0; b < 2; b++)
+      for (int c = 0; c < 2; c++)
+        if (cn[a] && rn[b] && vn[c])
+          cost += (double)(cn[a] * rn[b] * vn[c]) * block_cost(p, cp, cs[a], rs[b], vs[c]);
+  return cost;
+}
+static double tune_cost(const void *p, const void *cp, int ob, int rb, int nv) {
+  return plan_cost(p, cp, ob, rb, nv);
+}
+
+/* Picks the register block (ocb, rb, nv) minimizing the modelled time. */
 static void choose_block(conv_plan *p, const cost_params *cp) {
   int64_t ow = p->g.out[2], oh = p->g.out[1], ocg = p->ocg > 0 ? p->ocg : 1;
   int64_t nvec = div_up(ow, p->V);
@@ -176,17 +198,7 @@ static void choose_block(conv_plan *p, const cost_params *cp) {
     for (int rb = 1; rb <= cp->max_rb && rb <= (oh > 0 ? oh : 1); rb++)
       for (int nv = 1; nv <= 8 && nv <= (nvec > 0 ? nvec : 1); nv++) {
         if (ob * rb * nv > acc) continue;
-        int64_t cn[2] = {ocg / ob, ocg % ob ? 1 : 0}, rn[2] = {oh / rb, oh % rb ? 1 : 0};
-        int cs[2] = {ob, (int)(ocg % ob)}, rs[2] = {rb, (int)(oh % rb)};
-        int64_t vfull = ow / ((int64_t)nv * p->V), rem = ow - vfull * nv * p->V;
-        int64_t vn[2] = {vfull, rem ? 1 : 0};
-        int vs[2] = {nv, (int)div_up(rem, p->V)};
-        double cost = 0;
-        for (int a = 0; a < 2; a++)
-          for (int b = 0; b < 2; b++)
-            for (int c = 0; c < 2; c++)
-              if (cn[a] && rn[b] && vn[c])
-                cost += (double)(cn[a] * rn[b] * vn[c]) * block_cost(p, cp, cs[a], rs[b], vs[c]);
+        double cost = plan_cost(p, cp, ob, rb, nv);
         /* ties go to more accumulators (fewer blocks, less overhead the model leaves out) */
         int n_acc = ob * rb * nv, cur = p->ocb * p->rb * p->nv;
         if (best < 0 || cost < best * 0.999 || (cost < best * 1.001 && n_acc > cur)) {
@@ -255,6 +267,11 @@ static void make_plan(kiln_emit_ctx *cx, const cg_conv_geom *geom, const cg_conv
   cost_params cp = avx512 ? (cost_params){.regs = 32, .w_load = 1.0, .x_load = 1.0, .max_rb = 2}
                           : (cost_params){.regs = 16, .w_load = 0.6, .x_load = 1.0, .max_rb = 3};
   choose_block(p, &cp);
+  /* a block `kiln tune` measured faster replaces the model's (tune.h) */
+  cg_tune_conv(cx, &(cg_tune_query){.geom = g, .V = p->V, .packed = w->data != NULL,
+                                    .max_acc = cp.regs - 3, .max_rb = cp.max_rb,
+                                    .cost = tune_cost, .plan = p, .machine = &cp},
+               &p->ocb, &p->rb, &p->nv);
   p->n_ocb = div_up(p->ocg, p->ocb);
   p->ocb_tail = p->ocg % p->ocb;
   /* Tile order.  When the weights outweigh the input, the row groups of one channel block are
@@ -618,6 +635,9 @@ kiln_code cg_emit_conv(kiln_emit_ctx *cx, const char *label, const cg_conv_geom 
                        const cg_conv_weights *w, const cg_conv_epilogue *epi, int x_buf,
                        int y_buf, kiln_err *e) {
   KILN_TRY(check_geom(geom, e));
+  /* pointwise convolutions with constant weights: packed GEMM micro-kernels (gemm_gen.h) */
+  if (cg_gemm_conv_applicable(cx, geom, w, epi))
+    return cg_gemm_conv_emit(cx, label, geom, w, epi, x_buf, y_buf, e);
   if ((geom->ostride[0] || geom->ostride[1] || geom->ostride[2]) && epi->residual_buf >= 0)
     return kiln_errf(e, KILN_ERR_INVALID, "convolution: a placed output takes no residual");
   int64_t out_numel = geom->N * geom->OC * geom->out[0] * geom->out[1] * geom->out[2];

@@ -10,18 +10,23 @@
  *   acc(oc, p) = sum over ic in order (one FMA each, from 0) of W(oc, ic) * X(n, ic, p)
  *   Y(n, oc, p) = act(((acc + bias) * scale + shift) + R(n, oc, p))     (conv_gen's epilogue)
  *
- * How (the GotoBLAS/BLIS blocking): the weights are repacked at compile time into panels of
- * MR output channels ([ic][MR] per panel, so that one step of the micro-kernel reads MR
- * adjacent floats).  A tile is (image, block of MC output channels, block of NC pixels).  Per
- * chunk of KC input channels it copies its pixels of X into a stack buffer as NR-column
- * strips ([strip][ic][NR]: the micro-kernel reads it contiguously, the strip stays in L1 while
- * every channel panel of the tile (in L2) passes over it; pixel tails are zero-filled, stride
- * > 1 gathers there).  The micro-kernel keeps MR x NR/V accumulators in vector registers
- * (6 x 2 vectors of 8 with AVX2, 12 x 2 of 16 with AVX-512), one broadcast weight and NR/V
- * input vectors per input channel, explicit llvm.fma.  Between chunks the partial sums wait in
- * a second stack buffer (an exact float round trip, so the sum is one FMA chain whatever KC);
- * the epilogue runs once, on the last chunk, and is the only write to Y.  Every output element
- * therefore gets the same instruction sequence whatever the blocking or the thread count. */
+ * How (the GotoBLAS/BLIS blocking), two kernels:
+ *  - the pack copies X into scratch as NR-pixel strips, each contiguous over the input
+ *    channels ([image][pixel block][strip][ic][NR]; zeros past the last pixel; a strided
+ *    convolution gathers its pixels here through a compile-time offset table), so the
+ *    micro-kernel reads its input sequentially and no cache set conflicts arise from X's row
+ *    pitch;
+ *  - the GEMM tiles over (image, block of MC output channels, block of NC pixels).  The weights
+ *    are repacked at compile time into panels of MR output channels ([ic][MR] per panel: one
+ *    step of the micro-kernel reads MR adjacent floats).  Per chunk of KC input channels, every
+ *    strip of the tile (KC x NR floats, in L1) meets every channel panel of the tile (MC x KC,
+ *    in L2).  The micro-kernel keeps MR x NR/V accumulators in vector registers (6 x 2 vectors
+ *    of 8 with AVX2, 12 x 2 of 16 with AVX-512): per input channel NR/V vector loads, MR
+ *    broadcast weights and MR x NR/V llvm.fma.  Between chunks the partial sums wait in a
+ *    stack buffer (an exact float round trip, so each sum is one FMA chain whatever KC); the
+ *    epilogue runs once, on the last chunk, and is the only write to Y.
+ * Every output element therefore gets the same instruction sequence whatever the blocking,
+ * which the plan may adapt to the thread count: results are bitwise identical for any. */
 #ifndef KILN_CODEGEN_GEMM_GEN_H
 #define KILN_CODEGEN_GEMM_GEN_H
 
@@ -33,7 +38,7 @@
 bool cg_gemm_conv_applicable(kiln_emit_ctx *cx, const cg_conv_geom *geom,
                              const cg_conv_weights *w, const cg_conv_epilogue *epi);
 
-/* Emits the convolution as one kernel (same contract as cg_emit_conv: Y may share the
+/* Emits the convolution as two kernels (same contract as cg_emit_conv: Y may share the
  * residual's memory, not X's or the weights').  Errors: out of memory. */
 kiln_code cg_gemm_conv_emit(kiln_emit_ctx *cx, const char *label, const cg_conv_geom *geom,
                             const cg_conv_weights *w, const cg_conv_epilogue *epi, int x_buf,

@@ -1,0 +1,252 @@
+/* test_jit_gemm.c — differential tests of the pointwise-convolution GEMM path (gemm_gen.h):
+ * one-node Conv, ConvTranspose and FusedConv graphs with 1x1 kernels over shapes that are not
+ * multiples of the register and cache blocks (channel, pixel and input-channel chunk tails,
+ * single elements, batches), strides, 1-D and 3-D, and every epilogue (bias, residual, each
+ * activation), compiled and run at 1, 2 and 3 threads (whose blockings differ); the results
+ * must match the reference interpreter within test_jit_nn's tolerance and be bitwise
+ * identical at every thread count. */
+#include "codegen/compile.h"
+#pragma GCC diagnostic ignored "-Wunused-function" /* one_node.h helpers this file does not use */
+#include "one_node.h"
+
+typedef struct attr {
+  const char *name;
+  char kind; /* 'i' int, 'f' float, 's' string, 'I' ints */
+  int64_t i;
+  double f;
+  const char *s;
+  const int64_t *v;
+  int n;
+} attr;
+
+#define AI(nm, x) {.name = (nm), .kind = 'i', .i = (x)}
+#define AF(nm, x) {.name = (nm), .kind = 'f', .f = (x)}
+#define AS(nm, x) {.name = (nm), .kind = 's', .s = (x)}
+#define AV(nm, ...)                                                                                \
+  {.name = (nm), .kind = 'I', .v = (const int64_t[]){__VA_ARGS__},                                 \
+   .n = (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t))}
+
+typedef struct tcase {
+  const char *what;
+  kiln_op op;
+  kiln_tensor *in[4]; /* NULL: omitted */
+  int n_in;
+  uint32_t const_mask; /* bit i: input i is an initializer */
+  int steps;           /* kernel steps the compiled program must have (0: not checked) */
+  attr attrs[8];
+} tcase;
+
+static uint64_t rng_ = 0x9e3779b97f4a7c15ull;
+static float frand(void) {
+  rng_ = rng_ * 6364136223846793005ull + 1442695040888963407ull;
+  return (float)((int64_t)((rng_ >> 33) % 4001) - 2000) / 1000.0f;
+}
+
+static kiln_tensor *rnd(int rank, const int64_t *d) {
+  kiln_tensor *t = tn_new(KILN_F32, rank, d);
+  for (int64_t i = 0; i < t->numel; i++) ((float *)t->data)[i] = frand();
+  return t;
+}
+#define NARGS(...) ((int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)))
+#define T(...) rnd(NARGS(__VA_ARGS__), DIMS(__VA_ARGS__))
+
+static kiln_code build(const tcase *c, one_node *t) {
+  on_begin(t, c->op, 13, c->in, c->n_in, c->const_mask, 1);
+  kiln_err *e = &t->e;
+  for (int a = 0; a < 8 && c->attrs[a].name; a++) {
+    const attr *at = &c->attrs[a];
+    switch (at->kind) {
+    case 'i': ir_set_attr_int(t->g, t->node, at->name, at->i, e); break;
+    case 'f': ir_set_attr_float(t->g, t->node, at->name, at->f, e); break;
+    case 's': ir_set_attr_str(t->g, t->node, at->name, at->s, e); break;
+    case 'I': ir_set_attr_ints(t->g, t->node, at->name, at->v, at->n, e); break;
+    }
+  }
+  if (e->code) return e->code;
+  KILN_TRY(ir_verify(t->g, e));
+  return ir_infer(t->g, NULL, e);
+}
+
+static int feeds(const one_node *t, kiln_tensor **feed) {
+  int nf = 0;
+  for (int i = 0; i < t->n_in; i++)
+    if (t->in[i]) feed[nf++] = t->in[i];
+  return nf;
+}
+
+static kiln_code run_ref(const tcase *c, kiln_tensor **got, kiln_err *e) {
+  one_node t;
+  kiln_code rc = build(c, &t);
+  if (!rc) {
+    kiln_tensor *feed[4];
+    feeds(&t, feed);
+    kiln_ref_ctx ctx = {.g = t.g};
+    rc = kiln_ref_run(t.g, &ctx, feed, got, &t.e);
+  }
+  if (rc) *e = t.e;
+  ir_graph_free(t.g);
+  return rc;
+}
+
+static kiln_code run_jit(const tcase *c, int threads, kiln_tensor **got, kiln_err *e) {
+  one_node t;
+  kiln_code rc = build(c, &t);
+  if (rc) {
+    *e = t.e;
+    ir_graph_free(t.g);
+    return rc;
+  }
+  kiln_tensor *feed[4];
+  feeds(&t, feed);
+  kiln_program *p = NULL;
+  kiln_compile_opts o = {.threads = threads, .cache_dir = ""};
+  KILN_TRY(kiln_compile(t.g, &o, &p, e)); /* takes the graph */
+  if (p->n_fallback) {
+    kiln_program_free(p);
+    return kiln_errf(e, KILN_ERR_INTERNAL, "reference fallback");
+  }
+  if (c->steps && p->n_steps != c->steps) {
+    int64_t n = p->n_steps;
+    kiln_program_free(p);
+    return kiln_errf(e, KILN_ERR_INTERNAL, "%lld kernel steps, expected %d", (long long)n,
+                     c->steps);
+  }
+  rc = kiln_program_run(p, feed, got, false, e);
+  kiln_program_free(p);
+  return rc;
+}
+
+/* jit at 1, 2 and 3 threads against ref (|d| <= 1e-5 + 1e-4 |ref|), and bitwise across the
+ * thread counts. */
+static void check(const tcase *c) {
+  kiln_err e = {0};
+  kiln_tensor *ref[1] = {0}, *j[3][1] = {{0}};
+  CHECK_OK(run_ref(c, ref, &e), &e);
+  for (int t = 0; t < 3; t++) CHECK_MSG(run_jit(c, t + 1, j[t], &e) == KILN_OK, "%s: %s", c->what, e.msg);
+  if (ref[0] && j[0][0] && j[1][0] && j[2][0]) {
+    CHECK_MSG(kiln_shape_eq(&ref[0]->shape, &j[0][0]->shape), "%s: shape", c->what);
+    if (kiln_shape_eq(&ref[0]->shape, &j[0][0]->shape)) {
+      for (int t = 1; t < 3; t++)
+        CHECK_MSG(memcmp(j[0][0]->data, j[t][0]->data, kiln_tensor_nbytes(j[0][0])) == 0,
+                  "%s: 1 and %d threads differ", c->what, t + 1);
+      int bad = 0;
+      for (int64_t i = 0; i < ref[0]->numel && bad < 5; i++) {
+        double a = ((float *)j[0][0]->data)[i], b = ((float *)ref[0]->data)[i];
+        bool ok = fabs(a - b) <= 1e-5 + 1e-4 * fabs(b) || a == b || (isnan(a) && isnan(b));
+        if (!ok) bad++;
+        CHECK_MSG(ok, "%s: element %lld: jit %.9g, ref %.9g", c->what, (long long)i, a, b);
+      }
+    }
+  }
+  kiln_tensor_free(ref[0]);
+  for (int t = 0; t < 3; t++) kiln_tensor_free(j[t][0]);
+  for (int i = 0; i < c->n_in; i++) kiln_tensor_free(c->in[i]);
+}
+
+#define CASE(...) check(&(tcase){__VA_ARGS__})
+
+/* Conv nodes: shapes around the blocks (AVX2: 6 channels x 16 pixels; input channels in chunks
+ * of at most 256; tiles of up to 256 pixels). */
+static void test_conv_shapes(void) {
+  CASE("one element", KILN_OP_Conv, {T(1, 1, 1, 1), T(1, 1, 1, 1)}, 2, 2);
+  CASE("tails", KILN_OP_Conv, {T(1, 5, 9, 11), T(7, 5, 1, 1), T(7)}, 3, 6);
+  CASE("one channel in", KILN_OP_Conv, {T(1, 1, 3, 7), T(13, 1, 1, 1)}, 2, 2);
+  CASE("one channel out", KILN_OP_Conv, {T(1, 9, 4, 5), T(1, 9, 1, 1), T(1)}, 3, 6);
+  CASE("one pixel", KILN_OP_Conv, {T(2, 17, 1, 1), T(11, 17, 1, 1), T(11)}, 3, 6);
+  CASE("exact blocks", KILN_OP_Conv, {T(1, 16, 4, 8), T(12, 16, 1, 1)}, 2, 2);
+  CASE("batch 3", KILN_OP_Conv, {T(3, 10, 5, 5), T(9, 10, 1, 1), T(9)}, 3, 6);
+  /* input channels in 2 and 3 chunks (the last one shorter) */
+  CASE("two chunks", KILN_OP_Conv, {T(1, 300, 3, 4), T(14, 300, 1, 1), T(14)}, 3, 6);
+  CASE("three chunks", KILN_OP_Conv, {T(2, 530, 3, 5), T(8, 530, 1, 1)}, 2, 2);
+  /* several pixel blocks, the last one partial */
+  CASE("pixel blocks", KILN_OP_Conv, {T(1, 8, 17, 17), T(12, 8, 1, 1), T(12)}, 3, 6);
+  /* channel blocks split for threads, pixel blocks likewise */
+  CASE("channel blocks", KILN_OP_Conv, {T(1, 40, 14, 14), T(100, 40, 1, 1), T(100)}, 3, 6);
+  CASE("blocks and chunks", KILN_OP_Conv, {T(1, 270, 6, 7), T(230, 270, 1, 1), T(230)}, 3, 6);
+  /* 1-D and 3-D */
+  CASE("1-D", KILN_OP_Conv, {T(2, 5, 37), T(7, 5, 1), T(7)}, 3, 6);
+  CASE("3-D", KILN_OP_Conv, {T(1, 4, 3, 5, 6), T(6, 4, 1, 1, 1), T(6)}, 3, 6);
+  /* dilation does nothing to a 1x1 kernel */
+  CASE("dilated", KILN_OP_Conv, {T(1, 6, 5, 6), T(5, 6, 1, 1)}, 2, 2,
+       .attrs = {AV("dilations", 2, 3)});
+}
+
+/* Strides: the pack subsamples. */
+static void test_conv_strides(void) {
+  CASE("stride 2", KILN_OP_Conv, {T(1, 6, 9, 7), T(10, 6, 1, 1), T(10)}, 3, 6,
+       .attrs = {AV("strides", 2, 2)});
+  CASE("stride 2 batch", KILN_OP_Conv, {T(2, 20, 14, 14), T(33, 20, 1, 1)}, 2, 2,
+       .attrs = {AV("strides", 2, 2)});
+  CASE("stride 2x3", KILN_OP_Conv, {T(1, 7, 11, 13), T(8, 7, 1, 1), T(8)}, 3, 6,
+       .attrs = {AV("strides", 2, 3)});
+  CASE("stride 1x2 chunks", KILN_OP_Conv, {T(1, 260, 3, 9), T(9, 260, 1, 1)}, 2, 2,
+       .attrs = {AV("strides", 1, 2)});
+  CASE("stride 1-D", KILN_OP_Conv, {T(1, 3, 40), T(5, 3, 1)}, 2, 2, .attrs = {AV("strides", 3)});
+  CASE("stride 3-D", KILN_OP_Conv, {T(1, 4, 5, 6, 7), T(3, 4, 1, 1, 1)}, 2, 2,
+       .attrs = {AV("strides", 2, 1, 2)});
+  /* a stride larger than the input: one output per dim */
+  CASE("stride past input", KILN_OP_Conv, {T(1, 3, 2, 3), T(4, 3, 1, 1)}, 2, 2,
+       .attrs = {AV("strides", 4, 4)});
+}
+
+/* Which kernels: the GEMM path is two steps (the input pack, the GEMM), conv_gen's for an
+ * unpadded stride-1 1x1 convolution one; fed weights, padding and groups stay on conv_gen. */
+static void test_dispatch(void) {
+  CASE("gemm: two steps", KILN_OP_Conv, {T(1, 8, 9, 7), T(6, 8, 1, 1)}, 2, 2, .steps = 2);
+  CASE("gemm stride 2: two steps", KILN_OP_Conv, {T(1, 8, 9, 7), T(6, 8, 1, 1)}, 2, 2,
+       .steps = 2, .attrs = {AV("strides", 2, 2)});
+  CASE("fed weights: one step", KILN_OP_Conv, {T(1, 8, 9, 7), T(6, 8, 1, 1)}, 2, 0, .steps = 1);
+  CASE("padded", KILN_OP_Conv, {T(1, 3, 4, 5), T(2, 3, 1, 1)}, 2, 2, .steps = 2,
+       .attrs = {AV("pads", 1, 0, 0, 2)});
+  CASE("groups", KILN_OP_Conv, {T(1, 6, 5, 5), T(4, 3, 1, 1)}, 2, 2,
+       .attrs = {AI("group", 2)});
+  /* ConvTranspose 1x1 stride 1 is a pointwise conv with transposed weights */
+  CASE("convT 1x1", KILN_OP_ConvTranspose, {T(2, 6, 4, 3), T(6, 5, 1, 1), T(5)}, 3, 6);
+  CASE("convT 1x1 chunks", KILN_OP_ConvTranspose, {T(1, 300, 2, 3), T(300, 7, 1, 1)}, 2, 2);
+}
+
+/* FusedConv: every epilogue.  Inputs X, W, B (optional), Z (residual, fed). */
+static void test_fused_epilogues(void) {
+  CASE("bias relu", KILN_OP_FusedConv, {T(1, 12, 7, 9), T(20, 12, 1, 1), T(20)}, 3, 6,
+       .attrs = {AS("activation", "relu")});
+  CASE("residual relu", KILN_OP_FusedConv, {T(1, 12, 7, 9), T(20, 12, 1, 1), NULL, T(1, 20, 7, 9)},
+       4, 2, .attrs = {AS("activation", "relu"), AI("has_residual", 1)});
+  CASE("bias residual", KILN_OP_FusedConv,
+       {T(2, 9, 5, 7), T(13, 9, 1, 1), T(13), T(2, 13, 5, 7)}, 4, 6,
+       .attrs = {AI("has_residual", 1)});
+  CASE("clip", KILN_OP_FusedConv, {T(1, 10, 6, 6), T(8, 10, 1, 1), T(8)}, 3, 6,
+       .attrs = {AS("activation", "clip"), AF("act_alpha", -0.5), AF("act_beta", 0.7)});
+  CASE("leaky relu", KILN_OP_FusedConv, {T(1, 10, 6, 6), T(8, 10, 1, 1), T(8)}, 3, 6,
+       .attrs = {AS("activation", "leaky_relu"), AF("act_alpha", 0.1)});
+  CASE("sigmoid", KILN_OP_FusedConv, {T(1, 10, 3, 11), T(7, 10, 1, 1), T(7)}, 3, 6,
+       .attrs = {AS("activation", "sigmoid")});
+  /* the residual read on the last chunk only, with tails everywhere */
+  CASE("residual chunks", KILN_OP_FusedConv,
+       {T(1, 300, 5, 5), T(19, 300, 1, 1), T(19), T(1, 19, 5, 5)}, 4, 6,
+       .attrs = {AS("activation", "relu"), AI("has_residual", 1)});
+  CASE("residual stride 2", KILN_OP_FusedConv,
+       {T(2, 16, 9, 9), T(24, 16, 1, 1), T(24), T(2, 24, 5, 5)}, 4, 6,
+       .attrs = {AV("strides", 2, 2), AS("activation", "relu"), AI("has_residual", 1)});
+  CASE("residual blocks", KILN_OP_FusedConv,
+       {T(1, 64, 10, 30), T(70, 64, 1, 1), T(70), T(1, 70, 10, 30)}, 4, 6,
+       .attrs = {AS("activation", "clip"), AF("act_alpha", 0.0), AF("act_beta", 6.0),
+                 AI("has_residual", 1)});
+}
+
+/* Non-finite inputs go through the sum and the epilogue as the reference's do. */
+static void test_nonfinite(void) {
+  kiln_tensor *x = T(1, 7, 3, 5);
+  ((float *)x->data)[3] = INFINITY;
+  ((float *)x->data)[20] = NAN;
+  CASE("inf nan", KILN_OP_FusedConv, {x, T(9, 7, 1, 1), T(9)}, 3, 6,
+       .attrs = {AS("activation", "relu")});
+}
+
+int main(void) {
+  RUN(test_conv_shapes);
+  RUN(test_conv_strides);
+  RUN(test_dispatch);
+  RUN(test_fused_epilogues);
+  RUN(test_nonfinite);
+  TEST_MAIN_END();
+}
