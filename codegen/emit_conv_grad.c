@@ -265,7 +265,7 @@ static kiln_code cgw_main(kiln_emit_ctx *cx, const cgw_plan *p, const int *bufs,
  * sequence fixed at compile time: bitwise identical for any thread count. */
 
 #define CL_CHUNK 128
-#define CL_MAX_RA 8
+#define CL_MAX_RA 12
 #define CL_MAX_RB 3
 #define CL_STACK_BYTES (64 * 1024) /* the double sums of one tile, on the stack */
 
@@ -273,14 +273,49 @@ typedef struct cgl_plan {
   int64_t batch, c, m, group, cg, mg, kvol;
   nn_window t;
   int64_t P[3];            /* extent of padded X read per dim */
-  int64_t cgv, cgp;        /* vectors of input channels per group; channels padded to them */
+  int64_t cgv;             /* vectors of input channels per group */
+  int64_t bw, cgp;         /* floats per position of one block of Xt (rb vectors); per group */
   int vw, ra, rb;          /* register block */
   int64_t nob, nib;        /* blocks per group (the last may be a tail) */
   int ra_tail, rb_tail;    /* channels / vectors of the tail blocks, 0 when none */
   int64_t nb, rh;          /* chunk: nb images x rh output rows */
 } cgl_plan;
 
-/* Xt from X: one tile per (n, g, z, y) row of the padded input. */
+/* out[j] = lane j of r[0..7]: an 8x8 transpose in three rounds of two-input shuffles (the
+ * unpack / shuffle / 128-bit permute pattern). */
+static void transpose8(cg_kernel *k, const V *r, V *out) {
+  static const int lo[8] = {0, 8, 1, 9, 4, 12, 5, 13}, hi[8] = {2, 10, 3, 11, 6, 14, 7, 15};
+  static const int s44[8] = {0, 1, 8, 9, 4, 5, 12, 13}, see[8] = {2, 3, 10, 11, 6, 7, 14, 15};
+  static const int p20[8] = {0, 1, 2, 3, 8, 9, 10, 11}, p31[8] = {4, 5, 6, 7, 12, 13, 14, 15};
+#define SHUF(a, b_, m)                                                                            \
+  LLVMBuildShuffleVector(k->b, a, b_,                                                             \
+                         LLVMConstVector((V[]){cg_i32(k, m[0]), cg_i32(k, m[1]), cg_i32(k, m[2]), \
+                                               cg_i32(k, m[3]), cg_i32(k, m[4]), cg_i32(k, m[5]), \
+                                               cg_i32(k, m[6]), cg_i32(k, m[7])},                 \
+                                         8),                                                      \
+                         "")
+  V t[8], u[8];
+  for (int q = 0; q < 4; q++) {
+    t[2 * q] = SHUF(r[2 * q], r[2 * q + 1], lo);
+    t[2 * q + 1] = SHUF(r[2 * q], r[2 * q + 1], hi);
+  }
+  for (int h = 0; h < 2; h++) {
+    u[4 * h + 0] = SHUF(t[4 * h], t[4 * h + 2], s44);
+    u[4 * h + 1] = SHUF(t[4 * h], t[4 * h + 2], see);
+    u[4 * h + 2] = SHUF(t[4 * h + 1], t[4 * h + 3], s44);
+    u[4 * h + 3] = SHUF(t[4 * h + 1], t[4 * h + 3], see);
+  }
+  for (int j = 0; j < 4; j++) {
+    out[j] = SHUF(u[j], u[j + 4], p20);
+    out[j + 4] = SHUF(u[j], u[j + 4], p31);
+  }
+#undef SHUF
+}
+
+/* Xt from X: one tile per (n, g, z, y) row of the padded input, in groups of 8 channels.  A
+ * group of real channels in a row inside the input moves as 8x8 transposes of X vectors over
+ * its interior columns; borders, padded channels and rows outside the input go one element at
+ * a time. */
 static kiln_code cgl_pack(kiln_emit_ctx *cx, const cgl_plan *p, int x_buf, int xt_buf,
                           kiln_err *e) {
   const nn_window *t = &p->t;
@@ -289,7 +324,8 @@ static kiln_code cgl_pack(kiln_emit_ctx *cx, const cgl_plan *p, int x_buf, int x
   KILN_TRY(cg_kernel_begin(cx, k, "conv_grad_weight_pack_cl", 2, e));
   LLVMBuilderRef b = k->b;
   V X = cg_arg(k, 0), XT = cg_arg(k, 1);
-  cg_loop lt, lc, lx;
+  LLVMTypeRef v8 = LLVMVectorType(k->t->f32, 8);
+  cg_loop lt, lc, lz, lv, lr, ls, li;
   V tile = cg_loop_begin(k, &lt, k->lo, k->hi, NULL, "row");
   V y = LLVMBuildSRem(b, tile, cg_i64(k, p->P[1]), "");
   V rest = LLVMBuildSDiv(b, tile, cg_i64(k, p->P[1]), "");
@@ -303,16 +339,71 @@ static kiln_code cgl_pack(kiln_emit_ctx *cx, const cgl_plan *p, int x_buf, int x
   V src_row = cg_add(k, cg_mul(k, cg_mul(k, rest, cg_i64(k, p->cg)), cg_i64(k, plane)),
                      cg_mul(k, cg_add(k, cg_mul(k, iz, cg_i64(k, t->in[1])), iy),
                             cg_i64(k, t->in[2])));
-  V dst_row = cg_mul(k, tile, cg_i64(k, p->P[2] * p->cgp));
-  V c = cg_loop_begin(k, &lc, cg_i64(k, 0), cg_i64(k, p->cgp), NULL, "c");
-  V c_ok = LLVMBuildAnd(b, row_ok, LLVMBuildICmp(b, LLVMIntSLT, c, cg_i64(k, p->cg), ""), "");
-  V src_c = cg_add(k, src_row, cg_mul(k, c, cg_i64(k, plane)));
-  V x = cg_loop_begin(k, &lx, cg_i64(k, 0), cg_i64(k, p->P[2]), NULL, "x");
-  V ix = LLVMBuildSub(b, x, cg_i64(k, t->pad_begin[2]), "");
-  V ok = LLVMBuildAnd(b, c_ok, in_range(k, ix, t->in[2]), "");
-  cg_store(k, load_or_zero(k, X, cg_add(k, src_c, ix), ok, cg_i64(k, 0)), XT,
-           cg_add(k, dst_row, cg_add(k, cg_mul(k, x, cg_i64(k, p->cgp)), c)));
-  cg_loop_end(k, &lx);
+  /* interior columns [xlo, xhi): x - pad inside the input */
+  int64_t pb = t->pad_begin[2], P2 = p->P[2];
+  int64_t xlo = pb < P2 ? pb : P2, xhi = pb + t->in[2] < P2 ? pb + t->in[2] : P2;
+  int64_t nvx = xhi > xlo ? (xhi - xlo) / 8 : 0;
+  V c0 = cg_mul(k, cg_loop_begin(k, &lc, cg_i64(k, 0), cg_i64(k, p->cgp / 8), NULL, "cg8"),
+                cg_i64(k, 8));
+  /* block c0 / bw of the group: Xt[n][g][block][z][y][x][c % bw] */
+  V blk = LLVMBuildSDiv(b, c0, cg_i64(k, p->bw), "");
+  V dst0 = cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, cg_add(k,
+                           cg_mul(k, rest, cg_i64(k, p->nib)), blk), cg_i64(k, p->P[0])), z),
+                           cg_i64(k, p->P[1])), y), cg_i64(k, P2 * p->bw)),
+                  LLVMBuildSRem(b, c0, cg_i64(k, p->bw), ""));
+  V src0 = cg_add(k, src_row, cg_mul(k, c0, cg_i64(k, plane)));
+  V full = LLVMBuildAnd(b, row_ok, LLVMBuildICmp(b, LLVMIntSLE, cg_add(k, c0, cg_i64(k, 8)),
+                                                 cg_i64(k, p->cg), ""), "");
+  cg_ifelse ie;
+  cg_ifelse_begin(k, &ie, full);
+  {
+    /* left border: zeros */
+    if (xlo > 0) {
+      V x = cg_loop_begin(k, &lz, cg_i64(k, 0), cg_i64(k, xlo), NULL, "x");
+      cg_vstore(k, LLVMConstNull(v8), XT, cg_add(k, dst0, cg_mul(k, x, cg_i64(k, p->bw))), 8, 8);
+      cg_loop_end(k, &lz);
+    }
+    /* interior: 8 columns of 8 channels at a time */
+    if (nvx > 0) {
+      V x0 = cg_add(k, cg_mul(k, cg_loop_begin(k, &lv, cg_i64(k, 0), cg_i64(k, nvx), NULL, "v"),
+                              cg_i64(k, 8)),
+                    cg_i64(k, xlo));
+      V ix0 = LLVMBuildSub(b, x0, cg_i64(k, pb), "");
+      V r[8], o[8];
+      for (int i = 0; i < 8; i++)
+        r[i] = cg_vload(k, X, cg_add(k, src0, cg_add(k, ix0, cg_i64(k, i * plane))), 8, 8);
+      transpose8(k, r, o);
+      for (int j = 0; j < 8; j++)
+        cg_vstore(k, o[j], XT,
+                  cg_add(k, dst0, cg_mul(k, cg_add(k, x0, cg_i64(k, j)), cg_i64(k, p->bw))), 8, 8);
+      cg_loop_end(k, &lv);
+    }
+    /* the rest of the row */
+    V x = cg_loop_begin(k, &lr, cg_i64(k, xlo + 8 * nvx), cg_i64(k, P2), NULL, "x");
+    V ix = LLVMBuildSub(b, x, cg_i64(k, pb), "");
+    V ok = in_range(k, ix, t->in[2]);
+    for (int i = 0; i < 8; i++)
+      cg_store(k, load_or_zero(k, X, cg_add(k, src0, cg_add(k, ix, cg_i64(k, i * plane))), ok,
+                               cg_i64(k, 0)),
+               XT, cg_add(k, dst0, cg_add(k, cg_mul(k, x, cg_i64(k, p->bw)), cg_i64(k, i))));
+    cg_loop_end(k, &lr);
+  }
+  cg_ifelse_else(k, &ie);
+  {
+    /* padded channels, rows outside the input: element by element */
+    V x = cg_loop_begin(k, &ls, cg_i64(k, 0), cg_i64(k, P2), NULL, "x");
+    V ix = LLVMBuildSub(b, x, cg_i64(k, pb), "");
+    V xok = LLVMBuildAnd(b, row_ok, in_range(k, ix, t->in[2]), "");
+    V i = cg_loop_begin(k, &li, cg_i64(k, 0), cg_i64(k, 8), NULL, "i");
+    V ok = LLVMBuildAnd(b, xok, LLVMBuildICmp(b, LLVMIntSLT, cg_add(k, c0, i), cg_i64(k, p->cg), ""),
+                        "");
+    cg_store(k, load_or_zero(k, X, cg_add(k, src0, cg_add(k, ix, cg_mul(k, i, cg_i64(k, plane)))),
+                             ok, cg_i64(k, 0)),
+             XT, cg_add(k, dst0, cg_add(k, cg_mul(k, x, cg_i64(k, p->bw)), i)));
+    cg_loop_end(k, &li);
+    cg_loop_end(k, &ls);
+  }
+  cg_ifelse_end(k, &ie);
   cg_loop_end(k, &lc);
   cg_loop_end(k, &lt);
   return cg_kernel_end(cx, k, p->batch * p->group * p->P[0] * p->P[1],
@@ -324,7 +415,8 @@ typedef struct cgl_kern {
   const cgl_plan *p;
   V xt, dy, dw, dacc;   /* dacc: the tile's double sums [tap][RA][RB][V] (full block sizes) */
   LLVMTypeRef vty, dvty;
-  V grp, oc0, icv0;     /* the tile's group, first output channel and input vector (in group) */
+  V grp, oc0, icv0, ib; /* the tile's group, first output channel and input vector (in group),
+                         * input block */
 } cgl_kern;
 
 /* One tile with a block of ra channels x rb vectors. */
@@ -355,33 +447,33 @@ static void cgl_body(cgl_kern *ck, int ra, int rb) {
     kv[d] = cg_loop_begin(k, &lk[d], cg_i64(k, 0), cg_i64(k, t->kernel[d]), NULL, "tap");
   V tap = cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, kv[0], cg_i64(k, t->kernel[1])), kv[1]),
                            cg_i64(k, t->kernel[2])), kv[2]);
-  /* Xt offset of the tap and of the block's first channel */
-  V xtap = cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, kv[0],
+  /* Xt offset of the tap within the block's plane */
+  V xtap = cg_mul(k, cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, kv[0],
                                    cg_i64(k, t->dilation[0] * p->P[1])),
                                    cg_mul(k, kv[1], cg_i64(k, t->dilation[1]))),
                                    cg_i64(k, p->P[2])),
-                                   cg_mul(k, kv[2], cg_i64(k, t->dilation[2]))),
-                            cg_i64(k, p->cgp)),
-                  cg_mul(k, ck->icv0, cg_i64(k, vw)));
+                             cg_mul(k, kv[2], cg_i64(k, t->dilation[2]))),
+                   cg_i64(k, p->bw));
   for (int r = 0; r < ra; r++)
     for (int s = 0; s < rb; s++) LLVMBuildStore(b, LLVMConstNull(ck->vty), acc[r][s]);
   V n = cg_loop_begin(k, &ln, n0, n1, NULL, "n");
   /* Xt plane (n, g) at depth od*s0; dY channel oc0 of image n at depth od */
-  V xpl = cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, n, cg_i64(k, p->group)),
-                                                             ck->grp),
-                                               cg_i64(k, p->P[0])),
+  V ngb = cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, n, cg_i64(k, p->group)), ck->grp),
+                           cg_i64(k, p->nib)),
+                 ck->ib);
+  V xpl = cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, ngb, cg_i64(k, p->P[0])),
                                      cg_mul(k, od, cg_i64(k, t->stride[0]))),
-                           cg_i64(k, P12 * p->cgp)),
+                           cg_i64(k, P12 * p->bw)),
                  xtap);
   V dpl = cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, n, cg_i64(k, p->m)),
                                      cg_add(k, cg_mul(k, ck->grp, cg_i64(k, p->mg)), ck->oc0)),
                            cg_i64(k, odhw)),
                  cg_mul(k, od, cg_i64(k, ohw)));
   V oh = cg_loop_begin(k, &lr, oh0, oh1, NULL, "oh");
-  V xrow = cg_add(k, xpl, cg_mul(k, oh, cg_i64(k, t->stride[1] * p->P[2] * p->cgp)));
+  V xrow = cg_add(k, xpl, cg_mul(k, oh, cg_i64(k, t->stride[1] * p->P[2] * p->bw)));
   V drow = cg_add(k, dpl, cg_mul(k, oh, cg_i64(k, t->out[2])));
   V ow = cg_loop_begin(k, &lw, cg_i64(k, 0), cg_i64(k, t->out[2]), NULL, "ow");
-  V xi = cg_add(k, xrow, cg_mul(k, ow, cg_i64(k, t->stride[2] * p->cgp)));
+  V xi = cg_add(k, xrow, cg_mul(k, ow, cg_i64(k, t->stride[2] * p->bw)));
   V di = cg_add(k, drow, ow);
   V xv[CL_MAX_RB];
   for (int s = 0; s < rb; s++) xv[s] = cg_vload(k, ck->xt, cg_add(k, xi, cg_i64(k, s * vw)), vw, vw);
@@ -470,6 +562,7 @@ static kiln_code cgl_main(kiln_emit_ctx *cx, const cgl_plan *p, const int *bufs,
   ck.grp = LLVMBuildSDiv(b, rest, cg_i64(k, p->nob), "");
   ck.oc0 = cg_mul(k, ob, cg_i64(k, p->ra));
   ck.icv0 = cg_mul(k, ib, cg_i64(k, p->rb));
+  ck.ib = ib;
   if (p->ra_tail) {
     cg_ifelse ie;
     cg_ifelse_begin(k, &ie, LLVMBuildICmp(b, LLVMIntEQ, ob, cg_i64(k, p->nob - 1), ""));
@@ -497,17 +590,38 @@ static bool cgl_make_plan(kiln_emit_ctx *cx, const cgw_plan *w, cgl_plan *p) {
   if (p->cg < p->vw || p->mg < 1) return false;
   for (int d = 0; d < 3; d++) p->P[d] = (t->out[d] - 1) * t->stride[d] + (t->kernel[d] - 1) * t->dilation[d] + 1;
   p->cgv = div_up(p->cg, p->vw);
-  p->cgp = p->cgv * p->vw;
-  /* RA*RB accumulators + RB input vectors + 1 broadcast within 16 (AVX2) or 32 registers */
-  p->ra = (int)(p->mg < (wide ? 8 : 4) ? p->mg : (wide ? 8 : 4));
-  p->rb = (int)(p->cgv < CL_MAX_RB ? p->cgv : CL_MAX_RB);
-  while ((int64_t)p->kvol * p->ra * p->rb * p->vw * 8 > CL_STACK_BYTES && (p->ra > 1 || p->rb > 1)) {
-    if (p->ra >= p->rb) p->ra = (p->ra + 1) / 2;
-    else p->rb--;
-  }
-  if ((int64_t)p->kvol * p->ra * p->rb * p->vw * 8 > CL_STACK_BYTES) return false;
+  /* The register block with the least modelled time over all blocks (tails included), among
+   * those whose RA*RB accumulators, RB input vectors and one broadcast fit the 16 (AVX2) or 32
+   * vector registers and whose double sums fit the stack budget.  Cycles per position of a
+   * ra x rb block: the FMAs at two per cycle, at least one FMA latency (4) since every
+   * accumulator takes one FMA per position, or the loads at three per cycle; plus overhead. */
+  int regs = wide ? 32 : 16;
+  double best = -1;
+  for (int ra = 1; ra <= CL_MAX_RA && ra <= p->mg; ra++)
+    for (int rb = 1; rb <= CL_MAX_RB && rb <= p->cgv; rb++) {
+      if (ra * rb + rb + 1 > regs || (int64_t)p->kvol * ra * rb * p->vw * 8 > CL_STACK_BYTES)
+        continue;
+      double cost = 0;
+      for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+          int64_t na = ta ? (p->mg % ra ? 1 : 0) : p->mg / ra;
+          int64_t nb = tb ? (p->cgv % rb ? 1 : 0) : p->cgv / rb;
+          int a = ta ? (int)(p->mg % ra) : ra, bb = tb ? (int)(p->cgv % rb) : rb;
+          double fma = a * bb / 2.0, ld = (a + bb) / 3.0, c = fma > 4 ? fma : 4;
+          if (ld > c) c = ld;
+          cost += (double)(na * nb) * (c + 0.5);
+        }
+      if (best < 0 || cost < best * 0.999) {
+        best = cost;
+        p->ra = ra;
+        p->rb = rb;
+      }
+    }
+  if (best < 0) return false;
   p->nob = div_up(p->mg, p->ra);
   p->nib = div_up(p->cgv, p->rb);
+  p->bw = (int64_t)p->rb * p->vw;
+  p->cgp = p->nib * p->bw;
   p->ra_tail = (int)(p->mg % p->ra);
   p->rb_tail = (int)(p->cgv % p->rb);
   int64_t plane = t->out[1] * t->out[2];
