@@ -37,7 +37,8 @@ static void usage(FILE *f) {
           "model (Conv, ConvTranspose, FusedConv, UpsampleConv phases, ...) with the cost\n"
           "model's register block and with candidate blocks (the model's next best and\n"
           "neighbours of its choice), each compiled alone and timed by its own kernels (the\n"
-          "minimum over runs after a warm-up), heaviest convolutions first.  A block that beats\n"
+          "minimum over runs after a warm-up; CPU time at one thread, where waiting on a busy\n"
+          "machine would count in wall time), heaviest convolutions first.  A block that beats\n"
           "the model's by the margin, confirmed by alternating measurements, is saved in this\n"
           "CPU's tuning table in the kernel cache directory ($KILN_CACHE_DIR, else\n"
           "~/.cache/kiln); kiln bench, run, train and the C API then use it for convolutions\n"
@@ -217,7 +218,10 @@ static kiln_code cand_build(const tuner *tn, const kiln_tune_record *r, kiln_tun
 }
 
 /* Runs the candidate: the minimum over runs after one warm-up of its convolution's steps in
- * ms (the minimum: interruptions by other load only ever add time).  Keeps the last outputs. */
+ * ms (the minimum: interruptions by other load only ever add time).  At one thread the steps'
+ * CPU time: wall time also counts the time a loaded or CPU-quota-throttled machine keeps the
+ * process waiting, which measured the same kernel 2x apart; with more threads, wall time
+ * (waiting threads would count as CPU time).  Keeps the last outputs. */
 static kiln_code cand_time(const tuner *tn, candidate *c, double *ms, kiln_err *e) {
   double best = -1, spent = 0;
   kiln_program *p = c->p;
@@ -227,12 +231,14 @@ static kiln_code cand_time(const tuner *tn, candidate *c, double *ms, kiln_err *
       c->out[o] = NULL;
     }
     if (p->step_seconds) memset(p->step_seconds, 0, sizeof(double) * (size_t)p->n_steps);
+    if (p->step_cpu_seconds) memset(p->step_cpu_seconds, 0, sizeof(double) * (size_t)p->n_steps);
     double w0 = now_s(CLOCK_MONOTONIC);
     KILN_TRY(kiln_program_run(p, c->in, c->out, true, e));
     spent += now_s(CLOCK_MONOTONIC) - w0;
+    const double *st = tn->threads == 1 ? p->step_cpu_seconds : p->step_seconds;
     double t = 0;
     for (int64_t s = 0; s < p->n_steps; s++)
-      if (c->mask[s]) t += p->step_seconds[s];
+      if (c->mask[s]) t += st[s];
     if (run > 0 && (best < 0 || t < best)) best = t;
     if (run >= 5 && spent >= tn->target_s) break;
   }
