@@ -243,7 +243,8 @@ kiln_code kiln_tune_save(const kiln_tune_table *t, const char *path, const char 
   snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
   features_hash(features, hex);
   FILE *f = fopen(tmp, "w");
-  if (!f) return kiln_errf(e, KILN_ERR_IO, "cannot write tuning table %s: %s", tmp, strerror(errno));
+  if (!f)
+    return kiln_errf(e, KILN_ERR_IO, "cannot write tuning table %s: %s", tmp, strerror(errno));
   fprintf(f, "%s\ncpu %s\nfeatures %s\n", TUNE_MAGIC, cpu ? cpu : "", hex);
   fprintf(f, "# convolution key, block (output channels, rows, vectors), "
              "ms with the cost model's block, ms with this one\n");
@@ -399,7 +400,10 @@ int64_t kiln_tune_steps_of(const kiln_tune_table *t, const char *key, int64_t n_
   for (int64_t m = 0; m < t->n_marks; m++) {
     if (strcmp(t->recs[t->marks[m].rec].key, key)) continue;
     int64_t end = m + 1 < t->n_marks ? t->marks[m + 1].step : n_steps;
-    for (int64_t s = t->marks[m].step; s < end && s < n_steps; s++) count += !mask[s], mask[s] = true;
+    for (int64_t s = t->marks[m].step; s < end && s < n_steps; s++) {
+      count += !mask[s];
+      mask[s] = true;
+    }
   }
   return count;
 }

@@ -71,7 +71,8 @@ static void test_roundtrip(void) {
   kiln_tune_table *u = NULL;
   CHECK_OK(kiln_tune_load(path, CPU, FEAT, &u, &e), &e);
   CHECK(u && u->warning[0] == 0 && u->n_entries == 2);
-  const kiln_tune_entry *a = u ? kiln_tune_find(u, k1) : NULL, *b = u ? kiln_tune_find(u, k2) : NULL;
+  const kiln_tune_entry *a = u ? kiln_tune_find(u, k1) : NULL;
+  const kiln_tune_entry *b = u ? kiln_tune_find(u, k2) : NULL;
   CHECK(a && blk_eq(a->blk, BLK(5, 2, 1)) && fabs(a->ms_model - 1.5) < 1e-4 &&
         fabs(a->ms_tuned - 1.2) < 1e-4);
   CHECK(b && blk_eq(b->blk, BLK(6, 2, 1)));
@@ -406,7 +407,8 @@ static void test_compile_loads(void) {
     compiled[k] = st->kernels_compiled;
     warnbuf[k][0] = 0;
     for (int w = 0; w < st->n_warnings; w++)
-      if (has(st->warnings[w], "tuning table")) snprintf(warnbuf[k], KILN_ERR_MSG, "%s", st->warnings[w]);
+      if (has(st->warnings[w], "tuning table"))
+        snprintf(warnbuf[k], KILN_ERR_MSG, "%s", st->warnings[w]);
     warn[k] = warnbuf[k];
     kiln_tensor *out[1] = {0};
     CHECK_OK(kiln_program_run(p, feed, out, false, &e), &e);
