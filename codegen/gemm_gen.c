@@ -16,6 +16,8 @@
 #define WB_MAX 32768
 /* Floats of partial sums per tile (MC x NC) at most, on the kernel's stack: 32 KiB. */
 #define CB_MAX 8192
+/* Floats of a tile's own packed input (KC x NC) at most, on the kernel's stack: 64 KiB. */
+#define XP_MAX 16384
 #define NC_MAX 256  /* pixels per tile at most */
 #define PACK_CH 32  /* input channels per tile of the packing kernel */
 #define UNROLL 4    /* input channels per iteration of the micro-kernel's loop */
@@ -28,6 +30,7 @@ typedef struct gemm_plan {
   int64_t MC, n_mb, mc_last; /* output channels per tile (multiple of MR), blocks, last's */
   int64_t NC, n_pb, nc_last; /* pixels per tile (multiple of NR), blocks, last's */
   int64_t S;               /* strips of NR pixels per pixel block (NC / NR) */
+  bool tile_pack;          /* one channel block: each tile packs its own input (see make_plan) */
   bool pb_inner;           /* tile order: pixel blocks fastest (the weights outweigh X) */
 } gemm_plan;
 
@@ -69,9 +72,11 @@ static void make_plan(kiln_emit_ctx *cx, const cg_conv_geom *g, gemm_plan *p) {
   p->n_kc = div_up(p->C, KC_MAX);
   p->KC = div_up(p->C, p->n_kc);
   p->kc_last = p->C - (p->n_kc - 1) * p->KC;
-  int64_t mc = (WB_MAX / p->KC) / p->MR * p->MR;
+  /* channel blocks: the weight block of a chunk in L2 (a quarter over WB_MAX allowed rather
+   * than a second, nearly empty block), the blocks balanced */
+  int64_t mc = (WB_MAX * 5 / 4 / p->KC) / p->MR * p->MR;
   if (mc < p->MR) mc = p->MR;
-  p->MC = mc < round_up(p->OC, p->MR) ? mc : round_up(p->OC, p->MR);
+  p->MC = round_up(div_up(p->OC, div_up(p->OC, mc)), p->MR);
   int64_t nc = p->n_kc > 1 ? (CB_MAX / p->MC) / p->NR * p->NR : NC_MAX;
   if (nc < p->NR) nc = p->NR;
   if (nc > NC_MAX) nc = NC_MAX;
@@ -88,6 +93,14 @@ static void make_plan(kiln_emit_ctx *cx, const cg_conv_geom *g, gemm_plan *p) {
     else
       break;
   }
+  p->MC = round_up(div_up(p->OC, div_up(p->OC, p->MC)), p->MR);
+  /* With one channel block every tile packs a different part of X: packing inside the tile,
+   * into a stack buffer that stays in L2, saves writing the whole packed X out and reading it
+   * back.  With several, a packing kernel packs X once for all of them. */
+  p->tile_pack = div_up(p->OC, p->MC) == 1;
+  if (p->tile_pack && p->KC * p->NC > XP_MAX) p->NC = (XP_MAX / p->KC) / p->NR * p->NR;
+  if (p->NC < p->NR) p->NC = p->NR;
+  p->NC = round_up(div_up(p->P, div_up(p->P, p->NC)), p->NR);
   p->n_mb = div_up(p->OC, p->MC);
   p->mc_last = p->OC - (p->n_mb - 1) * p->MC;
   p->n_pb = div_up(p->P, p->NC);
@@ -230,9 +243,33 @@ static void pack_vector(gemm_kern *gk, LLVMValueRef pb, LLVMValueRef ic, LLVMVal
   }
   LLVMValueRef st = LLVMBuildUDiv(b, j, c64(k, p->NV), "");
   LLVMValueRef v = LLVMBuildURem(b, j, c64(k, p->NV), "");
-  LLVMValueRef strip = add(k, mulc(k, add(k, mulc(k, gk->n, p->n_pb), pb), p->S), st);
-  LLVMValueRef dst = add(k, mulc(k, add(k, mulc(k, strip, p->C), ic), p->NR), mulc(k, v, p->V));
-  astore(gk, val, gk->xp, dst);
+  LLVMValueRef dst;
+  if (p->tile_pack) /* the tile's stack buffer: [strip][ic - k0][NR] */
+    dst = add(k, mulc(k, st, p->KC), LLVMBuildNSWSub(b, ic, gk->k0, ""));
+  else
+    dst = add(k, mulc(k, add(k, mulc(k, add(k, mulc(k, gk->n, p->n_pb), pb), p->S), st), p->C), ic);
+  astore(gk, val, gk->xp, add(k, mulc(k, dst, p->NR), mulc(k, v, p->V)));
+}
+
+/* Packs input channels [ic0, ic1) of pixel block pb: `nvec` whole vectors each, then on the
+ * last pixel block the partial one. */
+static void emit_pack_rows(gemm_kern *gk, LLVMValueRef pb, LLVMValueRef ic0, LLVMValueRef ic1,
+                           LLVMValueRef last_pb, LLVMValueRef nvec) {
+  cg_kernel *k = gk->k;
+  const gemm_plan *p = gk->p;
+  int64_t tail = p->P % p->V;
+  cg_loop lc, lj;
+  LLVMValueRef ic = cg_loop_begin(k, &lc, ic0, ic1, NULL, "ic");
+  LLVMValueRef j = cg_loop_begin(k, &lj, c64(k, 0), nvec, NULL, "j");
+  pack_vector(gk, pb, ic, j, (unsigned)p->V);
+  cg_loop_end(k, &lj);
+  if (tail) {
+    cg_if c;
+    cg_if_begin(k, &c, last_pb);
+    pack_vector(gk, pb, ic, c64(k, p->nc_last / p->V), (unsigned)tail);
+    cg_if_end(k, &c);
+  }
+  cg_loop_end(k, &lc);
 }
 
 /* Tiles: (image, pixel block, group of PACK_CH input channels). */
@@ -246,8 +283,8 @@ static kiln_code emit_pack_kernel(kiln_emit_ctx *cx, const char *label, const ge
                   .vty = LLVMVectorType(k.t->f32, (unsigned)p->V)};
   if (p->sub) gk.tab = cg_arg(&k, 2);
   LLVMBuilderRef b = k.b;
-  int64_t n_cg = div_up(p->C, PACK_CH), tail = p->P % p->V;
-  cg_loop lt, lc, lj;
+  int64_t n_cg = div_up(p->C, PACK_CH);
+  cg_loop lt;
   LLVMValueRef t = cg_loop_begin(&k, &lt, k.lo, k.hi, NULL, "tile");
   LLVMValueRef cgi = LLVMBuildURem(b, t, c64(&k, n_cg), "");
   LLVMValueRef rest = LLVMBuildUDiv(b, t, c64(&k, n_cg), "");
@@ -257,18 +294,7 @@ static kiln_code emit_pack_kernel(kiln_emit_ctx *cx, const char *label, const ge
   LLVMValueRef last_pb = LLVMBuildICmp(b, LLVMIntEQ, pb, c64(&k, p->n_pb - 1), "");
   LLVMValueRef nvec = cg_select(&k, last_pb, c64(&k, p->nc_last / p->V), c64(&k, p->NC / p->V));
   LLVMValueRef c0 = mulc(&k, cgi, PACK_CH);
-  LLVMValueRef ic = cg_loop_begin(&k, &lc, c0, cg_min(&k, addc(&k, c0, PACK_CH), c64(&k, p->C)),
-                                  NULL, "ic");
-  LLVMValueRef j = cg_loop_begin(&k, &lj, c64(&k, 0), nvec, NULL, "j");
-  pack_vector(&gk, pb, ic, j, (unsigned)p->V);
-  cg_loop_end(&k, &lj);
-  if (tail) {
-    cg_if c;
-    cg_if_begin(&k, &c, last_pb);
-    pack_vector(&gk, pb, ic, c64(&k, p->nc_last / p->V), (unsigned)tail);
-    cg_if_end(&k, &c);
-  }
-  cg_loop_end(&k, &lc);
+  emit_pack_rows(&gk, pb, c0, cg_min(&k, addc(&k, c0, PACK_CH), c64(&k, p->C)), last_pb, nvec);
   cg_loop_end(&k, &lt);
   int bufs[3] = {x_buf, xp_buf, tab_buf};
   return cg_kernel_end(cx, &k, p->N * p->n_pb * n_cg, bufs, e);
@@ -351,7 +377,9 @@ static void emit_micro(gemm_kern *gk, LLVMValueRef r0, int ob, LLVMValueRef s, i
       LLVMBuildStore(b, init, acc[o * nv + v]);
     }
   LLVMValueRef wb = add(k, mulc(k, add(k, gk->m0, r0), p->C), mulc(k, gk->k0, ob));
-  LLVMValueRef xb = add(k, add(k, gk->xblk, mulc(k, s, p->C * p->NR)), mulc(k, gk->k0, p->NR));
+  LLVMValueRef xb = p->tile_pack ? mulc(k, s, p->KC * p->NR)
+                                 : add(k, add(k, gk->xblk, mulc(k, s, p->C * p->NR)),
+                                       mulc(k, gk->k0, p->NR));
   /* UNROLL channels per iteration, then the rest one by one */
   LLVMValueRef nmain = LLVMBuildSDiv(b, gk->klen, c64(k, UNROLL), "");
   for (int pass = 0; pass < 2; pass++) {
@@ -421,6 +449,9 @@ static void emit_tile(gemm_kern *gk, LLVMValueRef mb, LLVMValueRef pb) {
   gk->klen = p->n_kc == 1 ? c64(k, p->kc_last)
                           : cg_select(k, LLVMBuildICmp(b, LLVMIntEQ, gk->kc, c64(k, p->n_kc - 1), ""),
                                       c64(k, p->kc_last), c64(k, p->KC));
+  if (p->tile_pack)
+    emit_pack_rows(gk, pb, gk->k0, add(k, gk->k0, gk->klen), last_pb,
+                   cg_select(k, last_pb, c64(k, p->nc_last / p->V), c64(k, p->NC / p->V)));
   cg_loop ls;
   LLVMValueRef s = cg_loop_begin(k, &ls, c64(k, 0), nstrip, NULL, "strip");
   emit_blocks(gk, nblk, last_mb, s, p->NV, p->V);
@@ -449,12 +480,16 @@ kiln_code cg_gemm_conv_emit(kiln_emit_ctx *cx, const char *label, const cg_conv_
     tab_buf = offset_table(cx, &p, geom, e);
     if (tab_buf < 0) return e->code;
   }
-  int xp_buf = cg_buf_scratch(cx, sizeof(float) * (size_t)(p.N * p.n_pb * p.NC * p.C), e);
-  if (xp_buf < 0) return e->code;
-  KILN_TRY(emit_pack_kernel(cx, label, &p, x_buf, tab_buf, xp_buf, e));
-
-  int bufs[8] = {xp_buf, wk_buf, y_buf};
-  int n_args = 3, a_bias = -1, a_scale = -1, a_shift = -1, a_res = -1;
+  /* the GEMM reads X and packs it itself, or reads X packed by a first kernel */
+  int xk_buf = x_buf;
+  if (!p.tile_pack) {
+    xk_buf = cg_buf_scratch(cx, sizeof(float) * (size_t)(p.N * p.n_pb * p.NC * p.C), e);
+    if (xk_buf < 0) return e->code;
+    KILN_TRY(emit_pack_kernel(cx, label, &p, x_buf, tab_buf, xk_buf, e));
+  }
+  int bufs[9] = {xk_buf, wk_buf, y_buf};
+  int n_args = 3, a_tab = -1, a_bias = -1, a_scale = -1, a_shift = -1, a_res = -1;
+  if (p.tile_pack && tab_buf >= 0) a_tab = n_args, bufs[n_args++] = tab_buf;
   if (epi->bias_buf >= 0) a_bias = n_args, bufs[n_args++] = epi->bias_buf;
   if (epi->scale_buf >= 0) a_scale = n_args, bufs[n_args++] = epi->scale_buf;
   if (epi->shift_buf >= 0) a_shift = n_args, bufs[n_args++] = epi->shift_buf;
@@ -463,8 +498,16 @@ kiln_code cg_gemm_conv_emit(kiln_emit_ctx *cx, const char *label, const cg_conv_
   snprintf(lbl, sizeof lbl, "%s_gemm", label);
   cg_kernel k;
   KILN_TRY(cg_kernel_begin(cx, &k, lbl, n_args, e));
-  gemm_kern gk = {.k = &k, .p = &p, .epi = epi, .xp = cg_arg(&k, 0), .w = cg_arg(&k, 1),
-                  .y = cg_arg(&k, 2), .vty = LLVMVectorType(k.t->f32, (unsigned)p.V)};
+  gemm_kern gk = {.k = &k, .p = &p, .epi = epi, .w = cg_arg(&k, 1), .y = cg_arg(&k, 2),
+                  .vty = LLVMVectorType(k.t->f32, (unsigned)p.V)};
+  if (p.tile_pack) {
+    gk.x = cg_arg(&k, 0);
+    gk.xp = cg_entry_alloca(&k, LLVMArrayType(k.t->f32, (unsigned)(p.KC * p.NC)));
+    LLVMSetAlignment(gk.xp, 64);
+  } else {
+    gk.xp = cg_arg(&k, 0);
+  }
+  if (a_tab >= 0) gk.tab = cg_arg(&k, a_tab);
   if (a_bias >= 0) gk.bias = cg_arg(&k, a_bias);
   if (a_scale >= 0) gk.scale = cg_arg(&k, a_scale);
   if (a_shift >= 0) gk.shift = cg_arg(&k, a_shift);
@@ -488,7 +531,7 @@ kiln_code cg_gemm_conv_emit(kiln_emit_ctx *cx, const char *label, const cg_conv_
   LLVMValueRef pb = p.pb_inner ? i0 : i1, mb = p.pb_inner ? i1 : i0;
   gk.m0 = mulc(&k, mb, p.MC);
   gk.p0 = mulc(&k, pb, p.NC);
-  gk.xblk = mulc(&k, add(&k, mulc(&k, gk.n, p.n_pb), pb), p.S * p.C * p.NR);
+  if (!p.tile_pack) gk.xblk = mulc(&k, add(&k, mulc(&k, gk.n, p.n_pb), pb), p.S * p.C * p.NR);
   emit_tile(&gk, mb, pb);
   cg_loop_end(&k, &lt);
   return cg_kernel_end(cx, &k, n_tiles, bufs, e);

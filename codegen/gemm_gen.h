@@ -10,12 +10,13 @@
  *   acc(oc, p) = sum over ic in order (one FMA each, from 0) of W(oc, ic) * X(n, ic, p)
  *   Y(n, oc, p) = act(((acc + bias) * scale + shift) + R(n, oc, p))     (conv_gen's epilogue)
  *
- * How (the GotoBLAS/BLIS blocking), two kernels:
- *  - the pack copies X into scratch as NR-pixel strips, each contiguous over the input
- *    channels ([image][pixel block][strip][ic][NR]; zeros past the last pixel; a strided
- *    convolution gathers its pixels here through a compile-time offset table), so the
- *    micro-kernel reads its input sequentially and no cache set conflicts arise from X's row
- *    pitch;
+ * How (the GotoBLAS/BLIS blocking):
+ *  - X is packed as NR-pixel strips, each contiguous over the input channels (zeros past the
+ *    last pixel; a strided convolution gathers its pixels there through a compile-time offset
+ *    table), so the micro-kernel reads its input sequentially and X's row pitch causes no
+ *    cache set conflicts.  With one block of output channels each GEMM tile packs its own
+ *    pixels, chunk by chunk, into a stack buffer that stays in L2; with several, a first
+ *    kernel packs all of X once into scratch ([image][pixel block][strip][ic][NR]) for them;
  *  - the GEMM tiles over (image, block of MC output channels, block of NC pixels).  The weights
  *    are repacked at compile time into panels of MR output channels ([ic][MR] per panel: one
  *    step of the micro-kernel reads MR adjacent floats).  Per chunk of KC input channels, every
@@ -38,7 +39,7 @@
 bool cg_gemm_conv_applicable(kiln_emit_ctx *cx, const cg_conv_geom *geom,
                              const cg_conv_weights *w, const cg_conv_epilogue *epi);
 
-/* Emits the convolution as two kernels (same contract as cg_emit_conv: Y may share the
+/* Emits the convolution as one or two kernels (same contract as cg_emit_conv: Y may share the
  * residual's memory, not X's or the weights').  Errors: out of memory. */
 kiln_code cg_gemm_conv_emit(kiln_emit_ctx *cx, const char *label, const cg_conv_geom *geom,
                             const cg_conv_weights *w, const cg_conv_epilogue *epi, int x_buf,

@@ -163,6 +163,8 @@ static void test_conv_shapes(void) {
   /* channel blocks split for threads, pixel blocks likewise */
   CASE("channel blocks", KILN_OP_Conv, {T(1, 40, 14, 14), T(100, 40, 1, 1), T(100)}, 3, 6);
   CASE("blocks and chunks", KILN_OP_Conv, {T(1, 270, 6, 7), T(230, 270, 1, 1), T(230)}, 3, 6);
+  /* several channel blocks at any thread count: X packed by a kernel of its own */
+  CASE("packing kernel", KILN_OP_Conv, {T(2, 300, 5, 7), T(280, 300, 1, 1), T(280)}, 3, 6);
   /* 1-D and 3-D */
   CASE("1-D", KILN_OP_Conv, {T(2, 5, 37), T(7, 5, 1), T(7)}, 3, 6);
   CASE("3-D", KILN_OP_Conv, {T(1, 4, 3, 5, 6), T(6, 4, 1, 1, 1), T(6)}, 3, 6);
@@ -181,6 +183,8 @@ static void test_conv_strides(void) {
        .attrs = {AV("strides", 2, 3)});
   CASE("stride 1x2 chunks", KILN_OP_Conv, {T(1, 260, 3, 9), T(9, 260, 1, 1)}, 2, 2,
        .attrs = {AV("strides", 1, 2)});
+  CASE("stride 2 packing kernel", KILN_OP_Conv, {T(1, 300, 7, 9), T(280, 300, 1, 1)}, 2, 2,
+       .attrs = {AV("strides", 2, 2)});
   CASE("stride 1-D", KILN_OP_Conv, {T(1, 3, 40), T(5, 3, 1)}, 2, 2, .attrs = {AV("strides", 3)});
   CASE("stride 3-D", KILN_OP_Conv, {T(1, 4, 5, 6, 7), T(3, 4, 1, 1, 1)}, 2, 2,
        .attrs = {AV("strides", 2, 1, 2)});
@@ -189,12 +193,15 @@ static void test_conv_strides(void) {
        .attrs = {AV("strides", 4, 4)});
 }
 
-/* Which kernels: the GEMM path is two steps (the input pack, the GEMM), conv_gen's for an
- * unpadded stride-1 1x1 convolution one; fed weights, padding and groups stay on conv_gen. */
+/* Which kernels: with one block of output channels the GEMM packs its input itself (one step,
+ * where conv_gen's strided 1x1 takes a subsampling copy first), with several a packing kernel
+ * runs first (two steps, where conv_gen's unpadded stride-1 1x1 takes one); fed weights,
+ * padding and groups stay on conv_gen. */
 static void test_dispatch(void) {
-  CASE("gemm: two steps", KILN_OP_Conv, {T(1, 8, 9, 7), T(6, 8, 1, 1)}, 2, 2, .steps = 2);
-  CASE("gemm stride 2: two steps", KILN_OP_Conv, {T(1, 8, 9, 7), T(6, 8, 1, 1)}, 2, 2,
-       .steps = 2, .attrs = {AV("strides", 2, 2)});
+  CASE("gemm stride 2: one step", KILN_OP_Conv, {T(1, 8, 9, 7), T(6, 8, 1, 1)}, 2, 2,
+       .steps = 1, .attrs = {AV("strides", 2, 2)});
+  CASE("gemm, packing kernel: two steps", KILN_OP_Conv, {T(1, 300, 3, 4), T(280, 300, 1, 1)}, 2,
+       2, .steps = 2);
   CASE("fed weights: one step", KILN_OP_Conv, {T(1, 8, 9, 7), T(6, 8, 1, 1)}, 2, 0, .steps = 1);
   CASE("padded", KILN_OP_Conv, {T(1, 3, 4, 5), T(2, 3, 1, 1)}, 2, 2, .steps = 2,
        .attrs = {AV("pads", 1, 0, 0, 2)});
@@ -227,6 +234,9 @@ static void test_fused_epilogues(void) {
   CASE("residual stride 2", KILN_OP_FusedConv,
        {T(2, 16, 9, 9), T(24, 16, 1, 1), T(24), T(2, 24, 5, 5)}, 4, 6,
        .attrs = {AV("strides", 2, 2), AS("activation", "relu"), AI("has_residual", 1)});
+  CASE("residual packing kernel", KILN_OP_FusedConv,
+       {T(1, 290, 4, 9), T(283, 290, 1, 1), T(283), T(1, 283, 4, 9)}, 4, 6,
+       .attrs = {AS("activation", "relu"), AI("has_residual", 1)});
   CASE("residual blocks", KILN_OP_FusedConv,
        {T(1, 64, 10, 30), T(70, 64, 1, 1), T(70), T(1, 70, 10, 30)}, 4, 6,
        .attrs = {AS("activation", "clip"), AF("act_alpha", 0.0), AF("act_beta", 6.0),
