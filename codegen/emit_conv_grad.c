@@ -312,16 +312,25 @@ static void transpose8(cg_kernel *k, const V *r, V *out) {
 #undef SHUF
 }
 
+/* A tensor (N, group*cg, in...) as the blocked channels-last copy the GEMM paths read:
+ * [n][g][block][z][y][x][bw], zero-padded by `pad` before each spatial dim to extents P, the
+ * group's channels in nib blocks of bw (cgp = nib*bw slots, those past cg zero). */
+typedef struct cgl_layout {
+  const char *label;
+  int64_t batch, group, cg;
+  int64_t in[3], pad[3], P[3];
+  int64_t bw, nib, cgp;
+} cgl_layout;
+
 /* Xt from X: one tile per (n, g, z, y) row of the padded input, in groups of 8 channels.  A
  * group of real channels in a row inside the input moves as 8x8 transposes of X vectors over
  * its interior columns; borders, padded channels and rows outside the input go one element at
  * a time. */
-static kiln_code cgl_pack(kiln_emit_ctx *cx, const cgl_plan *p, int x_buf, int xt_buf,
+static kiln_code cgl_pack(kiln_emit_ctx *cx, const cgl_layout *p, int x_buf, int xt_buf,
                           kiln_err *e) {
-  const nn_window *t = &p->t;
   cg_kernel kk;
   cg_kernel *k = &kk;
-  KILN_TRY(cg_kernel_begin(cx, k, "conv_grad_weight_pack_cl", 2, e));
+  KILN_TRY(cg_kernel_begin(cx, k, p->label, 2, e));
   LLVMBuilderRef b = k->b;
   V X = cg_arg(k, 0), XT = cg_arg(k, 1);
   LLVMTypeRef v8 = LLVMVectorType(k->t->f32, 8);
@@ -331,17 +340,17 @@ static kiln_code cgl_pack(kiln_emit_ctx *cx, const cgl_plan *p, int x_buf, int x
   V rest = LLVMBuildSDiv(b, tile, cg_i64(k, p->P[1]), "");
   V z = LLVMBuildSRem(b, rest, cg_i64(k, p->P[0]), "");
   rest = LLVMBuildSDiv(b, rest, cg_i64(k, p->P[0]), ""); /* n * G + g */
-  V iz = LLVMBuildSub(b, z, cg_i64(k, t->pad_begin[0]), "");
-  V iy = LLVMBuildSub(b, y, cg_i64(k, t->pad_begin[1]), "");
-  V row_ok = LLVMBuildAnd(b, in_range(k, iz, t->in[0]), in_range(k, iy, t->in[1]), "");
+  V iz = LLVMBuildSub(b, z, cg_i64(k, p->pad[0]), "");
+  V iy = LLVMBuildSub(b, y, cg_i64(k, p->pad[1]), "");
+  V row_ok = LLVMBuildAnd(b, in_range(k, iz, p->in[0]), in_range(k, iy, p->in[1]), "");
   /* channel 0 of the group: (n * G + g) * cg = n * C + g * cg */
-  int64_t plane = t->in[0] * t->in[1] * t->in[2];
+  int64_t plane = p->in[0] * p->in[1] * p->in[2];
   V src_row = cg_add(k, cg_mul(k, cg_mul(k, rest, cg_i64(k, p->cg)), cg_i64(k, plane)),
-                     cg_mul(k, cg_add(k, cg_mul(k, iz, cg_i64(k, t->in[1])), iy),
-                            cg_i64(k, t->in[2])));
+                     cg_mul(k, cg_add(k, cg_mul(k, iz, cg_i64(k, p->in[1])), iy),
+                            cg_i64(k, p->in[2])));
   /* interior columns [xlo, xhi): x - pad inside the input */
-  int64_t pb = t->pad_begin[2], P2 = p->P[2];
-  int64_t xlo = pb < P2 ? pb : P2, xhi = pb + t->in[2] < P2 ? pb + t->in[2] : P2;
+  int64_t pb = p->pad[2], P2 = p->P[2];
+  int64_t xlo = pb < P2 ? pb : P2, xhi = pb + p->in[2] < P2 ? pb + p->in[2] : P2;
   int64_t nvx = xhi > xlo ? (xhi - xlo) / 8 : 0;
   V c0 = cg_mul(k, cg_loop_begin(k, &lc, cg_i64(k, 0), cg_i64(k, p->cgp / 8), NULL, "cg8"),
                 cg_i64(k, 8));
@@ -381,7 +390,7 @@ static kiln_code cgl_pack(kiln_emit_ctx *cx, const cgl_plan *p, int x_buf, int x
     /* the rest of the row */
     V x = cg_loop_begin(k, &lr, cg_i64(k, xlo + 8 * nvx), cg_i64(k, P2), NULL, "x");
     V ix = LLVMBuildSub(b, x, cg_i64(k, pb), "");
-    V ok = in_range(k, ix, t->in[2]);
+    V ok = in_range(k, ix, p->in[2]);
     for (int i = 0; i < 8; i++)
       cg_store(k, load_or_zero(k, X, cg_add(k, src0, cg_add(k, ix, cg_i64(k, i * plane))), ok,
                                cg_i64(k, 0)),
@@ -393,7 +402,7 @@ static kiln_code cgl_pack(kiln_emit_ctx *cx, const cgl_plan *p, int x_buf, int x
     /* padded channels, rows outside the input: element by element */
     V x = cg_loop_begin(k, &ls, cg_i64(k, 0), cg_i64(k, P2), NULL, "x");
     V ix = LLVMBuildSub(b, x, cg_i64(k, pb), "");
-    V xok = LLVMBuildAnd(b, row_ok, in_range(k, ix, t->in[2]), "");
+    V xok = LLVMBuildAnd(b, row_ok, in_range(k, ix, p->in[2]), "");
     V i = cg_loop_begin(k, &li, cg_i64(k, 0), cg_i64(k, 8), NULL, "i");
     V ok = LLVMBuildAnd(b, xok, LLVMBuildICmp(b, LLVMIntSLT, cg_add(k, c0, i), cg_i64(k, p->cg), ""),
                         "");
@@ -638,6 +647,304 @@ static bool cgl_make_plan(kiln_emit_ctx *cx, const cgw_plan *w, cgl_plan *p) {
   return true;
 }
 
+/* ---- the output-channel path (few input channels per group, e.g. a network's first layer) ----
+ * The same GEMM with the roles swapped: dW[(ic, tap), oc] = sum over positions of
+ * Xp[n, ic, o*s + tap*d] * dY[n, oc, o], with dY copied channels last (dYt, blocked like Xt)
+ * and X zero-padded in place of its layout (Xp, NC(D)HW).  A tile owns RA consecutive
+ * (ic, tap) rows x RB vectors of output channels: per position RA broadcasts of Xp, RB vector
+ * loads of dYt and RA*RB fused multiply-adds.  A tile owns RS such row blocks and takes them in
+ * turn for each chunk of positions, so that the chunk's dYt stays in cache across them (one
+ * row block per tile would stream all of dYt per block); the Xp offset of every row comes
+ * from a compile-time table.  Chunks, double sums and determinism as in the channels-last
+ * path. */
+
+typedef struct cgo_plan {
+  int64_t batch, c, m, group, cg, mg, kvol, nrows; /* nrows = cg * kvol per group */
+  nn_window t;
+  int64_t P[3];          /* extent of padded X read per dim */
+  int64_t mgv;           /* vectors of output channels per group */
+  int vw, ra, rb;
+  int64_t nob, nib;      /* row blocks, output-vector blocks per group */
+  int ra_tail, rb_tail;
+  int64_t bw, mgp;       /* floats per position of a dYt block; per group */
+  int64_t rs, nsb;       /* row blocks per tile (a super block), super blocks per group */
+  int64_t nb, rh;        /* chunk */
+} cgo_plan;
+
+/* Xp from X: one tile per (n, c, z, y) row of the padded input. */
+static kiln_code cgo_pack_x(kiln_emit_ctx *cx, const cgo_plan *p, int x_buf, int xp_buf,
+                            kiln_err *e) {
+  const nn_window *t = &p->t;
+  cg_kernel kk;
+  cg_kernel *k = &kk;
+  KILN_TRY(cg_kernel_begin(cx, k, "conv_grad_weight_pack_xp", 2, e));
+  LLVMBuilderRef b = k->b;
+  V X = cg_arg(k, 0), XP = cg_arg(k, 1);
+  cg_loop lt, lx;
+  V tile = cg_loop_begin(k, &lt, k->lo, k->hi, NULL, "row");
+  V y = LLVMBuildSRem(b, tile, cg_i64(k, p->P[1]), "");
+  V rest = LLVMBuildSDiv(b, tile, cg_i64(k, p->P[1]), "");
+  V z = LLVMBuildSRem(b, rest, cg_i64(k, p->P[0]), "");
+  V nc = LLVMBuildSDiv(b, rest, cg_i64(k, p->P[0]), "");
+  V iz = LLVMBuildSub(b, z, cg_i64(k, t->pad_begin[0]), "");
+  V iy = LLVMBuildSub(b, y, cg_i64(k, t->pad_begin[1]), "");
+  V row_ok = LLVMBuildAnd(b, in_range(k, iz, t->in[0]), in_range(k, iy, t->in[1]), "");
+  V src = cg_mul(k, cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, nc, cg_i64(k, t->in[0])), iz),
+                                     cg_i64(k, t->in[1])), iy),
+                 cg_i64(k, t->in[2]));
+  V dst = cg_mul(k, tile, cg_i64(k, p->P[2]));
+  V x = cg_loop_begin(k, &lx, cg_i64(k, 0), cg_i64(k, p->P[2]), NULL, "x");
+  V ix = LLVMBuildSub(b, x, cg_i64(k, t->pad_begin[2]), "");
+  V ok = LLVMBuildAnd(b, row_ok, in_range(k, ix, t->in[2]), "");
+  cg_store(k, load_or_zero(k, X, cg_add(k, src, ix), ok, cg_i64(k, 0)), XP, cg_add(k, dst, x));
+  cg_loop_end(k, &lx);
+  cg_loop_end(k, &lt);
+  return cg_kernel_end(cx, k, p->batch * p->c * p->P[0] * p->P[1], (int[]){x_buf, xp_buf}, e);
+}
+
+typedef struct cgo_kern {
+  cg_kernel *k;
+  const cgo_plan *p;
+  V xp, dyt, dw, tab, dacc; /* dacc: the tile's double sums [RS][RA][RB][V] (full sizes) */
+  LLVMTypeRef vty, dvty;
+  V grp, sb, ib;        /* the tile's group, row super block, output-vector block */
+} cgo_kern;
+
+/* Row block j of the tile's super block, with ra rows and rb vectors, over the positions of
+ * one chunk: its float sums, then added to its double sums. */
+static void cgo_block(cgo_kern *ck, int ra, int rb, V j, V n0, V n1, V od, V oh0, V oh1) {
+  cg_kernel *k = ck->k;
+  const cgo_plan *p = ck->p;
+  const nn_window *t = &p->t;
+  LLVMBuilderRef b = k->b;
+  int vw = p->vw;
+  int64_t P12 = p->P[1] * p->P[2], P012 = p->P[0] * P12;
+  int64_t ohw = t->out[1] * t->out[2], odhw = t->out[0] * ohw;
+  V acc[CL_MAX_RA][CL_MAX_RB];
+  for (int r = 0; r < ra; r++)
+    for (int s = 0; s < rb; s++) {
+      acc[r][s] = cg_entry_alloca(k, ck->vty);
+      LLVMBuildStore(b, LLVMConstNull(ck->vty), acc[r][s]);
+    }
+  V row0 = cg_mul(k, cg_add(k, cg_mul(k, ck->sb, cg_i64(k, p->rs)), j), cg_i64(k, p->ra));
+  V goff = cg_mul(k, ck->grp, cg_i64(k, p->cg * P012));
+  V xoff[CL_MAX_RA];
+  for (int r = 0; r < ra; r++)
+    xoff[r] = cg_add(k, goff, cg_load(k, k->t->i64, ck->tab, cg_add(k, row0, cg_i64(k, r))));
+  cg_loop ln, lr, lw;
+  V n = cg_loop_begin(k, &ln, n0, n1, NULL, "n");
+  V xn = cg_add(k, cg_mul(k, n, cg_i64(k, p->c * P012)),
+                cg_mul(k, od, cg_i64(k, t->stride[0] * P12)));
+  V dn = cg_mul(k, cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, n,
+                                     cg_i64(k, p->group)), ck->grp), cg_i64(k, p->nib)), ck->ib),
+                                    cg_i64(k, odhw)),
+                          cg_mul(k, od, cg_i64(k, ohw))),
+                cg_i64(k, p->bw));
+  V oh = cg_loop_begin(k, &lr, oh0, oh1, NULL, "oh");
+  V xr = cg_add(k, xn, cg_mul(k, oh, cg_i64(k, t->stride[1] * p->P[2])));
+  V dr = cg_add(k, dn, cg_mul(k, oh, cg_i64(k, t->out[2] * p->bw)));
+  V ow = cg_loop_begin(k, &lw, cg_i64(k, 0), cg_i64(k, t->out[2]), NULL, "ow");
+  V xi = cg_add(k, xr, cg_mul(k, ow, cg_i64(k, t->stride[2])));
+  V di = cg_add(k, dr, cg_mul(k, ow, cg_i64(k, p->bw)));
+  V dv[CL_MAX_RB];
+  for (int s = 0; s < rb; s++) dv[s] = cg_vload(k, ck->dyt, cg_add(k, di, cg_i64(k, s * vw)), vw, vw);
+  for (int r = 0; r < ra; r++) {
+    V a = cg_splat(k, cg_load(k, k->t->f32, ck->xp, cg_add(k, xi, xoff[r])), (unsigned)vw);
+    for (int s = 0; s < rb; s++) {
+      V cur = LLVMBuildLoad2(b, ck->vty, acc[r][s], "");
+      LLVMBuildStore(b, cg_intrinsic(k, "llvm.fma", &ck->vty, 1, (V[]){a, dv[s], cur}, 3),
+                     acc[r][s]);
+    }
+  }
+  cg_loop_end(k, &lw);
+  cg_loop_end(k, &lr);
+  cg_loop_end(k, &ln);
+  V jb = cg_mul(k, j, cg_i64(k, (int64_t)p->ra * p->rb * vw));
+  for (int r = 0; r < ra; r++)
+    for (int s = 0; s < rb; s++) {
+      V ptr = cg_gep(k, k->t->f64, ck->dacc,
+                     cg_add(k, jb, cg_i64(k, ((int64_t)r * p->rb + s) * vw)));
+      V old = LLVMBuildLoad2(b, ck->dvty, ptr, "");
+      LLVMSetAlignment(old, 8);
+      V a = LLVMBuildFPExt(b, LLVMBuildLoad2(b, ck->vty, acc[r][s], ""), ck->dvty, "");
+      V st = LLVMBuildStore(b, LLVMBuildFAdd(b, old, a, ""), ptr);
+      LLVMSetAlignment(st, 8);
+    }
+}
+
+/* One tile with blocks of rb output vectors. */
+static void cgo_body(cgo_kern *ck, int rb) {
+  cg_kernel *k = ck->k;
+  const cgo_plan *p = ck->p;
+  const nn_window *t = &p->t;
+  LLVMBuilderRef b = k->b;
+  int vw = p->vw;
+  int64_t blk = (int64_t)p->ra * p->rb * vw;
+  cg_loop lz, lnb, lod, loh, lj, lfj, lfr, lfs, lfl;
+  V z = cg_loop_begin(k, &lz, cg_i64(k, 0), cg_i64(k, p->rs * blk), NULL, "z");
+  cg_store(k, f64c(k, 0), ck->dacc, z);
+  cg_loop_end(k, &lz);
+  /* row blocks of this super block; the last of all may be a tail of ra_tail rows */
+  V first = cg_mul(k, ck->sb, cg_i64(k, p->rs));
+  V nblk = cg_min(k, cg_i64(k, p->rs), LLVMBuildSub(b, cg_i64(k, p->nob), first, ""));
+  V has_tail = p->ra_tail ? LLVMBuildICmp(b, LLVMIntEQ, cg_add(k, first, nblk),
+                                          cg_i64(k, p->nob), "")
+                          : LLVMConstInt(k->t->i1, 0, 0);
+  V nfull = LLVMBuildSub(b, nblk, LLVMBuildZExt(b, has_tail, k->t->i64, ""), "");
+  V n0 = cg_loop_begin(k, &lnb, cg_i64(k, 0), cg_i64(k, p->batch), cg_i64(k, p->nb), "nb");
+  V n1 = cg_min(k, cg_add(k, n0, cg_i64(k, p->nb)), cg_i64(k, p->batch));
+  V od = cg_loop_begin(k, &lod, cg_i64(k, 0), cg_i64(k, t->out[0]), NULL, "od");
+  V oh0 = cg_loop_begin(k, &loh, cg_i64(k, 0), cg_i64(k, t->out[1]), cg_i64(k, p->rh), "oh0");
+  V oh1 = cg_min(k, cg_add(k, oh0, cg_i64(k, p->rh)), cg_i64(k, t->out[1]));
+  V j = cg_loop_begin(k, &lj, cg_i64(k, 0), nfull, NULL, "j");
+  cgo_block(ck, p->ra, rb, j, n0, n1, od, oh0, oh1);
+  cg_loop_end(k, &lj);
+  if (p->ra_tail) {
+    cg_if ti;
+    cg_if_begin(k, &ti, has_tail);
+    cgo_block(ck, p->ra_tail, rb, nfull, n0, n1, od, oh0, oh1);
+    cg_if_end(k, &ti);
+  }
+  cg_loop_end(k, &loh);
+  cg_loop_end(k, &lod);
+  cg_loop_end(k, &lnb);
+  /* dW[g*mg + oc][row] for the real rows and output channels */
+  V fj = cg_loop_begin(k, &lfj, cg_i64(k, 0), nblk, NULL, "j");
+  V fr = cg_loop_begin(k, &lfr, cg_i64(k, 0), cg_i64(k, p->ra), NULL, "r");
+  V fs = cg_loop_begin(k, &lfs, cg_i64(k, 0), cg_i64(k, rb), NULL, "s");
+  V fl = cg_loop_begin(k, &lfl, cg_i64(k, 0), cg_i64(k, vw), NULL, "l");
+  V oc = cg_add(k, cg_add(k, cg_mul(k, ck->ib, cg_i64(k, p->bw)), cg_mul(k, fs, cg_i64(k, vw))),
+                fl);
+  V row = cg_add(k, cg_mul(k, cg_add(k, first, fj), cg_i64(k, p->ra)), fr);
+  cg_if ok;
+  cg_if_begin(k, &ok, LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntSLT, oc, cg_i64(k, p->mg), ""),
+                                   LLVMBuildICmp(b, LLVMIntSLT, row, cg_i64(k, p->nrows), ""),
+                                   ""));
+  V src = cg_add(k, cg_add(k, cg_mul(k, fj, cg_i64(k, blk)),
+                           cg_mul(k, cg_add(k, cg_mul(k, fr, cg_i64(k, p->rb)), fs),
+                                  cg_i64(k, vw))),
+                 fl);
+  V dst = cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, ck->grp, cg_i64(k, p->mg)), oc),
+                           cg_i64(k, p->nrows)),
+                 row);
+  cg_store(k, trunc32(k, cg_load(k, k->t->f64, ck->dacc, src)), ck->dw, dst);
+  cg_if_end(k, &ok);
+  cg_loop_end(k, &lfl);
+  cg_loop_end(k, &lfs);
+  cg_loop_end(k, &lfr);
+  cg_loop_end(k, &lfj);
+}
+
+/* args Xp, dYt, dW, row offsets; one tile per (group, row super block, output-vector block). */
+static kiln_code cgo_main(kiln_emit_ctx *cx, const cgo_plan *p, const int *bufs, kiln_err *e) {
+  cg_kernel kk;
+  cg_kernel *k = &kk;
+  KILN_TRY(cg_kernel_begin(cx, k, "conv_grad_weight_oc", 4, e));
+  LLVMBuilderRef b = k->b;
+  cgo_kern ck = {.k = k, .p = p, .xp = cg_arg(k, 0), .dyt = cg_arg(k, 1), .dw = cg_arg(k, 2),
+                 .tab = cg_arg(k, 3), .vty = LLVMVectorType(k->t->f32, (unsigned)p->vw),
+                 .dvty = LLVMVectorType(k->t->f64, (unsigned)p->vw)};
+  ck.dacc = cg_entry_alloca(k, LLVMArrayType(k->t->f64,
+                                             (unsigned)(p->rs * p->ra * p->rb * p->vw)));
+  cg_loop lt;
+  V tile = cg_loop_begin(k, &lt, k->lo, k->hi, NULL, "tile");
+  ck.ib = LLVMBuildSRem(b, tile, cg_i64(k, p->nib), "");
+  V rest = LLVMBuildSDiv(b, tile, cg_i64(k, p->nib), "");
+  ck.sb = LLVMBuildSRem(b, rest, cg_i64(k, p->nsb), "");
+  ck.grp = LLVMBuildSDiv(b, rest, cg_i64(k, p->nsb), "");
+  if (p->rb_tail) {
+    cg_ifelse ie;
+    cg_ifelse_begin(k, &ie, LLVMBuildICmp(b, LLVMIntEQ, ck.ib, cg_i64(k, p->nib - 1), ""));
+    cgo_body(&ck, p->rb_tail);
+    cg_ifelse_else(k, &ie);
+    cgo_body(&ck, p->rb);
+    cg_ifelse_end(k, &ie);
+  } else {
+    cgo_body(&ck, p->rb);
+  }
+  cg_loop_end(k, &lt);
+  return cg_kernel_end(cx, k, p->group * p->nsb * p->nib, bufs, e);
+}
+
+/* The register block with the least modelled time (see cgl_make_plan) for rows x vectors
+ * blocks of `rows` x `vecs`; false when none fits. */
+static bool gemm_block(int64_t rows, int64_t vecs, int regs, int64_t stack_per_acc, int *ra_out,
+                       int *rb_out) {
+  double best = -1;
+  for (int ra = 1; ra <= CL_MAX_RA && ra <= rows; ra++)
+    for (int rb = 1; rb <= CL_MAX_RB && rb <= vecs; rb++) {
+      if (ra * rb + rb + 1 > regs || stack_per_acc * ra * rb > CL_STACK_BYTES) continue;
+      double cost = 0;
+      for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+          int64_t na = ta ? (rows % ra ? 1 : 0) : rows / ra;
+          int64_t nb = tb ? (vecs % rb ? 1 : 0) : vecs / rb;
+          int a = ta ? (int)(rows % ra) : ra, bb = tb ? (int)(vecs % rb) : rb;
+          double fma = a * bb / 2.0, ld = (a + bb) / 3.0, c = fma > 4 ? fma : 4;
+          if (ld > c) c = ld;
+          cost += (double)(na * nb) * (c + 0.5);
+        }
+      if (best < 0 || cost < best * 0.999) {
+        best = cost;
+        *ra_out = ra;
+        *rb_out = rb;
+      }
+    }
+  return best >= 0;
+}
+
+static void chunk_plan(const nn_window *t, int64_t batch, int64_t *nb, int64_t *rh) {
+  int64_t plane = t->out[1] * t->out[2];
+  if (plane >= CL_CHUNK || t->out[0] > 1) {
+    *nb = 1;
+    *rh = t->out[2] > 0 ? div_up(CL_CHUNK, t->out[2]) : 1;
+    if (*rh > t->out[1]) *rh = t->out[1];
+  } else {
+    *rh = t->out[1];
+    *nb = plane > 0 ? CL_CHUNK / plane : 1;
+    if (*nb > batch) *nb = batch;
+  }
+  if (*rh < 1) *rh = 1;
+  if (*nb < 1) *nb = 1;
+}
+
+/* The output-channel plan: for groups with fewer input channels than a vector and at least
+ * a vector of output channels. */
+static bool cgo_make_plan(kiln_emit_ctx *cx, const cgw_plan *w, cgo_plan *p) {
+  memset(p, 0, sizeof *p);
+  p->batch = w->batch, p->c = w->c, p->m = w->m, p->group = w->group;
+  p->cg = w->cg, p->mg = w->mg, p->t = w->t;
+  const nn_window *t = &p->t;
+  p->kvol = t->kernel[0] * t->kernel[1] * t->kernel[2];
+  p->nrows = p->cg * p->kvol;
+  bool wide = cg_avx512(cx);
+  p->vw = wide ? 16 : 8;
+  if (p->cg >= p->vw || p->mg < p->vw || p->nrows < 1) return false;
+  for (int d = 0; d < 3; d++)
+    p->P[d] = (t->out[d] - 1) * t->stride[d] + (t->kernel[d] - 1) * t->dilation[d] + 1;
+  p->mgv = div_up(p->mg, p->vw);
+  if (!gemm_block(p->nrows, p->mgv, wide ? 32 : 16, (int64_t)p->vw * 8, &p->ra, &p->rb))
+    return false;
+  p->nob = div_up(p->nrows, p->ra);
+  p->nib = div_up(p->mgv, p->rb);
+  p->bw = (int64_t)p->rb * p->vw;
+  p->mgp = p->nib * p->bw;
+  p->ra_tail = (int)(p->nrows % p->ra);
+  p->rb_tail = (int)(p->mgv % p->rb);
+  /* super blocks: few enough that dYt is streamed a few times at most, enough for 4 tiles per
+   * thread, the double sums within the stack budget */
+  int64_t want = 4 * (int64_t)cg_threads(cx), have = p->group * p->nib;
+  p->nsb = have >= want ? 1 : div_up(want, have);
+  if (p->nsb > p->nob) p->nsb = p->nob;
+  p->rs = div_up(p->nob, p->nsb);
+  int64_t max_rs = CL_STACK_BYTES / ((int64_t)p->ra * p->rb * p->vw * 8);
+  if (p->rs > max_rs) p->rs = max_rs;
+  if (p->rs < 1) return false;
+  p->nsb = div_up(p->nob, p->rs);
+  chunk_plan(t, p->batch, &p->nb, &p->rh);
+  return true;
+}
+
 static kiln_code emit_ConvGradWeight(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_node *n,
                                      kiln_err *e) {
   const kiln_value *x = ir_in(g, n, 0), *dy = ir_in(g, n, 1), *dw = ir_out(g, n, 0);
@@ -677,8 +984,39 @@ static kiln_code emit_ConvGradWeight(kiln_emit_ctx *cx, const kiln_graph *g, con
     int64_t xt = p.batch * p.group * cl.P[0] * cl.P[1] * cl.P[2] * cl.cgp;
     int q = cg_buf_scratch(cx, sizeof(float) * (size_t)xt, e);
     if (q < 0) return e->code ? e->code : KILN_ERR_NOMEM;
-    KILN_TRY(cgl_pack(cx, &cl, xb, q, e));
+    cgl_layout L = {.label = "conv_grad_weight_pack_cl", .batch = cl.batch, .group = cl.group,
+                    .cg = cl.cg, .bw = cl.bw, .nib = cl.nib, .cgp = cl.cgp};
+    for (int d = 0; d < 3; d++) L.in[d] = cl.t.in[d], L.pad[d] = cl.t.pad_begin[d], L.P[d] = cl.P[d];
+    KILN_TRY(cgl_pack(cx, &L, xb, q, e));
     return cgl_main(cx, &cl, (int[]){q, dyb, cg_buf_value(cx, n->out[0])}, e);
+  }
+  cgo_plan co;
+  if (cgo_make_plan(cx, &p, &co)) {
+    const nn_window *ct = &co.t;
+    int64_t xp = p.batch * p.c * co.P[0] * co.P[1] * co.P[2];
+    int64_t dyt = p.batch * p.group * co.mgp * ct->out[0] * ct->out[1] * ct->out[2];
+    int qx = cg_buf_scratch(cx, sizeof(float) * (size_t)xp, e);
+    int qd = qx < 0 ? -1 : cg_buf_scratch(cx, sizeof(float) * (size_t)dyt, e);
+    if (qd < 0) return e->code ? e->code : KILN_ERR_NOMEM;
+    KILN_TRY(cgo_pack_x(cx, &co, xb, qx, e));
+    cgl_layout L = {.label = "conv_grad_weight_pack_dyt", .batch = co.batch, .group = co.group,
+                    .cg = co.mg, .bw = co.bw, .nib = co.nib, .cgp = co.mgp};
+    for (int d = 0; d < 3; d++) L.in[d] = L.P[d] = ct->out[d];
+    KILN_TRY(cgl_pack(cx, &L, dyb, qd, e));
+    /* Xp offset of each (ic, tap) row of group 0 */
+    int64_t *tab = kiln_malloc(sizeof(int64_t) * (size_t)co.nrows);
+    if (!tab) return kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
+    int64_t P12 = co.P[1] * co.P[2], k12 = ct->kernel[1] * ct->kernel[2];
+    for (int64_t r = 0; r < co.nrows; r++) {
+      int64_t ic = r / co.kvol, tap = r % co.kvol;
+      tab[r] = ic * co.P[0] * P12 + (tap / k12) * ct->dilation[0] * P12 +
+               (tap / ct->kernel[2] % ct->kernel[1]) * ct->dilation[1] * co.P[2] +
+               (tap % ct->kernel[2]) * ct->dilation[2];
+    }
+    int qt = cg_buf_const(cx, tab, sizeof(int64_t) * (size_t)co.nrows, e);
+    kiln_free(tab);
+    if (qt < 0) return e->code ? e->code : KILN_ERR_NOMEM;
+    return cgo_main(cx, &co, (int[]){qx, qd, cg_buf_value(cx, n->out[0]), qt}, e);
   }
   if (p.pack_x) {
     int q = cg_buf_scratch(cx, sizeof(float) * (size_t)(p.batch * p.c * p.xq), e);
