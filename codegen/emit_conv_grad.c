@@ -267,7 +267,54 @@ static kiln_code cgw_main(kiln_emit_ctx *cx, const cgw_plan *p, const int *bufs,
 #define CL_CHUNK 128
 #define CL_MAX_RA 12
 #define CL_MAX_RB 3
-#define CL_STACK_BYTES (64 * 1024) /* the double sums of one tile, on the stack */
+#define CL_STACK_BYTES (64 * 1024) /* the double sums of one block, on the stack */
+#define CL_SB_BYTES (24 * 1024)    /* the double sums of a super block of blocks */
+
+/* The register block (ra rows of broadcasts x rb vectors) with the least modelled time over
+ * all blocks of a rows x vecs GEMM, tails included, among those whose ra*rb accumulators, rb
+ * loaded vectors and one broadcast fit `regs` vector registers and whose double sums
+ * (stack_per_acc bytes per accumulator) fit the stack budget.  Cycles per position of a ra x rb
+ * block: the FMAs at two per cycle, at least one FMA latency (4) since every accumulator takes
+ * one FMA per position, or the loads at three per cycle; plus overhead.  False when none fits. */
+static bool gemm_block(int64_t rows, int64_t vecs, int regs, int64_t stack_per_acc, int *ra_out,
+                       int *rb_out) {
+  double best = -1;
+  for (int ra = 1; ra <= CL_MAX_RA && ra <= rows; ra++)
+    for (int rb = 1; rb <= CL_MAX_RB && rb <= vecs; rb++) {
+      if (ra * rb + rb + 1 > regs || stack_per_acc * ra * rb > CL_STACK_BYTES) continue;
+      double cost = 0;
+      for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+          int64_t na = ta ? (rows % ra ? 1 : 0) : rows / ra;
+          int64_t nb = tb ? (vecs % rb ? 1 : 0) : vecs / rb;
+          int a = ta ? (int)(rows % ra) : ra, bb = tb ? (int)(vecs % rb) : rb;
+          double fma = a * bb / 2.0, ld = (a + bb) / 3.0, c = fma > 4 ? fma : 4;
+          if (ld > c) c = ld;
+          cost += (double)(na * nb) * (c + 0.5);
+        }
+      if (best < 0 || cost < best * 0.999) {
+        best = cost;
+        *ra_out = ra;
+        *rb_out = rb;
+      }
+    }
+  return best >= 0;
+}
+
+static void chunk_plan(const nn_window *t, int64_t batch, int64_t *nb, int64_t *rh) {
+  int64_t plane = t->out[1] * t->out[2];
+  if (plane >= CL_CHUNK || t->out[0] > 1) {
+    *nb = 1;
+    *rh = t->out[2] > 0 ? div_up(CL_CHUNK, t->out[2]) : 1;
+    if (*rh > t->out[1]) *rh = t->out[1];
+  } else {
+    *rh = t->out[1];
+    *nb = plane > 0 ? CL_CHUNK / plane : 1;
+    if (*nb > batch) *nb = batch;
+  }
+  if (*rh < 1) *rh = 1;
+  if (*nb < 1) *nb = 1;
+}
 
 typedef struct cgl_plan {
   int64_t batch, c, m, group, cg, mg, kvol;
@@ -278,6 +325,7 @@ typedef struct cgl_plan {
   int vw, ra, rb;          /* register block */
   int64_t nob, nib;        /* blocks per group (the last may be a tail) */
   int ra_tail, rb_tail;    /* channels / vectors of the tail blocks, 0 when none */
+  int64_t rs, nsb;         /* output-channel blocks per tile (a super block); per group */
   int64_t nb, rh;          /* chunk: nb images x rh output rows */
 } cgl_plan;
 
@@ -422,35 +470,28 @@ static kiln_code cgl_pack(kiln_emit_ctx *cx, const cgl_layout *p, int x_buf, int
 typedef struct cgl_kern {
   cg_kernel *k;
   const cgl_plan *p;
-  V xt, dy, dw, dacc;   /* dacc: the tile's double sums [tap][RA][RB][V] (full block sizes) */
+  V xt, dy, dw, dacc; /* dacc: the tile's double sums [RS][tap][RA][RB][V] (full block sizes) */
   LLVMTypeRef vty, dvty;
-  V grp, oc0, icv0, ib; /* the tile's group, first output channel and input vector (in group),
-                         * input block */
+  V grp, sb, icv0, ib; /* the tile's group, output super block, first input vector (in group),
+                        * input block */
 } cgl_kern;
 
-/* One tile with a block of ra channels x rb vectors. */
-static void cgl_body(cgl_kern *ck, int ra, int rb) {
+/* Output-channel block j of the tile's super block, with ra channels and rb vectors, over the
+ * positions of one chunk, tap by tap: float sums, then added to the tap's double sums. */
+static void cgl_block(cgl_kern *ck, int ra, int rb, V j, V n0, V n1, V od, V oh0, V oh1) {
   cg_kernel *k = ck->k;
   const cgl_plan *p = ck->p;
   const nn_window *t = &p->t;
   LLVMBuilderRef b = k->b;
   int vw = p->vw;
   int64_t blk = (int64_t)p->ra * p->rb * vw; /* doubles per tap in dacc */
-  cg_loop lz, lnb, lod, loh, lk[3], ln, lr, lw, lf, lfr, lfs, lfl;
-  V z = cg_loop_begin(k, &lz, cg_i64(k, 0), cg_i64(k, p->kvol * blk), NULL, "z");
-  cg_store(k, f64c(k, 0), ck->dacc, z);
-  cg_loop_end(k, &lz);
+  int64_t ohw = t->out[1] * t->out[2], odhw = t->out[0] * ohw;
+  int64_t P12 = p->P[1] * p->P[2];
+  V oc0 = cg_mul(k, cg_add(k, cg_mul(k, ck->sb, cg_i64(k, p->rs)), j), cg_i64(k, p->ra));
   V acc[CL_MAX_RA][CL_MAX_RB];
   for (int r = 0; r < ra; r++)
     for (int s = 0; s < rb; s++) acc[r][s] = cg_entry_alloca(k, ck->vty);
-  int64_t ohw = t->out[1] * t->out[2], odhw = t->out[0] * ohw;
-  int64_t P12 = p->P[1] * p->P[2];
-  /* chunks */
-  V n0 = cg_loop_begin(k, &lnb, cg_i64(k, 0), cg_i64(k, p->batch), cg_i64(k, p->nb), "nb");
-  V n1 = cg_min(k, cg_add(k, n0, cg_i64(k, p->nb)), cg_i64(k, p->batch));
-  V od = cg_loop_begin(k, &lod, cg_i64(k, 0), cg_i64(k, t->out[0]), NULL, "od");
-  V oh0 = cg_loop_begin(k, &loh, cg_i64(k, 0), cg_i64(k, t->out[1]), cg_i64(k, p->rh), "oh0");
-  V oh1 = cg_min(k, cg_add(k, oh0, cg_i64(k, p->rh)), cg_i64(k, t->out[1]));
+  cg_loop lk[3], ln, lr, lw;
   V kv[3];
   for (int d = 0; d < 3; d++)
     kv[d] = cg_loop_begin(k, &lk[d], cg_i64(k, 0), cg_i64(k, t->kernel[d]), NULL, "tap");
@@ -466,7 +507,7 @@ static void cgl_body(cgl_kern *ck, int ra, int rb) {
   for (int r = 0; r < ra; r++)
     for (int s = 0; s < rb; s++) LLVMBuildStore(b, LLVMConstNull(ck->vty), acc[r][s]);
   V n = cg_loop_begin(k, &ln, n0, n1, NULL, "n");
-  /* Xt plane (n, g) at depth od*s0; dY channel oc0 of image n at depth od */
+  /* Xt plane (n, g, ib) at depth od*s0; dY channel oc0 of image n at depth od */
   V ngb = cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, n, cg_i64(k, p->group)), ck->grp),
                            cg_i64(k, p->nib)),
                  ck->ib);
@@ -475,7 +516,7 @@ static void cgl_body(cgl_kern *ck, int ra, int rb) {
                            cg_i64(k, P12 * p->bw)),
                  xtap);
   V dpl = cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, n, cg_i64(k, p->m)),
-                                     cg_add(k, cg_mul(k, ck->grp, cg_i64(k, p->mg)), ck->oc0)),
+                                     cg_add(k, cg_mul(k, ck->grp, cg_i64(k, p->mg)), oc0)),
                            cg_i64(k, odhw)),
                  cg_mul(k, od, cg_i64(k, ohw)));
   V oh = cg_loop_begin(k, &lr, oh0, oh1, NULL, "oh");
@@ -498,11 +539,12 @@ static void cgl_body(cgl_kern *ck, int ra, int rb) {
   cg_loop_end(k, &lw);
   cg_loop_end(k, &lr);
   cg_loop_end(k, &ln);
-  /* the chunk's float sums into the double sums of the tap */
-  V tb = cg_mul(k, tap, cg_i64(k, blk));
+  /* the chunk's float sums into the double sums of block j and the tap */
+  V tb = cg_mul(k, cg_add(k, cg_mul(k, j, cg_i64(k, p->kvol)), tap), cg_i64(k, blk));
   for (int r = 0; r < ra; r++)
     for (int s = 0; s < rb; s++) {
-      V ptr = cg_gep(k, k->t->f64, ck->dacc, cg_add(k, tb, cg_i64(k, ((int64_t)r * p->rb + s) * vw)));
+      V ptr = cg_gep(k, k->t->f64, ck->dacc,
+                     cg_add(k, tb, cg_i64(k, ((int64_t)r * p->rb + s) * vw)));
       V old = LLVMBuildLoad2(b, ck->dvty, ptr, "");
       LLVMSetAlignment(old, 8);
       V a = LLVMBuildFPExt(b, LLVMBuildLoad2(b, ck->vty, acc[r][s], ""), ck->dvty, "");
@@ -510,23 +552,61 @@ static void cgl_body(cgl_kern *ck, int ra, int rb) {
       LLVMSetAlignment(st, 8);
     }
   for (int d = 2; d >= 0; d--) cg_loop_end(k, &lk[d]);
+}
+
+/* One tile with blocks of rb input vectors. */
+static void cgl_body(cgl_kern *ck, int rb) {
+  cg_kernel *k = ck->k;
+  const cgl_plan *p = ck->p;
+  const nn_window *t = &p->t;
+  LLVMBuilderRef b = k->b;
+  int vw = p->vw;
+  int64_t blk = (int64_t)p->ra * p->rb * vw;
+  cg_loop lz, lnb, lod, loh, lj, lfj, lf, lfr, lfs, lfl;
+  V z = cg_loop_begin(k, &lz, cg_i64(k, 0), cg_i64(k, p->rs * p->kvol * blk), NULL, "z");
+  cg_store(k, f64c(k, 0), ck->dacc, z);
+  cg_loop_end(k, &lz);
+  /* output blocks of this super block; the last of all may be a tail of ra_tail channels */
+  V first = cg_mul(k, ck->sb, cg_i64(k, p->rs));
+  V nblk = cg_min(k, cg_i64(k, p->rs), LLVMBuildSub(b, cg_i64(k, p->nob), first, ""));
+  V has_tail = p->ra_tail ? LLVMBuildICmp(b, LLVMIntEQ, cg_add(k, first, nblk),
+                                          cg_i64(k, p->nob), "")
+                          : LLVMConstInt(k->t->i1, 0, 0);
+  V nfull = LLVMBuildSub(b, nblk, LLVMBuildZExt(b, has_tail, k->t->i64, ""), "");
+  V n0 = cg_loop_begin(k, &lnb, cg_i64(k, 0), cg_i64(k, p->batch), cg_i64(k, p->nb), "nb");
+  V n1 = cg_min(k, cg_add(k, n0, cg_i64(k, p->nb)), cg_i64(k, p->batch));
+  V od = cg_loop_begin(k, &lod, cg_i64(k, 0), cg_i64(k, t->out[0]), NULL, "od");
+  V oh0 = cg_loop_begin(k, &loh, cg_i64(k, 0), cg_i64(k, t->out[1]), cg_i64(k, p->rh), "oh0");
+  V oh1 = cg_min(k, cg_add(k, oh0, cg_i64(k, p->rh)), cg_i64(k, t->out[1]));
+  V j = cg_loop_begin(k, &lj, cg_i64(k, 0), nfull, NULL, "j");
+  cgl_block(ck, p->ra, rb, j, n0, n1, od, oh0, oh1);
+  cg_loop_end(k, &lj);
+  if (p->ra_tail) {
+    cg_if ti;
+    cg_if_begin(k, &ti, has_tail);
+    cgl_block(ck, p->ra_tail, rb, nfull, n0, n1, od, oh0, oh1);
+    cg_if_end(k, &ti);
+  }
   cg_loop_end(k, &loh);
   cg_loop_end(k, &lod);
   cg_loop_end(k, &lnb);
-  /* dW[(g*mg + oc0 + r), ic, tap] for the block's real input channels */
+  /* dW[g*mg + oc, ic, tap] for the real output and input channels */
+  V fj = cg_loop_begin(k, &lfj, cg_i64(k, 0), nblk, NULL, "j");
   V ft = cg_loop_begin(k, &lf, cg_i64(k, 0), cg_i64(k, p->kvol), NULL, "tap");
-  V fr = cg_loop_begin(k, &lfr, cg_i64(k, 0), cg_i64(k, ra), NULL, "r");
+  V fr = cg_loop_begin(k, &lfr, cg_i64(k, 0), cg_i64(k, p->ra), NULL, "r");
   V fs = cg_loop_begin(k, &lfs, cg_i64(k, 0), cg_i64(k, rb), NULL, "s");
   V fl = cg_loop_begin(k, &lfl, cg_i64(k, 0), cg_i64(k, vw), NULL, "l");
   V ic = cg_add(k, cg_mul(k, cg_add(k, ck->icv0, fs), cg_i64(k, vw)), fl);
+  V oc = cg_add(k, cg_mul(k, cg_add(k, first, fj), cg_i64(k, p->ra)), fr);
   cg_if ok;
-  cg_if_begin(k, &ok, LLVMBuildICmp(b, LLVMIntSLT, ic, cg_i64(k, p->cg), ""));
-  V src = cg_add(k, cg_mul(k, ft, cg_i64(k, blk)),
+  cg_if_begin(k, &ok, LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntSLT, ic, cg_i64(k, p->cg), ""),
+                                   LLVMBuildICmp(b, LLVMIntSLT, oc, cg_i64(k, p->mg), ""), ""));
+  V src = cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, fj, cg_i64(k, p->kvol)), ft), cg_i64(k, blk)),
                  cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, fr, cg_i64(k, p->rb)), fs),
                                   cg_i64(k, vw)),
                         fl));
-  V oc = cg_add(k, cg_add(k, cg_mul(k, ck->grp, cg_i64(k, p->mg)), ck->oc0), fr);
-  V dst = cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, oc, cg_i64(k, p->cg)), ic),
+  V goc = cg_add(k, cg_mul(k, ck->grp, cg_i64(k, p->mg)), oc);
+  V dst = cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, goc, cg_i64(k, p->cg)), ic),
                            cg_i64(k, p->kvol)),
                  ft);
   cg_store(k, trunc32(k, cg_load(k, k->t->f64, ck->dacc, src)), ck->dw, dst);
@@ -535,24 +615,10 @@ static void cgl_body(cgl_kern *ck, int ra, int rb) {
   cg_loop_end(k, &lfs);
   cg_loop_end(k, &lfr);
   cg_loop_end(k, &lf);
+  cg_loop_end(k, &lfj);
 }
 
-/* The input-vector blocks of a tile: full, or the tail when the tile is the last. */
-static void cgl_ib(cgl_kern *ck, V ib, int ra) {
-  const cgl_plan *p = ck->p;
-  if (!p->rb_tail) {
-    cgl_body(ck, ra, p->rb);
-    return;
-  }
-  cg_ifelse ie;
-  cg_ifelse_begin(ck->k, &ie, LLVMBuildICmp(ck->k->b, LLVMIntEQ, ib, cg_i64(ck->k, p->nib - 1), ""));
-  cgl_body(ck, ra, p->rb_tail);
-  cg_ifelse_else(ck->k, &ie);
-  cgl_body(ck, ra, p->rb);
-  cg_ifelse_end(ck->k, &ie);
-}
-
-/* args Xt, dY, dW; one tile per (group, output-channel block, input-vector block). */
+/* args Xt, dY, dW; one tile per (group, output super block, input-vector block). */
 static kiln_code cgl_main(kiln_emit_ctx *cx, const cgl_plan *p, const int *bufs, kiln_err *e) {
   cg_kernel kk;
   cg_kernel *k = &kk;
@@ -561,29 +627,27 @@ static kiln_code cgl_main(kiln_emit_ctx *cx, const cgl_plan *p, const int *bufs,
   cgl_kern ck = {.k = k, .p = p, .xt = cg_arg(k, 0), .dy = cg_arg(k, 1), .dw = cg_arg(k, 2),
                  .vty = LLVMVectorType(k->t->f32, (unsigned)p->vw),
                  .dvty = LLVMVectorType(k->t->f64, (unsigned)p->vw)};
-  ck.dacc = cg_entry_alloca(k, LLVMArrayType(k->t->f64,
-                                             (unsigned)(p->kvol * p->ra * p->rb * p->vw)));
+  ck.dacc = cg_entry_alloca(k, LLVMArrayType(k->t->f64, (unsigned)(p->rs * p->kvol * p->ra *
+                                                                   p->rb * p->vw)));
   cg_loop lt;
   V tile = cg_loop_begin(k, &lt, k->lo, k->hi, NULL, "tile");
-  V ib = LLVMBuildSRem(b, tile, cg_i64(k, p->nib), "");
+  ck.ib = LLVMBuildSRem(b, tile, cg_i64(k, p->nib), "");
   V rest = LLVMBuildSDiv(b, tile, cg_i64(k, p->nib), "");
-  V ob = LLVMBuildSRem(b, rest, cg_i64(k, p->nob), "");
-  ck.grp = LLVMBuildSDiv(b, rest, cg_i64(k, p->nob), "");
-  ck.oc0 = cg_mul(k, ob, cg_i64(k, p->ra));
-  ck.icv0 = cg_mul(k, ib, cg_i64(k, p->rb));
-  ck.ib = ib;
-  if (p->ra_tail) {
+  ck.sb = LLVMBuildSRem(b, rest, cg_i64(k, p->nsb), "");
+  ck.grp = LLVMBuildSDiv(b, rest, cg_i64(k, p->nsb), "");
+  ck.icv0 = cg_mul(k, ck.ib, cg_i64(k, p->rb));
+  if (p->rb_tail) {
     cg_ifelse ie;
-    cg_ifelse_begin(k, &ie, LLVMBuildICmp(b, LLVMIntEQ, ob, cg_i64(k, p->nob - 1), ""));
-    cgl_ib(&ck, ib, p->ra_tail);
+    cg_ifelse_begin(k, &ie, LLVMBuildICmp(b, LLVMIntEQ, ck.ib, cg_i64(k, p->nib - 1), ""));
+    cgl_body(&ck, p->rb_tail);
     cg_ifelse_else(k, &ie);
-    cgl_ib(&ck, ib, p->ra);
+    cgl_body(&ck, p->rb);
     cg_ifelse_end(k, &ie);
   } else {
-    cgl_ib(&ck, ib, p->ra);
+    cgl_body(&ck, p->rb);
   }
   cg_loop_end(k, &lt);
-  return cg_kernel_end(cx, k, p->group * p->nob * p->nib, bufs, e);
+  return cg_kernel_end(cx, k, p->group * p->nsb * p->nib, bufs, e);
 }
 
 /* The channels-last plan, or false when the path does not fit (few input channels per group,
@@ -599,51 +663,25 @@ static bool cgl_make_plan(kiln_emit_ctx *cx, const cgw_plan *w, cgl_plan *p) {
   if (p->cg < p->vw || p->mg < 1) return false;
   for (int d = 0; d < 3; d++) p->P[d] = (t->out[d] - 1) * t->stride[d] + (t->kernel[d] - 1) * t->dilation[d] + 1;
   p->cgv = div_up(p->cg, p->vw);
-  /* The register block with the least modelled time over all blocks (tails included), among
-   * those whose RA*RB accumulators, RB input vectors and one broadcast fit the 16 (AVX2) or 32
-   * vector registers and whose double sums fit the stack budget.  Cycles per position of a
-   * ra x rb block: the FMAs at two per cycle, at least one FMA latency (4) since every
-   * accumulator takes one FMA per position, or the loads at three per cycle; plus overhead. */
-  int regs = wide ? 32 : 16;
-  double best = -1;
-  for (int ra = 1; ra <= CL_MAX_RA && ra <= p->mg; ra++)
-    for (int rb = 1; rb <= CL_MAX_RB && rb <= p->cgv; rb++) {
-      if (ra * rb + rb + 1 > regs || (int64_t)p->kvol * ra * rb * p->vw * 8 > CL_STACK_BYTES)
-        continue;
-      double cost = 0;
-      for (int ta = 0; ta < 2; ta++)
-        for (int tb = 0; tb < 2; tb++) {
-          int64_t na = ta ? (p->mg % ra ? 1 : 0) : p->mg / ra;
-          int64_t nb = tb ? (p->cgv % rb ? 1 : 0) : p->cgv / rb;
-          int a = ta ? (int)(p->mg % ra) : ra, bb = tb ? (int)(p->cgv % rb) : rb;
-          double fma = a * bb / 2.0, ld = (a + bb) / 3.0, c = fma > 4 ? fma : 4;
-          if (ld > c) c = ld;
-          cost += (double)(na * nb) * (c + 0.5);
-        }
-      if (best < 0 || cost < best * 0.999) {
-        best = cost;
-        p->ra = ra;
-        p->rb = rb;
-      }
-    }
-  if (best < 0) return false;
+  if (!gemm_block(p->mg, p->cgv, wide ? 32 : 16, p->kvol * p->vw * 8, &p->ra, &p->rb))
+    return false;
   p->nob = div_up(p->mg, p->ra);
   p->nib = div_up(p->cgv, p->rb);
   p->bw = (int64_t)p->rb * p->vw;
   p->cgp = p->nib * p->bw;
   p->ra_tail = (int)(p->mg % p->ra);
   p->rb_tail = (int)(p->cgv % p->rb);
-  int64_t plane = t->out[1] * t->out[2];
-  if (plane >= CL_CHUNK || t->out[0] > 1) {
-    p->nb = 1;
-    p->rh = t->out[2] > 0 ? div_up(CL_CHUNK, t->out[2]) : 1;
-    if (p->rh > t->out[1]) p->rh = t->out[1];
-  } else {
-    p->rh = t->out[1];
-    p->nb = plane > 0 ? CL_CHUNK / plane : 1;
-  }
-  if (p->rh < 1) p->rh = 1;
-  if (p->nb < 1) p->nb = 1;
+  /* Super blocks of output-channel blocks: each chunk of Xt is read from cache by all of them.
+   * As many as leave 4 tiles per thread, while their double sums stay within CL_SB_BYTES (they
+   * are updated after every chunk and tap, best from L1). */
+  int64_t want = 4 * (int64_t)cg_threads(cx), have = p->group * p->nib;
+  p->nsb = have >= want ? 1 : div_up(want, have);
+  if (p->nsb > p->nob) p->nsb = p->nob;
+  p->rs = div_up(p->nob, p->nsb);
+  int64_t max_rs = CL_SB_BYTES / (p->kvol * p->ra * p->rb * p->vw * 8);
+  if (p->rs > max_rs) p->rs = max_rs > 1 ? max_rs : 1;
+  p->nsb = div_up(p->nob, p->rs);
+  chunk_plan(t, p->batch, &p->nb, &p->rh);
   return true;
 }
 
@@ -864,48 +902,6 @@ static kiln_code cgo_main(kiln_emit_ctx *cx, const cgo_plan *p, const int *bufs,
   }
   cg_loop_end(k, &lt);
   return cg_kernel_end(cx, k, p->group * p->nsb * p->nib, bufs, e);
-}
-
-/* The register block with the least modelled time (see cgl_make_plan) for rows x vectors
- * blocks of `rows` x `vecs`; false when none fits. */
-static bool gemm_block(int64_t rows, int64_t vecs, int regs, int64_t stack_per_acc, int *ra_out,
-                       int *rb_out) {
-  double best = -1;
-  for (int ra = 1; ra <= CL_MAX_RA && ra <= rows; ra++)
-    for (int rb = 1; rb <= CL_MAX_RB && rb <= vecs; rb++) {
-      if (ra * rb + rb + 1 > regs || stack_per_acc * ra * rb > CL_STACK_BYTES) continue;
-      double cost = 0;
-      for (int ta = 0; ta < 2; ta++)
-        for (int tb = 0; tb < 2; tb++) {
-          int64_t na = ta ? (rows % ra ? 1 : 0) : rows / ra;
-          int64_t nb = tb ? (vecs % rb ? 1 : 0) : vecs / rb;
-          int a = ta ? (int)(rows % ra) : ra, bb = tb ? (int)(vecs % rb) : rb;
-          double fma = a * bb / 2.0, ld = (a + bb) / 3.0, c = fma > 4 ? fma : 4;
-          if (ld > c) c = ld;
-          cost += (double)(na * nb) * (c + 0.5);
-        }
-      if (best < 0 || cost < best * 0.999) {
-        best = cost;
-        *ra_out = ra;
-        *rb_out = rb;
-      }
-    }
-  return best >= 0;
-}
-
-static void chunk_plan(const nn_window *t, int64_t batch, int64_t *nb, int64_t *rh) {
-  int64_t plane = t->out[1] * t->out[2];
-  if (plane >= CL_CHUNK || t->out[0] > 1) {
-    *nb = 1;
-    *rh = t->out[2] > 0 ? div_up(CL_CHUNK, t->out[2]) : 1;
-    if (*rh > t->out[1]) *rh = t->out[1];
-  } else {
-    *rh = t->out[1];
-    *nb = plane > 0 ? CL_CHUNK / plane : 1;
-    if (*nb > batch) *nb = batch;
-  }
-  if (*rh < 1) *rh = 1;
-  if (*nb < 1) *nb = 1;
 }
 
 /* The output-channel plan: for groups with fewer input channels than a vector and at least
