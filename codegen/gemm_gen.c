@@ -1,4 +1,4 @@
-/* gemm_gen.c — pointwise convolutions as packed GEMM micro-kernels (see gemm_gen.h): the
+/* gemm_gen.c — convolutions as packed GEMM micro-kernels (see gemm_gen.h): the
  * blocking plan, the compile-time weight panels, the input-packing kernel, and the GEMM kernel
  * (the MR x NR register-blocked micro-kernel and the epilogue). */
 #include "codegen/gemm_gen.h"
@@ -9,8 +9,8 @@
 
 #include "codegen/emit_copy.h"
 
-/* Input channels per chunk at most: a KC x NR strip of packed input (16 KiB with AVX2) stays
- * in L1 while the tile's weight panels pass over it. */
+/* Rows (input channel, tap) per chunk at most: a KC x NR strip of packed input (16 KiB with
+ * AVX2) stays in L1 while the tile's weight panels pass over it. */
 #define KC_MAX 256
 /* Floats of one chunk's weight block (MC x KC) at most: 128 KiB, a quarter of Zen 3's L2. */
 #define WB_MAX 32768
@@ -24,9 +24,10 @@
 
 typedef struct gemm_plan {
   int64_t N, C, OC, P, HW; /* P output pixels, HW input pixels per channel */
-  bool sub;                /* stride > 1: the pack gathers through an offset table */
+  int64_t kk, K;           /* taps; the reduction: K = C * kk rows (ic, tap) of the packed X */
+  bool sub;                /* the pack gathers through the offset table (not plain 1x1) */
   int V, MR, NV, NR;       /* vector width; register block: MR channels x NV vectors */
-  int64_t KC, n_kc, kc_last; /* input channels per chunk, chunks, channels of the last */
+  int64_t KC, n_kc, kc_last; /* rows per chunk, chunks, rows of the last */
   int64_t MC, n_mb, mc_last; /* output channels per tile (multiple of MR), blocks, last's */
   int64_t NC, n_pb, nc_last; /* pixels per tile (multiple of NR), blocks, last's */
   int64_t S;               /* strips of NR pixels per pixel block (NC / NR) */
@@ -42,26 +43,40 @@ bool cg_gemm_conv_applicable(kiln_emit_ctx *cx, const cg_conv_geom *g, const cg_
   (void)cx;
   (void)epi;
   if (g->groups != 1 || !w->data || g->N < 1 || g->C < 1 || g->OC < 1) return false;
-  int64_t hw = 1;
+  int64_t hw = 1, kk = 1;
+  bool strided = false;
   for (int d = 0; d < 3; d++) {
-    if (g->k[d] != 1 || g->pad_b[d] || g->pad_e[d] || g->ostride[d] || g->out[d] < 1 ||
-        (g->xform[d] != CG_IN_PLAIN && g->xfactor[d] != 1))
+    if (g->ostride[d] || g->out[d] < 1 || (g->xform[d] != CG_IN_PLAIN && g->xfactor[d] != 1))
       return false;
     hw *= g->in[d];
+    kk *= g->k[d];
+    strided |= g->stride[d] > 1;
   }
-  /* the subsampling table holds int32 offsets */
-  bool sub = g->stride[0] != 1 || g->stride[1] != 1 || g->stride[2] != 1;
-  return !sub || hw <= INT32_MAX;
+  if (hw > INT32_MAX) return false; /* the offset table holds int32 */
+  /* Wider kernels as GEMMs over their im2col rows where conv_gen's direct kernel is slow:
+   * strided, with enough input channels to amortize the gathering pack (ResNet's 3x3 stride-2
+   * convolutions: 45-55 -> 60-75 GFLOP/s on Zen 3; stride-1 3x3 and the 3-channel stem stay,
+   * conv_gen measured as fast or faster there). */
+  if (kk == 1) return true;
+  /* the packed im2col rows (kk times the strided input) must stay a modest scratch buffer */
+  int64_t p = g->out[0] * g->out[1] * g->out[2], bytes;
+  return strided && g->C >= 32 &&
+         kiln_mul_ok(g->N * kk * g->C, (p + 255) / 256 * 256 * 4, &bytes) &&
+         bytes <= ((int64_t)64 << 20);
 }
 
 static void make_plan(kiln_emit_ctx *cx, const cg_conv_geom *g, gemm_plan *p) {
   memset(p, 0, sizeof *p);
   p->N = g->N;
   p->C = g->C;
+  p->kk = g->k[0] * g->k[1] * g->k[2];
+  p->K = p->C * p->kk;
   p->OC = g->OC;
   p->P = g->out[0] * g->out[1] * g->out[2];
   p->HW = g->in[0] * g->in[1] * g->in[2];
-  p->sub = g->stride[0] != 1 || g->stride[1] != 1 || g->stride[2] != 1;
+  p->sub = false; /* plain: 1x1, stride 1, no padding (each pixel reads its own position) */
+  for (int d = 0; d < 3; d++)
+    p->sub |= g->k[d] != 1 || g->stride[d] != 1 || g->pad_b[d] != 0 || g->pad_e[d] != 0;
   bool avx512 = cg_avx512(cx);
   /* 6 x 2 vectors: 12 accumulators, 2 input vectors and a broadcast in AVX2's 16 registers;
    * 12 x 2 of AVX-512's 32 likewise */
@@ -69,9 +84,9 @@ static void make_plan(kiln_emit_ctx *cx, const cg_conv_geom *g, gemm_plan *p) {
   p->MR = avx512 ? 12 : 6;
   p->NV = 2;
   p->NR = p->NV * p->V;
-  p->n_kc = div_up(p->C, KC_MAX);
-  p->KC = div_up(p->C, p->n_kc);
-  p->kc_last = p->C - (p->n_kc - 1) * p->KC;
+  p->n_kc = div_up(p->K, KC_MAX);
+  p->KC = div_up(p->K, p->n_kc);
+  p->kc_last = p->K - (p->n_kc - 1) * p->KC;
   /* channel blocks: the weight block of a chunk in L2 (a quarter over WB_MAX allowed rather
    * than a second, nearly empty block), the blocks balanced */
   int64_t mc = (WB_MAX * 5 / 4 / p->KC) / p->MR * p->MR;
@@ -109,21 +124,33 @@ static void make_plan(kiln_emit_ctx *cx, const cg_conv_geom *g, gemm_plan *p) {
   p->pb_inner = p->OC > p->P;
 }
 
-/* Weights as panels of MR output channels, [ic][o] within a panel: the panel of channels
- * [b*MR, b*MR + ob) starts at b*MR*C, so a chunk of it starts at b*MR*C + k0*ob. */
-static int pack_weights(kiln_emit_ctx *cx, const gemm_plan *p, const cg_conv_weights *w,
-                        kiln_err *e) {
-  int64_t total = p->OC * p->C;
+/* Weights as panels of MR output channels, [k][o] within a panel (one step of the micro-kernel
+ * reads MR adjacent floats), chunk by chunk: chunk c (KC rows of the reduction, kc_last for the
+ * last) starts at c*OC*KC and holds the panels of channels [b*MR, b*MR + ob) one after the
+ * other, each klen x ob, so a tile streams its weight block sequentially. */
+static int pack_weights(kiln_emit_ctx *cx, const gemm_plan *p, const cg_conv_geom *g,
+                        const cg_conv_weights *w, kiln_err *e) {
+  int64_t total = p->OC * p->K;
   float *buf = kiln_malloc(sizeof(float) * (size_t)total);
   if (!buf) {
     kiln_errf(e, KILN_ERR_NOMEM, "out of memory (packed weights)");
     return -1;
   }
+  bool per_dim = w->tap_strides[0] || w->tap_strides[1] || w->tap_strides[2];
   for (int64_t oc = 0; oc < p->OC; oc++) {
     int64_t g0 = oc / p->MR * p->MR, o = oc - g0;
     int64_t ob = p->OC - g0 < p->MR ? p->OC - g0 : p->MR;
     for (int64_t ic = 0; ic < p->C; ic++)
-      buf[g0 * p->C + ic * ob + o] = w->data[w->off + oc * w->oc_stride + ic * w->ic_stride];
+      for (int64_t t = 0; t < p->kk; t++) {
+        int64_t kw = t % g->k[2], kh = t / g->k[2] % g->k[1], kd = t / (g->k[2] * g->k[1]);
+        int64_t toff = per_dim ? kd * w->tap_strides[0] + kh * w->tap_strides[1] +
+                                     kw * w->tap_strides[2]
+                               : t * w->tap_stride;
+        int64_t kr = ic * p->kk + t, c = kr / p->KC, kin = kr - c * p->KC;
+        int64_t klen = c == p->n_kc - 1 ? p->kc_last : p->KC;
+        buf[c * p->OC * p->KC + g0 * klen + kin * ob + o] =
+            w->data[w->off + oc * w->oc_stride + ic * w->ic_stride + toff];
+      }
   }
   int id = cg_buf_const(cx, buf, sizeof(float) * (size_t)total, e);
   kiln_free(buf);
@@ -132,21 +159,35 @@ static int pack_weights(kiln_emit_ctx *cx, const gemm_plan *p, const cg_conv_wei
 
 /* For a strided convolution: the input offset of every output pixel (padded with zeros to
  * whole pixel blocks, so the pack's gathers need no mask). */
+/* When the pack gathers: the input offset (within a channel plane) that tap t of output pixel q
+ * reads, at tab[t * n_pb * NC + q], or -1 where it reads padding; pixels past the last are
+ * padding too. */
 static int offset_table(kiln_emit_ctx *cx, const gemm_plan *p, const cg_conv_geom *g,
                         kiln_err *e) {
   int64_t n = p->n_pb * p->NC;
-  int32_t *tab = kiln_calloc((size_t)n, sizeof(int32_t));
+  int32_t *tab = kiln_malloc(sizeof(int32_t) * (size_t)(n * p->kk));
   if (!tab) {
     kiln_errf(e, KILN_ERR_NOMEM, "out of memory (convolution offsets)");
     return -1;
   }
-  int64_t q = 0;
-  for (int64_t od = 0; od < g->out[0]; od++)
-    for (int64_t oh = 0; oh < g->out[1]; oh++)
-      for (int64_t ow = 0; ow < g->out[2]; ow++)
-        tab[q++] = (int32_t)((od * g->stride[0] * g->in[1] + oh * g->stride[1]) * g->in[2] +
-                             ow * g->stride[2]);
-  int id = cg_buf_const(cx, tab, sizeof(int32_t) * (size_t)n, e);
+  for (int64_t i = 0; i < n * p->kk; i++) tab[i] = -1;
+  for (int64_t t = 0; t < p->kk; t++) {
+    int64_t tap[3] = {t / (g->k[2] * g->k[1]), t / g->k[2] % g->k[1], t % g->k[2]};
+    int64_t q = 0;
+    for (int64_t od = 0; od < g->out[0]; od++)
+      for (int64_t oh = 0; oh < g->out[1]; oh++)
+        for (int64_t ow = 0; ow < g->out[2]; ow++, q++) {
+          int64_t o[3] = {od, oh, ow}, off = 0;
+          bool inside = true;
+          for (int d = 0; d < 3; d++) {
+            int64_t i = o[d] * g->stride[d] + tap[d] * g->dil[d] - g->pad_b[d];
+            inside &= i >= 0 && i < g->in[d];
+            off = off * g->in[d] + i;
+          }
+          if (inside) tab[t * n + q] = (int32_t)off;
+        }
+  }
+  int id = cg_buf_const(cx, tab, sizeof(int32_t) * (size_t)(n * p->kk), e);
   kiln_free(tab);
   return id;
 }
@@ -220,34 +261,45 @@ static LLVMValueRef activate(gemm_kern *gk, LLVMValueRef v) {
  * past the last pixel: each strip of a pixel block is contiguous over the input channels. */
 
 /* Vector j of the pixel block (strip j / NV, its vector j % NV) of input channel ic. */
-static void pack_vector(gemm_kern *gk, LLVMValueRef pb, LLVMValueRef ic, LLVMValueRef j,
+static void pack_vector(gemm_kern *gk, LLVMValueRef pb, LLVMValueRef kr, LLVMValueRef j,
                         unsigned lanes) {
   cg_kernel *k = gk->k;
   const gemm_plan *p = gk->p;
   LLVMBuilderRef b = k->b;
   unsigned V = (unsigned)p->V;
+  /* row kr of the reduction is input channel kr / kk, tap kr % kk */
+  LLVMValueRef ic = p->kk > 1 ? LLVMBuildUDiv(b, kr, c64(k, p->kk), "") : kr;
   LLVMValueRef plane = mulc(k, add(k, mulc(k, gk->n, p->C), ic), p->HW);
   LLVMValueRef col = add(k, gk->p0, mulc(k, j, p->V)), val;
-  if (p->sub) { /* gather through the offset table (padded: every lane reads inside X) */
+  if (p->sub) { /* gather through the offset table; -1 (padding) lanes read nothing: zeros */
     LLVMTypeRef ity = LLVMVectorType(k->t->i32, V), pty = LLVMVectorType(k->t->ptr, V);
-    LLVMValueRef ti = LLVMBuildLoad2(b, ity, cg_gep(k, k->t->i32, gk->tab, col), "");
+    LLVMValueRef ti = col;
+    if (p->kk > 1)
+      ti = add(k, mulc(k, LLVMBuildURem(b, kr, c64(k, p->kk), ""), p->n_pb * p->NC), col);
+    ti = LLVMBuildLoad2(b, ity, cg_gep(k, k->t->i32, gk->tab, ti), "");
     LLVMSetAlignment(ti, 4);
-    LLVMValueRef idx = LLVMBuildSExt(b, ti, LLVMVectorType(k->t->i64, V), "");
+    /* Every lane loads (padding lanes element 0 of the plane), then padding is zeroed: a
+     * gather with a variable mask becomes branches per lane where gathers are slow (Zen 3),
+     * an unmasked one straight-line loads. */
+    LLVMValueRef keep = LLVMBuildICmp(b, LLVMIntSGE, ti, LLVMConstNull(ity), "");
+    LLVMValueRef idx = LLVMBuildSExt(b, cg_select(k, keep, ti, LLVMConstNull(ity)),
+                                     LLVMVectorType(k->t->i64, V), "");
     LLVMValueRef ptrs = LLVMBuildInBoundsGEP2(b, k->t->f32, cg_gep(k, k->t->f32, gk->x, plane),
                                               &idx, 1, "");
     val = cg_intrinsic(k, "llvm.masked.gather", (LLVMTypeRef[]){gk->vty, pty}, 2,
-                       (LLVMValueRef[]){ptrs, cg_i32(k, 4), cg_lane_mask(k, V, lanes),
-                                        LLVMConstNull(gk->vty)}, 4);
+                       (LLVMValueRef[]){ptrs, cg_i32(k, 4), cg_lane_mask(k, V, V),
+                                        LLVMGetPoison(gk->vty)}, 4);
+    val = cg_select(k, keep, val, LLVMConstNull(gk->vty));
   } else {
     val = cg_vload(k, gk->x, add(k, plane, col), V, lanes);
   }
   LLVMValueRef st = LLVMBuildUDiv(b, j, c64(k, p->NV), "");
   LLVMValueRef v = LLVMBuildURem(b, j, c64(k, p->NV), "");
   LLVMValueRef dst;
-  if (p->tile_pack) /* the tile's stack buffer: [strip][ic - k0][NR] */
-    dst = add(k, mulc(k, st, p->KC), LLVMBuildNSWSub(b, ic, gk->k0, ""));
+  if (p->tile_pack) /* the tile's stack buffer: [strip][kr - k0][NR] */
+    dst = add(k, mulc(k, st, p->KC), LLVMBuildNSWSub(b, kr, gk->k0, ""));
   else
-    dst = add(k, mulc(k, add(k, mulc(k, add(k, mulc(k, gk->n, p->n_pb), pb), p->S), st), p->C), ic);
+    dst = add(k, mulc(k, add(k, mulc(k, add(k, mulc(k, gk->n, p->n_pb), pb), p->S), st), p->K), kr);
   astore(gk, val, gk->xp, add(k, mulc(k, dst, p->NR), mulc(k, v, p->V)));
 }
 
@@ -283,7 +335,7 @@ static kiln_code emit_pack_kernel(kiln_emit_ctx *cx, const char *label, const ge
                   .vty = LLVMVectorType(k.t->f32, (unsigned)p->V)};
   if (p->sub) gk.tab = cg_arg(&k, 2);
   LLVMBuilderRef b = k.b;
-  int64_t n_cg = div_up(p->C, PACK_CH);
+  int64_t n_cg = div_up(p->K, PACK_CH);
   cg_loop lt;
   LLVMValueRef t = cg_loop_begin(&k, &lt, k.lo, k.hi, NULL, "tile");
   LLVMValueRef cgi = LLVMBuildURem(b, t, c64(&k, n_cg), "");
@@ -294,7 +346,7 @@ static kiln_code emit_pack_kernel(kiln_emit_ctx *cx, const char *label, const ge
   LLVMValueRef last_pb = LLVMBuildICmp(b, LLVMIntEQ, pb, c64(&k, p->n_pb - 1), "");
   LLVMValueRef nvec = cg_select(&k, last_pb, c64(&k, p->nc_last / p->V), c64(&k, p->NC / p->V));
   LLVMValueRef c0 = mulc(&k, cgi, PACK_CH);
-  emit_pack_rows(&gk, pb, c0, cg_min(&k, addc(&k, c0, PACK_CH), c64(&k, p->C)), last_pb, nvec);
+  emit_pack_rows(&gk, pb, c0, cg_min(&k, addc(&k, c0, PACK_CH), c64(&k, p->K)), last_pb, nvec);
   cg_loop_end(&k, &lt);
   int bufs[3] = {x_buf, xp_buf, tab_buf};
   return cg_kernel_end(cx, &k, p->N * p->n_pb * n_cg, bufs, e);
@@ -376,9 +428,9 @@ static void emit_micro(gemm_kern *gk, LLVMValueRef r0, int ob, LLVMValueRef s, i
                                                 (int64_t)v * p->V)));
       LLVMBuildStore(b, init, acc[o * nv + v]);
     }
-  LLVMValueRef wb = add(k, mulc(k, add(k, gk->m0, r0), p->C), mulc(k, gk->k0, ob));
+  LLVMValueRef wb = add(k, mulc(k, gk->k0, p->OC), cg_mul(k, add(k, gk->m0, r0), gk->klen));
   LLVMValueRef xb = p->tile_pack ? mulc(k, s, p->KC * p->NR)
-                                 : add(k, add(k, gk->xblk, mulc(k, s, p->C * p->NR)),
+                                 : add(k, add(k, gk->xblk, mulc(k, s, p->K * p->NR)),
                                        mulc(k, gk->k0, p->NR));
   /* UNROLL channels per iteration, then the rest one by one */
   LLVMValueRef nmain = LLVMBuildSDiv(b, gk->klen, c64(k, UNROLL), "");
@@ -391,7 +443,8 @@ static void emit_micro(gemm_kern *gk, LLVMValueRef r0, int ob, LLVMValueRef s, i
     if (pass)
       emit_step(gk, cur, wb, xb, i, ob, nv);
     else
-      for (int u = 0; u < UNROLL; u++) emit_step(gk, cur, wb, xb, addc(k, mulc(k, i, UNROLL), u), ob, nv);
+      for (int u = 0; u < UNROLL; u++)
+        emit_step(gk, cur, wb, xb, addc(k, mulc(k, i, UNROLL), u), ob, nv);
     for (int a = 0; a < n_acc; a++) LLVMBuildStore(b, cur[a], acc[a]);
     cg_loop_end(k, &l);
   }
@@ -446,9 +499,9 @@ static void emit_tile(gemm_kern *gk, LLVMValueRef mb, LLVMValueRef pb) {
   cg_loop l;
   gk->kc = cg_loop_begin(k, &l, c64(k, 0), c64(k, p->n_kc), NULL, "kc");
   gk->k0 = mulc(k, gk->kc, p->KC);
+  LLVMValueRef last_kc = LLVMBuildICmp(b, LLVMIntEQ, gk->kc, c64(k, p->n_kc - 1), "");
   gk->klen = p->n_kc == 1 ? c64(k, p->kc_last)
-                          : cg_select(k, LLVMBuildICmp(b, LLVMIntEQ, gk->kc, c64(k, p->n_kc - 1), ""),
-                                      c64(k, p->kc_last), c64(k, p->KC));
+                          : cg_select(k, last_kc, c64(k, p->kc_last), c64(k, p->KC));
   if (p->tile_pack)
     emit_pack_rows(gk, pb, gk->k0, add(k, gk->k0, gk->klen), last_pb,
                    cg_select(k, last_pb, c64(k, p->nc_last / p->V), c64(k, p->NC / p->V)));
@@ -473,7 +526,7 @@ kiln_code cg_gemm_conv_emit(kiln_emit_ctx *cx, const char *label, const cg_conv_
   assert(cg_gemm_conv_applicable(cx, geom, w, epi));
   gemm_plan p;
   make_plan(cx, geom, &p);
-  int wk_buf = pack_weights(cx, &p, w, e);
+  int wk_buf = pack_weights(cx, &p, geom, w, e);
   if (wk_buf < 0) return e->code;
   int tab_buf = -1;
   if (p.sub) {
@@ -483,7 +536,7 @@ kiln_code cg_gemm_conv_emit(kiln_emit_ctx *cx, const char *label, const cg_conv_
   /* the GEMM reads X and packs it itself, or reads X packed by a first kernel */
   int xk_buf = x_buf;
   if (!p.tile_pack) {
-    xk_buf = cg_buf_scratch(cx, sizeof(float) * (size_t)(p.N * p.n_pb * p.NC * p.C), e);
+    xk_buf = cg_buf_scratch(cx, sizeof(float) * (size_t)(p.N * p.n_pb * p.NC * p.K), e);
     if (xk_buf < 0) return e->code;
     KILN_TRY(emit_pack_kernel(cx, label, &p, x_buf, tab_buf, xk_buf, e));
   }
@@ -531,7 +584,7 @@ kiln_code cg_gemm_conv_emit(kiln_emit_ctx *cx, const char *label, const cg_conv_
   LLVMValueRef pb = p.pb_inner ? i0 : i1, mb = p.pb_inner ? i1 : i0;
   gk.m0 = mulc(&k, mb, p.MC);
   gk.p0 = mulc(&k, pb, p.NC);
-  if (!p.tile_pack) gk.xblk = mulc(&k, add(&k, mulc(&k, gk.n, p.n_pb), pb), p.S * p.C * p.NR);
+  if (!p.tile_pack) gk.xblk = mulc(&k, add(&k, mulc(&k, gk.n, p.n_pb), pb), p.S * p.K * p.NR);
   emit_tile(&gk, mb, pb);
   cg_loop_end(&k, &lt);
   return cg_kernel_end(cx, &k, n_tiles, bufs, e);

@@ -1,5 +1,5 @@
-/* test_jit_gemm.c — differential tests of the pointwise-convolution GEMM path (gemm_gen.h):
- * one-node Conv, ConvTranspose and FusedConv graphs with 1x1 kernels over shapes that are not
+/* test_jit_gemm.c — differential tests of the convolution GEMM path (gemm_gen.h): one-node
+ * Conv, ConvTranspose and FusedConv graphs with 1x1 (and strided wider) kernels over shapes not
  * multiples of the register and cache blocks (channel, pixel and input-channel chunk tails,
  * single elements, batches), strides, 1-D and 3-D, and every epilogue (bias, residual, each
  * activation), compiled and run at 1, 2 and 3 threads (whose blockings differ); the results
@@ -122,7 +122,8 @@ static void check(const tcase *c) {
   kiln_err e = {0};
   kiln_tensor *ref[1] = {0}, *j[3][1] = {{0}};
   CHECK_OK(run_ref(c, ref, &e), &e);
-  for (int t = 0; t < 3; t++) CHECK_MSG(run_jit(c, t + 1, j[t], &e) == KILN_OK, "%s: %s", c->what, e.msg);
+  for (int t = 0; t < 3; t++)
+    CHECK_MSG(run_jit(c, t + 1, j[t], &e) == KILN_OK, "%s: %s", c->what, e.msg);
   if (ref[0] && j[0][0] && j[1][0] && j[2][0]) {
     CHECK_MSG(kiln_shape_eq(&ref[0]->shape, &j[0][0]->shape), "%s: shape", c->what);
     if (kiln_shape_eq(&ref[0]->shape, &j[0][0]->shape)) {
@@ -194,22 +195,50 @@ static void test_conv_strides(void) {
 }
 
 /* Which kernels: with one block of output channels the GEMM packs its input itself (one step,
- * where conv_gen's strided 1x1 takes a subsampling copy first), with several a packing kernel
- * runs first (two steps, where conv_gen's unpadded stride-1 1x1 takes one); fed weights,
- * padding and groups stay on conv_gen. */
+ * where conv_gen's strided or padded 1x1 takes a copy first), with several a packing kernel
+ * runs first (two steps, where conv_gen's unpadded stride-1 1x1 takes one); fed weights and
+ * groups stay on conv_gen, as do stride-1 wider kernels and strided ones over few channels. */
 static void test_dispatch(void) {
   CASE("gemm stride 2: one step", KILN_OP_Conv, {T(1, 8, 9, 7), T(6, 8, 1, 1)}, 2, 2,
        .steps = 1, .attrs = {AV("strides", 2, 2)});
   CASE("gemm, packing kernel: two steps", KILN_OP_Conv, {T(1, 300, 3, 4), T(280, 300, 1, 1)}, 2,
        2, .steps = 2);
   CASE("fed weights: one step", KILN_OP_Conv, {T(1, 8, 9, 7), T(6, 8, 1, 1)}, 2, 0, .steps = 1);
-  CASE("padded", KILN_OP_Conv, {T(1, 3, 4, 5), T(2, 3, 1, 1)}, 2, 2, .steps = 2,
-       .attrs = {AV("pads", 1, 0, 0, 2)});
+  CASE("gemm padded 1x1: one step", KILN_OP_Conv, {T(1, 3, 4, 5), T(2, 3, 1, 1)}, 2, 2,
+       .steps = 1, .attrs = {AV("pads", 1, 0, 0, 2)});
+  CASE("gemm 3x3 stride 2: one step", KILN_OP_Conv, {T(1, 32, 7, 9), T(5, 32, 3, 3)}, 2, 2,
+       .steps = 1, .attrs = {AV("strides", 2, 2), AV("pads", 1, 1, 1, 1)});
+  CASE("conv_gen 3x3 stride 2, few channels: two steps", KILN_OP_Conv,
+       {T(1, 31, 7, 9), T(5, 31, 3, 3)}, 2, 2, .steps = 2,
+       .attrs = {AV("strides", 2, 2), AV("pads", 1, 1, 1, 1)});
   CASE("groups", KILN_OP_Conv, {T(1, 6, 5, 5), T(4, 3, 1, 1)}, 2, 2,
        .attrs = {AI("group", 2)});
   /* ConvTranspose 1x1 stride 1 is a pointwise conv with transposed weights */
   CASE("convT 1x1", KILN_OP_ConvTranspose, {T(2, 6, 4, 3), T(6, 5, 1, 1), T(5)}, 3, 6);
   CASE("convT 1x1 chunks", KILN_OP_ConvTranspose, {T(1, 300, 2, 3), T(300, 7, 1, 1)}, 2, 2);
+}
+
+/* Wider strided kernels: GEMMs over im2col rows (input channel, tap), padding gathered as zeros,
+ * reduction chunks splitting a channel's taps. */
+static void test_strided_kernels(void) {
+  CASE("3x3 s2 pad 1", KILN_OP_Conv, {T(1, 32, 9, 11), T(7, 32, 3, 3), T(7)}, 3, 6,
+       .attrs = {AV("strides", 2, 2), AV("pads", 1, 1, 1, 1)});
+  CASE("3x3 s2 batch, chunks", KILN_OP_Conv, {T(2, 40, 8, 8), T(13, 40, 3, 3)}, 2, 2,
+       .attrs = {AV("strides", 2, 2), AV("pads", 1, 1, 1, 1)});
+  CASE("3x3 s2 asym pads dilation", KILN_OP_Conv, {T(1, 33, 10, 13), T(5, 33, 3, 3)}, 2, 2,
+       .attrs = {AV("strides", 2, 3), AV("pads", 0, 2, 2, 1), AV("dilations", 2, 1)});
+  CASE("5x3 s2 unpadded", KILN_OP_Conv, {T(1, 32, 11, 9), T(8, 32, 5, 3), T(8)}, 3, 6,
+       .attrs = {AV("strides", 2, 2)});
+  CASE("3x3 s2 packing kernel", KILN_OP_Conv, {T(1, 64, 6, 6), T(200, 64, 3, 3), T(200)}, 3, 6,
+       .attrs = {AV("strides", 2, 2), AV("pads", 1, 1, 1, 1)});
+  CASE("1-D k5 s2", KILN_OP_Conv, {T(2, 36, 23), T(6, 36, 5)}, 2, 2,
+       .attrs = {AV("strides", 2), AV("pads", 2, 2)});
+  CASE("3-D 3x3x3 s2", KILN_OP_Conv, {T(1, 32, 5, 6, 5), T(4, 32, 3, 3, 3)}, 2, 2,
+       .attrs = {AV("strides", 2, 2, 2), AV("pads", 1, 1, 1, 1, 1, 1)});
+  CASE("fused 3x3 s2 residual relu", KILN_OP_FusedConv,
+       {T(1, 48, 10, 10), T(16, 48, 3, 3), T(16), T(1, 16, 5, 5)}, 4, 6,
+       .attrs = {AV("strides", 2, 2), AV("pads", 1, 1, 1, 1), AS("activation", "relu"),
+                 AI("has_residual", 1)});
 }
 
 /* FusedConv: every epilogue.  Inputs X, W, B (optional), Z (residual, fed). */
@@ -256,6 +285,7 @@ int main(void) {
   RUN(test_conv_shapes);
   RUN(test_conv_strides);
   RUN(test_dispatch);
+  RUN(test_strided_kernels);
   RUN(test_fused_epilogues);
   RUN(test_nonfinite);
   TEST_MAIN_END();
