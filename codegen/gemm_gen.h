@@ -22,11 +22,11 @@
  *  - the GEMM tiles over (image, block of MC output channels, block of NC pixels).  The
  *    weights are repacked at compile time into panels of MR output channels ([r][MR] per
  *    panel: one step of the micro-kernel reads MR adjacent floats; chunk-major, so a tile
- *    streams its block sequentially).  Per chunk of KC rows, every strip of the tile (KC x NR
- *    floats, in L1) meets every channel panel of the tile (MC x KC, in L2).  The micro-kernel
- *    keeps MR x NR/V accumulators in vector registers (6 x 2 vectors of 8 with AVX2, 12 x 2
- *    of 16 with AVX-512): per row NR/V vector loads, MR broadcast weights and MR x NR/V
- *    llvm.fma.  Between chunks the partial sums wait in a stack buffer (an exact float round
+ *    streams its block sequentially).  Per chunk of KC rows, every channel panel of the tile
+ *    (MR x KC floats, in L1) meets every strip of the tile (KC x NC, in L2), so the epilogue
+ *    walks MR output rows at a time sequentially.  The micro-kernel keeps MR x NR/V
+ *    accumulators in vector registers (6 x 2 vectors of 8 with AVX2, 12 x 2 of 16 with
+ *    AVX-512): per row NR/V vector loads, MR broadcast weights and MR x NR/V llvm.fma.  Between chunks the partial sums wait in a stack buffer (an exact float round
  *    trip, so each sum is one FMA chain whatever KC); the epilogue runs once, on the last
  *    chunk, and is the only write to Y.
  * Every output element therefore gets the same instruction sequence whatever the blocking,
