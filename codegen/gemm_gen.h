@@ -26,9 +26,10 @@
  *    (MR x KC floats, in L1) meets every strip of the tile (KC x NC, in L2), so the epilogue
  *    walks MR output rows at a time sequentially.  The micro-kernel keeps MR x NR/V
  *    accumulators in vector registers (6 x 2 vectors of 8 with AVX2, 12 x 2 of 16 with
- *    AVX-512): per row NR/V vector loads, MR broadcast weights and MR x NR/V llvm.fma.  Between chunks the partial sums wait in a stack buffer (an exact float round
- *    trip, so each sum is one FMA chain whatever KC); the epilogue runs once, on the last
- *    chunk, and is the only write to Y.
+ *    AVX-512): per row NR/V vector loads, MR broadcast weights and MR x NR/V llvm.fma.
+ *    Between chunks the partial sums wait in a stack buffer (an exact float round trip, so
+ *    each sum is one FMA chain whatever KC); the epilogue runs once, on the last chunk, and
+ *    is the only write to Y.
  * Every output element therefore gets the same instruction sequence whatever the blocking,
  * which the plan may adapt to the thread count: results are bitwise identical for any. */
 #ifndef KILN_CODEGEN_GEMM_GEN_H
