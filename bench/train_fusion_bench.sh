@@ -5,7 +5,7 @@
 # at each size in SIZES; the step as bench/train_bench.sh has it (BatchNorm on batch
 # statistics, cross-entropy + BCE-with-logits on the saliency with every second image lacking
 # a mask, backward, Adam), on a synthetic tensor dataset (tests/make_tensor_dataset).
-#   off  KILN_TRAIN_PASSES=eliminate-identity,fold,dce (the training pipeline before fusion)
+#   off  --passes eliminate-identity,fold,dce (the training pipeline before fusion)
 #   on   the default training pipeline (fuse-train-bn, fuse-elementwise)
 # Interleaved round by round (the machine drifts).  Each round runs `kiln train --max-steps
 # 1+STEPS --profile` per configuration (kernels from the cache, which a warm-up run fills):
@@ -46,10 +46,10 @@ for s in $SIZES; do
 done
 
 train() { # size off|on steps -> $WORK/out.txt, $WORK/log.csv
-  local s=$1 cfg=$2 n=$3 passes=""
-  [ "$cfg" = off ] && passes=$UNFUSED
+  local s=$1 cfg=$2 n=$3 passes=()
+  [ "$cfg" = off ] && passes=(--passes "$UNFUSED")
   rm -f "$WORK/log.csv"
-  KILN_TRAIN_PASSES=$passes "$KILN" train "$WORK/model$s.onnx" --data "$WORK/data$s" --epochs 1 \
+  "$KILN" train "${passes[@]}" "$WORK/model$s.onnx" --data "$WORK/data$s" --epochs 1 \
     --max-steps "$n" --threads "$THREADS" --stats --profile=1 --log "$WORK/log.csv" \
     -o "$WORK/ck.onnx" >"$WORK/out.txt" 2>&1 || { cat "$WORK/out.txt" >&2; exit 1; }
 }

@@ -57,6 +57,9 @@ static void usage(FILE *f) {
           "  --profile[=N]        time every kernel of each step after the first and print the N\n"
           "                       slowest nodes (default 30) and the time per op type at the end\n"
           "  --threads N          (default: all cores)\n"
+          "  --passes LIST        pass pipeline for the training graph (default: the training\n"
+          "                       pipeline, with fusion; `kiln opt --list-passes` shows both;\n"
+          "                       eliminate-identity,fold,dce trains without fusion)\n"
           "  --allow-fallback     run ops without compiled kernels on reference kernels\n");
 }
 
@@ -191,6 +194,8 @@ int cmd_train(int argc, char **argv) {
       logf = val;
     } else if (cli_opt(argc, argv, &i, "--threads", &val, &bad)) {
       to.threads = atoi(val);
+    } else if (cli_opt(argc, argv, &i, "--passes", &val, &bad)) {
+      to.passes = val;
     } else if (!strcmp(argv[i], "--stats")) {
       stats = true;
     } else if (!strcmp(argv[i], "--profile")) {

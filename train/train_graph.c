@@ -450,9 +450,5 @@ kiln_code kiln_train_graph_optimize_ex(kiln_train_graph *tg, const char *pipelin
 }
 
 kiln_code kiln_train_graph_optimize(kiln_train_graph *tg, const char *pipeline, kiln_err *e) {
-  /* KILN_TRAIN_PASSES replaces the default pipeline (e.g. "eliminate-identity,fold,dce" to
-   * train without fusion: bench/train_bench.sh measures both) */
-  const char *env = getenv("KILN_TRAIN_PASSES");
-  if ((!pipeline || !*pipeline) && env && *env) pipeline = env;
   return kiln_train_graph_optimize_ex(tg, pipeline, NULL, NULL, e);
 }

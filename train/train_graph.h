@@ -67,8 +67,8 @@ kiln_code kiln_train_graph_build(kiln_graph *fwd, const kiln_train_config *cfg, 
                                  kiln_err *e);
 void kiln_train_graph_free(kiln_train_graph *tg);
 
-/* Runs a pass pipeline (NULL: the training default, or the environment variable
- * KILN_TRAIN_PASSES when set) over the training graph, keeping the state updates alive and
+/* Runs a pass pipeline (NULL or "": the training default; `kiln train --passes` passes
+ * another) over the training graph, keeping the state updates alive and
  * every recorded value id valid. */
 kiln_code kiln_train_graph_optimize(kiln_train_graph *tg, const char *pipeline, kiln_err *e);
 /* The same with the caller's pass context (printing, verification; its mode is training and
