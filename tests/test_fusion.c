@@ -17,157 +17,10 @@
 #include "passes/pass.h"
 #include "runtime/ref.h"
 #include "test.h"
+#include "graph_build.h"
 
 #define DATA_DIR KILN_SOURCE_DIR "/tests/data"
 #define SUITE_DIR "/usr/share/libonnx-testdata/data"
-
-/* ---- golden text ---- */
-
-static char *read_text(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *s = malloc((size_t)n + 1);
-  if (s && fread(s, 1, (size_t)n, f) != (size_t)n) n = 0;
-  if (s) s[n] = 0;
-  fclose(f);
-  return s;
-}
-
-static void check_golden(const char *name, const char *text) {
-  char path[1024];
-  snprintf(path, sizeof path, "%s/fusion/%s.txt", DATA_DIR, name);
-  const char *upd = getenv("KILN_UPDATE_GOLDEN");
-  if (upd && !strcmp(upd, "1")) {
-    FILE *f = fopen(path, "wb");
-    CHECK_MSG(f != NULL, "cannot write %s", path);
-    if (f) {
-      fputs(text, f);
-      fclose(f);
-      printf("updated %s\n", path);
-    }
-    return;
-  }
-  char *want = read_text(path);
-  CHECK_MSG(want != NULL, "golden file %s is missing (run with KILN_UPDATE_GOLDEN=1)", path);
-  if (!want) return;
-  if (strcmp(want, text)) {
-    const char *a = want, *b = text;
-    int line = 1;
-    while (*a && *a == *b) {
-      if (*a == '\n') line++;
-      a++, b++;
-    }
-    while (a > want && a[-1] != '\n') a--, b--;
-    const char *ea = strchr(a, '\n'), *eb = strchr(b, '\n');
-    CHECK_MSG(false, "%s differs at line %d:\n  golden: %.*s\n  got:    %.*s\n--- got in full:\n%s",
-              path, line, (int)(ea ? ea - a : (long)strlen(a)), a,
-              (int)(eb ? eb - b : (long)strlen(b)), b, text);
-  }
-  free(want);
-}
-
-static char *ir_text(const kiln_graph *g) {
-  char *buf = NULL;
-  size_t len = 0;
-  FILE *f = open_memstream(&buf, &len);
-  ir_print(g, f);
-  fclose(f);
-  return buf;
-}
-
-/* ---- graph building ---- */
-
-typedef struct gb {
-  kiln_graph *g;
-  kiln_err e;
-  uint64_t rng;
-} gb;
-
-static uint64_t rng_next(uint64_t *s) {
-  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-static double rng_uniform(uint64_t *s) { return (double)(rng_next(s) >> 11) / 9007199254740992.0; }
-
-static void gb_begin(gb *b, int opset) {
-  memset(b, 0, sizeof *b);
-  b->g = ir_graph_new();
-  b->g->name = kiln_strdup("t");
-  b->rng = 4242;
-  ir_set_opset(b->g, "", opset, &b->e);
-}
-
-static int gb_input(gb *b, const char *name, int rank, const int64_t *d) {
-  int id = -1;
-  if (ir_add_value(b->g, name, &id, &b->e)) return -1;
-  kiln_value *v = ir_val(b->g, id);
-  v->dtype = KILN_F32;
-  v->shape = kiln_shape_make(rank, d);
-  v->typed = true;
-  ir_add_input(b->g, id, &b->e);
-  return id;
-}
-
-static int gb_rand(gb *b, const char *name, int rank, const int64_t *d, double lo, double hi) {
-  kiln_tensor *t = NULL;
-  kiln_shape s = kiln_shape_make(rank, d);
-  if (kiln_tensor_new(KILN_F32, &s, &t, &b->e)) return -1;
-  for (int64_t i = 0; i < t->numel; i++)
-    ((float *)t->data)[i] = (float)(lo + (hi - lo) * rng_uniform(&b->rng));
-  int id = -1;
-  ir_add_const(b->g, name, t, true, &id, &b->e);
-  return id;
-}
-
-static int gb_floats(gb *b, const char *name, int n, const float *vals) {
-  kiln_tensor *t = NULL;
-  if (kiln_tensor_new(KILN_F32, &(kiln_shape){.rank = 1, .d = {n}}, &t, &b->e)) return -1;
-  if (n) memcpy(t->data, vals, sizeof(float) * (size_t)n);
-  int id = -1;
-  ir_add_const(b->g, name, t, true, &id, &b->e);
-  return id;
-}
-
-static int gb_ints(gb *b, const char *name, int n, const int64_t *vals) {
-  kiln_tensor *t = NULL;
-  if (kiln_tensor_new(KILN_I64, &(kiln_shape){.rank = 1, .d = {n}}, &t, &b->e)) return -1;
-  memcpy(t->data, vals, sizeof(int64_t) * (size_t)n);
-  int id = -1;
-  ir_add_const(b->g, name, t, true, &id, &b->e);
-  return id;
-}
-
-static int gb_scalar(gb *b, const char *name, double v) {
-  kiln_tensor *t = NULL;
-  if (kiln_tensor_new(KILN_F32, &(kiln_shape){.rank = 0}, &t, &b->e)) return -1;
-  ((float *)t->data)[0] = (float)v;
-  int id = -1;
-  ir_add_const(b->g, name, t, true, &id, &b->e);
-  return id;
-}
-
-static int gb_node(gb *b, kiln_op op, const char *name, const int *in, int n_in, int *nid) {
-  int out = -1, id = -1;
-  if (ir_add_value(b->g, name, &out, &b->e)) return -1;
-  if (ir_add_node(b->g, op, name, in, n_in, &out, 1, &id, &b->e)) return -1;
-  if (nid) *nid = id;
-  return out;
-}
-#define IN(...) ((const int[]){__VA_ARGS__}), (int)(sizeof((int[]){__VA_ARGS__}) / sizeof(int))
-#define IV(...) ((const int64_t[]){__VA_ARGS__})
-#define NIV(...) (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), IV(__VA_ARGS__)
-#define NODE(b, op, name, ...) gb_node((b), KILN_OP_##op, (name), IN(__VA_ARGS__), NULL)
-
-static void gb_output(gb *b, int v) { ir_add_output(b->g, v, &b->e); }
-
-static void gb_ints_attr(gb *b, int nid, const char *name, int n, const int64_t *v) {
-  ir_set_attr_ints(b->g, nid, name, v, n, &b->e);
-}
 
 /* Conv of x with a random weight [oc, c/group, k...] (rank = x's rank) and optional bias;
  * pads/strides/dilations NULL: defaults. */
@@ -189,23 +42,13 @@ static int gb_conv(gb *b, const char *name, int x, int64_t oc, const int64_t *k,
     snprintf(nm, sizeof nm, "%s.bias", name);
     bv = gb_rand(b, nm, 1, IV(oc), -0.5, 0.5);
   }
-  int y = bias ? gb_node(b, KILN_OP_Conv, name, IN(x, w, bv), &nid)
-               : gb_node(b, KILN_OP_Conv, name, IN(x, w), &nid);
+  int y = bias ? gb_node(b, KILN_OP_Conv, name, IN(x, w, bv), 1, &nid)
+               : gb_node(b, KILN_OP_Conv, name, IN(x, w), 1, &nid);
   if (group != 1) ir_set_attr_int(b->g, nid, "group", group, &b->e);
   if (pads) gb_ints_attr(b, nid, "pads", 2 * nsp, pads);
   if (strides) gb_ints_attr(b, nid, "strides", nsp, strides);
   if (dils) gb_ints_attr(b, nid, "dilations", nsp, dils);
   return y;
-}
-
-/* BatchNormalization with random parameters and statistics. */
-static int gb_bn(gb *b, const char *name, int x, int64_t c) {
-  char nm[4][128];
-  static const char *const part[] = {"weight", "bias", "mean", "var"};
-  for (int i = 0; i < 4; i++) snprintf(nm[i], sizeof nm[i], "%s.%s", name, part[i]);
-  int gamma = gb_rand(b, nm[0], 1, IV(c), 0.5, 1.5), beta = gb_rand(b, nm[1], 1, IV(c), -0.5, 0.5);
-  int mean = gb_rand(b, nm[2], 1, IV(c), -0.5, 0.5), var = gb_rand(b, nm[3], 1, IV(c), 0.5, 1.5);
-  return NODE(b, BatchNormalization, name, x, gamma, beta, mean, var);
 }
 
 /* Resize (opset >= 11) of x by float scales, or to sizes when sizes != NULL. */
@@ -215,13 +58,13 @@ static int gb_resize(gb *b, const char *name, int x, const char *mode, const cha
   int rank = ir_val(b->g, x)->shape.rank, nid, y;
   snprintf(nm, sizeof nm, "%s.%s", name, sizes ? "sizes" : "scales");
   if (sizes) {
-    int sz = gb_ints(b, nm, rank, sizes);
+    int sz = gb_ints(b, nm, 1, rank, sizes);
     snprintf(nm, sizeof nm, "%s.empty", name);
     int sc = gb_floats(b, nm, 0, NULL);
-    y = gb_node(b, KILN_OP_Resize, name, IN(x, -1, sc, sz), &nid);
+    y = gb_node(b, KILN_OP_Resize, name, IN(x, -1, sc, sz), 1, &nid);
   } else {
     int sc = gb_floats(b, nm, rank, scales);
-    y = gb_node(b, KILN_OP_Resize, name, IN(x, -1, sc), &nid);
+    y = gb_node(b, KILN_OP_Resize, name, IN(x, -1, sc), 1, &nid);
   }
   ir_set_attr_str(b->g, nid, "mode", mode, &b->e);
   ir_set_attr_str(b->g, nid, "coordinate_transformation_mode", coord, &b->e);
@@ -230,58 +73,6 @@ static int gb_resize(gb *b, const char *name, int x, const char *mode, const cha
 }
 
 /* ---- running ---- */
-
-static kiln_code random_inputs(const kiln_graph *g, uint64_t seed, kiln_tensor **in, kiln_err *e) {
-  for (int i = 0; i < g->n_inputs; i++) {
-    const kiln_value *v = &g->values[g->inputs[i]];
-    KILN_TRY(kiln_tensor_new(v->dtype, &v->shape, &in[i], e));
-    for (int64_t k = 0; k < in[i]->numel; k++)
-      kiln_tensor_set_f(in[i], k, v->dtype == KILN_F32 ? 2 * rng_uniform(&seed) - 1 : 0.0);
-  }
-  return KILN_OK;
-}
-
-static void free_tensors(kiln_tensor **t, int n) {
-  for (int i = 0; i < n; i++) {
-    kiln_tensor_free(t[i]);
-    t[i] = NULL;
-  }
-}
-
-/* |a - b| <= tol * (1 + |b|) everywhere; prints the first miss. */
-static bool tensors_close(const kiln_tensor *a, const kiln_tensor *b, double tol,
-                          const char *what) {
-  if (!a || !b || a->dtype != b->dtype || !kiln_shape_eq(&a->shape, &b->shape)) {
-    fprintf(stderr, "%s: missing, or different dtype/shape\n", what);
-    return false;
-  }
-  for (int64_t i = 0; i < a->numel; i++) {
-    double x = kiln_tensor_get_f(a, i), y = kiln_tensor_get_f(b, i);
-    if (isnan(x) && isnan(y)) continue;
-    if (!(fabs(x - y) <= tol * (1 + fabs(y)))) {
-      fprintf(stderr, "%s: element %lld is %.9g, expected %.9g\n", what, (long long)i, x, y);
-      return false;
-    }
-  }
-  return true;
-}
-
-static bool tensors_same(const kiln_tensor *a, const kiln_tensor *b) {
-  return a && b && kiln_shape_eq(&a->shape, &b->shape) &&
-         !memcmp(a->data, b->data, kiln_tensor_nbytes(a));
-}
-
-static int live_nodes_of(const kiln_graph *g) {
-  int k = 0;
-  for (int64_t i = 0; i < g->n_nodes; i++) k += !g->nodes[i].dead;
-  return k;
-}
-
-static int count_op(const kiln_graph *g, kiln_op op) {
-  int k = 0;
-  for (int64_t i = 0; i < g->n_nodes; i++) k += !g->nodes[i].dead && g->nodes[i].op == op;
-  return k;
-}
 
 static int count_fused_conv(const kiln_graph *g, bool residual) {
   int k = 0;
@@ -372,7 +163,7 @@ static void fuse_run(kiln_graph *g, const fcase *c, kiln_pipeline_result *res) {
             c->pipeline ? c->pipeline : kiln_default_pipeline(c->mode),
             c->mode == KILN_MODE_TRAINING ? "training" : "inference", text1);
     fclose(f);
-    check_golden(c->golden, all);
+    check_golden_in("fusion", c->golden, all);
     free(text1);
     free(all);
   }
@@ -427,20 +218,20 @@ static const char *detail_of(const kiln_pipeline_result *r, const char *pass) {
 
 static kiln_graph *build_conv_act(int opset, kiln_err *e) {
   gb b;
-  gb_begin(&b, opset);
-  int x = gb_input(&b, "x", 4, IV(2, 4, 7, 6));
+  gb_begin(&b, opset, 4242);
+  int x = gb_input(&b, "x", KILN_F32, 4, IV(2, 4, 7, 6));
   int64_t p1[] = {1, 1, 1, 1};
   /* Conv + bias + Relu */
   int c1 = gb_conv(&b, "conv1", x, 6, IV(3, 3), true, 1, p1, NULL, NULL);
   gb_output(&b, NODE(&b, Relu, "relu1", c1));
   /* Conv (no bias, grouped, strided) + Clip(0, 6) as ReLU6 with constant bounds */
   int c2 = gb_conv(&b, "conv2", x, 4, IV(3, 3), false, 2, p1, IV(2, 2), NULL);
-  int lo = gb_scalar(&b, "zero", 0), hi = gb_scalar(&b, "six", 0.5);
+  int lo = gb_scalar(&b, "zero", KILN_F32, 0), hi = gb_scalar(&b, "six", KILN_F32, 0.5);
   gb_output(&b, NODE(&b, Clip, "relu6", c2, lo, hi));
   /* Conv + LeakyRelu(0.2), Conv + Sigmoid */
   int nid;
   int c3 = gb_conv(&b, "conv3", x, 3, IV(1, 1), true, 1, NULL, NULL, NULL);
-  int l3 = gb_node(&b, KILN_OP_LeakyRelu, "leaky", IN(c3), &nid);
+  int l3 = gb_node(&b, KILN_OP_LeakyRelu, "leaky", IN(c3), 1, &nid);
   ir_set_attr_float(b.g, nid, "alpha", 0.2, &b.e);
   gb_output(&b, l3);
   int c4 = gb_conv(&b, "conv4", x, 2, IV(2, 3), true, 1, IV(0, 1, 1, 1), NULL, IV(2, 1));
@@ -453,10 +244,10 @@ static kiln_graph *build_conv_act(int opset, kiln_err *e) {
   gb_output(&b, c6);
   /* Clip with a non-constant bound: not fused */
   int c7 = gb_conv(&b, "conv7", x, 2, IV(1, 1), false, 1, NULL, NULL, NULL);
-  int bound = gb_input(&b, "bound", 0, NULL);
+  int bound = gb_input(&b, "bound", KILN_F32, 0, NULL);
   gb_output(&b, NODE(&b, Clip, "clip7", c7, bound));
   /* 1-D */
-  int x1 = gb_input(&b, "x1", 3, IV(1, 3, 9));
+  int x1 = gb_input(&b, "x1", KILN_F32, 3, IV(1, 3, 9));
   int c8 = gb_conv(&b, "conv8", x1, 4, IV(3), true, 1, IV(1, 1), NULL, NULL);
   gb_output(&b, NODE(&b, Relu, "relu8", c8));
   *e = b.e;
@@ -476,10 +267,10 @@ static void test_conv_act(void) {
 
   /* opset 9: Clip's bounds are attributes */
   gb b;
-  gb_begin(&b, 9);
-  int x = gb_input(&b, "x", 4, IV(1, 3, 5, 5)), nid;
+  gb_begin(&b, 9, 4242);
+  int x = gb_input(&b, "x", KILN_F32, 4, IV(1, 3, 5, 5)), nid;
   int c = gb_conv(&b, "conv", x, 4, IV(3, 3), true, 1, IV(1, 1, 1, 1), NULL, NULL);
-  int y = gb_node(&b, KILN_OP_Clip, "clip", IN(c), &nid);
+  int y = gb_node(&b, KILN_OP_Clip, "clip", IN(c), 1, &nid);
   ir_set_attr_float(b.g, nid, "min", -0.1, &b.e);
   ir_set_attr_float(b.g, nid, "max", 0.3, &b.e);
   gb_output(&b, y);
@@ -501,9 +292,9 @@ static void test_conv_act(void) {
 
 static void test_conv_add_relu(void) {
   gb b;
-  gb_begin(&b, 13);
+  gb_begin(&b, 13, 4242);
   int64_t p1[] = {1, 1, 1, 1};
-  int x = gb_input(&b, "x", 4, IV(2, 4, 8, 8));
+  int x = gb_input(&b, "x", KILN_F32, 4, IV(2, 4, 8, 8));
   /* a basic block: conv-bn-relu, conv-bn, + x, relu */
   int t = NODE(&b, Relu, "b1.relu1",
                gb_bn(&b, "b1.bn1", gb_conv(&b, "b1.conv1", x, 4, IV(3, 3), false, 1, p1, NULL,
@@ -542,71 +333,72 @@ static void test_conv_add_relu(void) {
 
 static kiln_graph *build_upsample(kiln_err *e) {
   gb b;
-  gb_begin(&b, 13);
+  gb_begin(&b, 13, 4242);
   int64_t p1[] = {1, 1, 1, 1};
   int nid;
   /* a: nearest x2 (asymmetric, floor: PyTorch's) -> conv -> BN -> ReLU: phases, BN here */
-  int x = gb_input(&b, "xa", 4, IV(2, 6, 5, 4));
+  int x = gb_input(&b, "xa", KILN_F32, 4, IV(2, 6, 5, 4));
   int u = gb_resize(&b, "a.up", x, "nearest", "asymmetric", "floor", (float[]){1, 1, 2, 2}, NULL);
   u = gb_conv(&b, "a.conv", u, 5, IV(3, 3), true, 1, p1, NULL, NULL);
   gb_output(&b, NODE(&b, Relu, "a.relu", gb_bn(&b, "a.bn", u, 5)));
   /* b: nearest x3, half_pixel: phases with s = 3 */
-  x = gb_input(&b, "xb", 4, IV(1, 4, 4, 5));
+  x = gb_input(&b, "xb", KILN_F32, 4, IV(1, 4, 4, 5));
   u = gb_resize(&b, "b.up", x, "nearest", "half_pixel", "round_prefer_floor",
                 (float[]){1, 1, 3, 3}, NULL);
   gb_output(&b, gb_conv(&b, "b.conv", u, 3, IV(3, 3), false, 1, p1, NULL, NULL));
   /* c: nearest align_corners: the index map is not floor(o / s) */
-  x = gb_input(&b, "xc", 4, IV(1, 3, 5, 5));
+  x = gb_input(&b, "xc", KILN_F32, 4, IV(1, 3, 5, 5));
   u = gb_resize(&b, "c.up", x, "nearest", "align_corners", "round_prefer_ceil",
                 (float[]){1, 1, 2, 2}, NULL);
   u = gb_conv(&b, "c.conv", u, 4, IV(3, 3), true, 1, p1, NULL, NULL);
-  int l = gb_node(&b, KILN_OP_LeakyRelu, "c.leaky", IN(u), &nid);
+  int l = gb_node(&b, KILN_OP_LeakyRelu, "c.leaky", IN(u), 1, &nid);
   ir_set_attr_float(b.g, nid, "alpha", 0.1, &b.e);
   gb_output(&b, l);
   /* d: nearest asymmetric ceil */
-  x = gb_input(&b, "xd", 4, IV(1, 3, 4, 4));
+  x = gb_input(&b, "xd", KILN_F32, 4, IV(1, 3, 4, 4));
   u = gb_resize(&b, "d.up", x, "nearest", "asymmetric", "ceil", (float[]){1, 1, 2, 2}, NULL);
   gb_output(&b, gb_conv(&b, "d.conv", u, 2, IV(3, 3), true, 1, p1, NULL, NULL));
   /* e: linear half_pixel x2 -> conv -> ReLU */
-  x = gb_input(&b, "xe", 4, IV(1, 4, 5, 6));
+  x = gb_input(&b, "xe", KILN_F32, 4, IV(1, 4, 5, 6));
   u = gb_resize(&b, "e.up", x, "linear", "half_pixel", NULL, (float[]){1, 1, 2, 2}, NULL);
   u = gb_conv(&b, "e.conv", u, 3, IV(3, 3), true, 1, p1, NULL, NULL);
   gb_output(&b, NODE(&b, Relu, "e.relu", u));
   /* f: linear align_corners x(2, 3), 5x5 kernel -> Clip */
-  x = gb_input(&b, "xf", 4, IV(1, 3, 4, 5));
+  x = gb_input(&b, "xf", KILN_F32, 4, IV(1, 3, 4, 5));
   u = gb_resize(&b, "f.up", x, "linear", "align_corners", NULL, (float[]){1, 1, 2, 3}, NULL);
   u = gb_conv(&b, "f.conv", u, 2, IV(5, 5), true, 1, IV(2, 2, 2, 2), NULL, NULL);
-  gb_output(&b, NODE(&b, Clip, "f.clip", u, gb_scalar(&b, "f.lo", 0), gb_scalar(&b, "f.hi", 0.4)));
+  gb_output(&b, NODE(&b, Clip, "f.clip", u, gb_scalar(&b, "f.lo", KILN_F32, 0),
+                     gb_scalar(&b, "f.hi", KILN_F32, 0.4)));
   /* g: nearest x2 then a strided conv: conv_gen's nearest input transform */
-  x = gb_input(&b, "xg", 4, IV(1, 4, 6, 6));
+  x = gb_input(&b, "xg", KILN_F32, 4, IV(1, 4, 6, 6));
   u = gb_resize(&b, "g.up", x, "nearest", "asymmetric", "floor", (float[]){1, 1, 2, 2}, NULL);
   gb_output(&b, gb_conv(&b, "g.conv", u, 4, IV(3, 3), false, 1, p1, IV(2, 2), NULL));
   /* h: nearest by sizes, grouped 2x2 conv with asymmetric pads -> Sigmoid */
-  x = gb_input(&b, "xh", 4, IV(1, 4, 3, 5));
+  x = gb_input(&b, "xh", KILN_F32, 4, IV(1, 4, 3, 5));
   u = gb_resize(&b, "h.up", x, "nearest", "asymmetric", "floor", NULL, IV(1, 4, 6, 10));
   u = gb_conv(&b, "h.conv", u, 4, IV(2, 2), true, 2, IV(0, 1, 1, 0), NULL, NULL);
   gb_output(&b, NODE(&b, Sigmoid, "h.sigmoid", u));
   /* i: 1-D */
-  x = gb_input(&b, "xi", 3, IV(1, 2, 7));
+  x = gb_input(&b, "xi", KILN_F32, 3, IV(1, 2, 7));
   u = gb_resize(&b, "i.up", x, "nearest", "asymmetric", "floor", (float[]){1, 1, 2}, NULL);
   gb_output(&b, gb_conv(&b, "i.conv", u, 3, IV(3), true, 1, IV(1, 1), NULL, NULL));
   /* j: linear asymmetric, dilated 3x3 without padding */
-  x = gb_input(&b, "xj", 4, IV(1, 3, 4, 4));
+  x = gb_input(&b, "xj", KILN_F32, 4, IV(1, 3, 4, 4));
   u = gb_resize(&b, "j.up", x, "linear", "asymmetric", NULL, (float[]){1, 1, 2, 2}, NULL);
   gb_output(&b, gb_conv(&b, "j.conv", u, 2, IV(3, 3), true, 1, NULL, NULL, IV(2, 2)));
   /* k: only W upsampled; dilated along H */
-  x = gb_input(&b, "xk", 4, IV(1, 3, 6, 4));
+  x = gb_input(&b, "xk", KILN_F32, 4, IV(1, 3, 6, 4));
   u = gb_resize(&b, "k.up", x, "nearest", "asymmetric", "floor", (float[]){1, 1, 1, 2}, NULL);
   gb_output(&b, gb_conv(&b, "k.conv", u, 2, IV(3, 3), true, 1, IV(2, 1, 2, 1), NULL, IV(2, 1)));
   /* not fused: the upsampled value has a second reader; cubic; a scale of 1.5 */
-  x = gb_input(&b, "xl", 4, IV(1, 2, 3, 3));
+  x = gb_input(&b, "xl", KILN_F32, 4, IV(1, 2, 3, 3));
   u = gb_resize(&b, "l.up", x, "nearest", "asymmetric", "floor", (float[]){1, 1, 2, 2}, NULL);
   gb_output(&b, gb_conv(&b, "l.conv", u, 2, IV(3, 3), true, 1, p1, NULL, NULL));
   gb_output(&b, u);
-  x = gb_input(&b, "xm", 4, IV(1, 2, 3, 3));
+  x = gb_input(&b, "xm", KILN_F32, 4, IV(1, 2, 3, 3));
   u = gb_resize(&b, "m.up", x, "cubic", "half_pixel", NULL, (float[]){1, 1, 2, 2}, NULL);
   gb_output(&b, gb_conv(&b, "m.conv", u, 2, IV(3, 3), true, 1, p1, NULL, NULL));
-  x = gb_input(&b, "xn", 4, IV(1, 2, 4, 4));
+  x = gb_input(&b, "xn", KILN_F32, 4, IV(1, 2, 4, 4));
   u = gb_resize(&b, "n.up", x, "nearest", "asymmetric", "floor", (float[]){1, 1, 1.5f, 1.5f},
                 NULL);
   gb_output(&b, gb_conv(&b, "n.conv", u, 2, IV(3, 3), true, 1, p1, NULL, NULL));
@@ -639,18 +431,18 @@ static void test_upsample_conv(void) {
 static void test_upsample_legacy(void) {
   for (int opset = 9; opset <= 10; opset++) {
     gb b;
-    gb_begin(&b, opset);
+    gb_begin(&b, opset, 4242);
     kiln_op op = opset == 9 ? KILN_OP_Upsample : KILN_OP_Resize;
     int64_t p1[] = {1, 1, 1, 1};
     int nid;
     for (int lin = 0; lin < 2; lin++) {
       char nm[32];
       snprintf(nm, sizeof nm, "x%d", lin);
-      int x = gb_input(&b, nm, 4, IV(1, 3, 4, 5));
+      int x = gb_input(&b, nm, KILN_F32, 4, IV(1, 3, 4, 5));
       snprintf(nm, sizeof nm, "up%d.scales", lin);
       int sc = gb_floats(&b, nm, 4, (float[]){1, 1, 2, 2});
       snprintf(nm, sizeof nm, "up%d", lin);
-      int u = gb_node(&b, op, nm, IN(x, sc), &nid);
+      int u = gb_node(&b, op, nm, IN(x, sc), 1, &nid);
       ir_set_attr_str(b.g, nid, "mode", lin ? "linear" : "nearest", &b.e);
       snprintf(nm, sizeof nm, "conv%d", lin);
       u = gb_conv(&b, nm, u, 4, IV(3, 3), true, 1, p1, NULL, NULL);
@@ -672,33 +464,33 @@ static void test_upsample_legacy(void) {
 
 static void test_gap_gemm(void) {
   gb b;
-  gb_begin(&b, 13);
+  gb_begin(&b, 13, 4242);
   int nid;
   /* GAP -> Flatten -> Gemm(transB, C [M]) */
-  int x = gb_input(&b, "x", 4, IV(3, 6, 4, 5));
-  int f = gb_node(&b, KILN_OP_Flatten, "flat", IN(NODE(&b, GlobalAveragePool, "gap", x)), &nid);
+  int x = gb_input(&b, "x", KILN_F32, 4, IV(3, 6, 4, 5));
+  int f = gb_node(&b, KILN_OP_Flatten, "flat", IN(NODE(&b, GlobalAveragePool, "gap", x)), 1, &nid);
   ir_set_attr_int(b.g, nid, "axis", 1, &b.e);
   int y = gb_node(&b, KILN_OP_Gemm, "fc",
                   IN(f, gb_rand(&b, "fc.weight", 2, IV(70, 6), -1, 1),
-                     gb_rand(&b, "fc.bias", 1, IV(70), -1, 1)),
+                     gb_rand(&b, "fc.bias", 1, IV(70), -1, 1)), 1,
                   &nid);
   ir_set_attr_int(b.g, nid, "transB", 1, &b.e);
   gb_output(&b, NODE(&b, Relu, "relu", y));
   /* 3-D pooling -> Reshape [N, C] -> Gemm(alpha, beta, C [N, M]) */
-  int x2 = gb_input(&b, "x2", 5, IV(2, 5, 2, 3, 2));
+  int x2 = gb_input(&b, "x2", KILN_F32, 5, IV(2, 5, 2, 3, 2));
   int r = NODE(&b, Reshape, "flat2", NODE(&b, GlobalAveragePool, "gap2", x2),
-               gb_ints(&b, "shape2", 2, IV(2, -1)));
+               gb_ints(&b, "shape2", 1, 2, IV(2, -1)));
   int y2 = gb_node(&b, KILN_OP_Gemm, "fc2",
                    IN(r, gb_rand(&b, "fc2.weight", 2, IV(5, 4), -1, 1),
-                      gb_rand(&b, "fc2.c", 2, IV(2, 4), -1, 1)),
+                      gb_rand(&b, "fc2.c", 2, IV(2, 4), -1, 1)), 1,
                    &nid);
   ir_set_attr_float(b.g, nid, "alpha", 0.5, &b.e);
   ir_set_attr_float(b.g, nid, "beta", 2.0, &b.e);
   gb_output(&b, y2);
   /* no C, the pooled value is also an output: not fused */
-  int x3 = gb_input(&b, "x3", 4, IV(1, 3, 2, 2));
+  int x3 = gb_input(&b, "x3", KILN_F32, 4, IV(1, 3, 2, 2));
   int p3 = NODE(&b, GlobalAveragePool, "gap3", x3);
-  int f3 = gb_node(&b, KILN_OP_Flatten, "flat3", IN(p3), &nid);
+  int f3 = gb_node(&b, KILN_OP_Flatten, "flat3", IN(p3), 1, &nid);
   gb_output(&b, NODE(&b, Gemm, "fc3", f3, gb_rand(&b, "fc3.weight", 2, IV(3, 2), -1, 1)));
   gb_output(&b, p3);
   CHECK_OK(b.e.code, &b.e);
@@ -713,27 +505,29 @@ static void test_gap_gemm(void) {
 
 static void test_elementwise(void) {
   gb b;
-  gb_begin(&b, 13);
+  gb_begin(&b, 13, 4242);
   int nid;
-  int x = gb_input(&b, "x", 4, IV(2, 3, 4, 5)), y = gb_input(&b, "y", 4, IV(2, 3, 4, 5));
-  int z = gb_input(&b, "z", 3, IV(3, 1, 1));
+  int x = gb_input(&b, "x", KILN_F32, 4, IV(2, 3, 4, 5));
+  int y = gb_input(&b, "y", KILN_F32, 4, IV(2, 3, 4, 5));
+  int z = gb_input(&b, "z", KILN_F32, 3, IV(3, 1, 1));
   /* ((x * y + z) -> Relu -> Clip(0, 0.5)) * x -> Sigmoid: one chain, with broadcasting */
   int a = NODE(&b, Mul, "mul", x, y);
   int s = NODE(&b, Add, "add", a, z);
   int r = NODE(&b, Relu, "relu", s);
-  int c = NODE(&b, Clip, "clip", r, gb_scalar(&b, "lo", 0), gb_scalar(&b, "hi", 0.5));
+  int c = NODE(&b, Clip, "clip", r, gb_scalar(&b, "lo", KILN_F32, 0),
+               gb_scalar(&b, "hi", KILN_F32, 0.5));
   int m = NODE(&b, Mul, "mul2", c, x);
   gb_output(&b, NODE(&b, Sigmoid, "sig", m));
   /* a value read twice by one node (t * t), variadic Sum, attributes */
   int t = NODE(&b, Tanh, "tanh", y);
   int sq = NODE(&b, Mul, "square", t, t);
-  int l = gb_node(&b, KILN_OP_LeakyRelu, "leaky", IN(x), &nid);
+  int l = gb_node(&b, KILN_OP_LeakyRelu, "leaky", IN(x), 1, &nid);
   ir_set_attr_float(b.g, nid, "alpha", 0.3, &b.e);
-  int hs = gb_node(&b, KILN_OP_HardSigmoid, "hsig", IN(y), &nid);
+  int hs = gb_node(&b, KILN_OP_HardSigmoid, "hsig", IN(y), 1, &nid);
   ir_set_attr_float(b.g, nid, "alpha", 0.25, &b.e);
   ir_set_attr_float(b.g, nid, "beta", 0.4, &b.e);
   int sum = NODE(&b, Sum, "sum", sq, l, hs, z);
-  int se = gb_node(&b, KILN_OP_Selu, "selu", IN(sum), &nid);
+  int se = gb_node(&b, KILN_OP_Selu, "selu", IN(sum), 1, &nid);
   ir_set_attr_float(b.g, nid, "alpha", 1.5, &b.e);
   ir_set_attr_float(b.g, nid, "gamma", 1.1, &b.e);
   gb_output(&b, se);
@@ -751,31 +545,32 @@ static void test_elementwise(void) {
   ir_graph_free(b.g);
 
   /* a chain of 70 nodes: trees of at most 32 steps (32 + 32 + 6) */
-  gb_begin(&b, 13);
-  x = gb_input(&b, "x", 2, IV(3, 17));
+  gb_begin(&b, 13, 4242);
+  x = gb_input(&b, "x", KILN_F32, 2, IV(3, 17));
   int v = x;
   for (int i = 0; i < 70; i++) {
     char nm[16];
     snprintf(nm, sizeof nm, "n%d", i);
-    v = gb_node(&b, i % 2 ? KILN_OP_Neg : KILN_OP_Softsign, nm, IN(v), NULL);
+    v = gb_node(&b, i % 2 ? KILN_OP_Neg : KILN_OP_Softsign, nm, IN(v), 1, NULL);
   }
   gb_output(&b, v);
   CHECK_OK(b.e.code, &b.e);
   fuse_run(b.g, &(fcase){.pipeline = "fuse-elementwise"}, &res);
-  CHECK_MSG(count_op(b.g, KILN_OP_FusedElementwise) == 3 && live_nodes_of(b.g) == 3, "%s",
+  CHECK_MSG(count_op(b.g, KILN_OP_FusedElementwise) == 3 && live_nodes(b.g) == 3, "%s",
             detail_of(&res, "fuse-elementwise"));
   ir_graph_free(b.g);
 
   /* opset 9: Clip's bounds are attributes; Max; PRelu */
-  gb_begin(&b, 9);
-  x = gb_input(&b, "x", 2, IV(4, 33)), y = gb_input(&b, "y", 1, IV(33));
-  c = gb_node(&b, KILN_OP_Clip, "clip", IN(NODE(&b, Max, "max", x, y)), &nid);
+  gb_begin(&b, 9, 4242);
+  x = gb_input(&b, "x", KILN_F32, 2, IV(4, 33)), y = gb_input(&b, "y", KILN_F32, 1, IV(33));
+  c = gb_node(&b, KILN_OP_Clip, "clip", IN(NODE(&b, Max, "max", x, y)), 1, &nid);
   ir_set_attr_float(b.g, nid, "min", -0.25, &b.e);
   ir_set_attr_float(b.g, nid, "max", 0.75, &b.e);
-  gb_output(&b, NODE(&b, PRelu, "prelu", NODE(&b, Sub, "sub", c, y), gb_scalar(&b, "slope", 0.1)));
+  gb_output(&b, NODE(&b, PRelu, "prelu", NODE(&b, Sub, "sub", c, y),
+                     gb_scalar(&b, "slope", KILN_F32, 0.1)));
   CHECK_OK(b.e.code, &b.e);
   fuse_run(b.g, &(fcase){.pipeline = "fuse-elementwise"}, &res);
-  CHECK(count_op(b.g, KILN_OP_FusedElementwise) == 1 && live_nodes_of(b.g) == 1);
+  CHECK(count_op(b.g, KILN_OP_FusedElementwise) == 1 && live_nodes(b.g) == 1);
   ir_graph_free(b.g);
 }
 
@@ -793,9 +588,9 @@ static void test_bad_attributes(void) {
   static const char *const ops_ok[] = {"Relu", "Add"}, *const ops_bad[] = {"Relu", "Softmax"};
   for (int k = 0; k < 4; k++) {
     gb b;
-    gb_begin(&b, 13);
-    int x = gb_input(&b, "x", 2, IV(2, 3)), nid;
-    int y = gb_node(&b, KILN_OP_FusedElementwise, "fe", IN(x), &nid);
+    gb_begin(&b, 13, 4242);
+    int x = gb_input(&b, "x", KILN_F32, 2, IV(2, 3)), nid;
+    int y = gb_node(&b, KILN_OP_FusedElementwise, "fe", IN(x), 1, &nid);
     gb_output(&b, y);
     kiln_attr a = {.name = kiln_strdup("ops"), .kind = KILN_ATTR_STRINGS, .n = 2};
     a.strings = kiln_calloc(2, sizeof(char *));
@@ -818,10 +613,10 @@ static void test_bad_attributes(void) {
   /* UpsampleConv: scales per spatial dim, known modes */
   for (int k = 0; k < 3; k++) {
     gb b;
-    gb_begin(&b, 13);
-    int x = gb_input(&b, "x", 4, IV(1, 2, 3, 3)), nid;
+    gb_begin(&b, 13, 4242);
+    int x = gb_input(&b, "x", KILN_F32, 4, IV(1, 2, 3, 3)), nid;
     int w = gb_rand(&b, "w", 4, IV(2, 2, 3, 3), -1, 1);
-    gb_output(&b, gb_node(&b, KILN_OP_UpsampleConv, "uc", IN(x, w), &nid));
+    gb_output(&b, gb_node(&b, KILN_OP_UpsampleConv, "uc", IN(x, w), 1, &nid));
     gb_ints_attr(&b, nid, "scales", k == 0 ? 1 : 2, IV(2, 2));
     if (k == 1) ir_set_attr_str(b.g, nid, "mode", "cubic", &b.e);
     if (k == 2) ir_set_attr_str(b.g, nid, "coordinate_transformation_mode", "tf_crop_and_resize",
@@ -832,10 +627,10 @@ static void test_bad_attributes(void) {
   /* FusedConv: has_residual without Z; an unknown activation; clip without bounds */
   for (int k = 0; k < 3; k++) {
     gb b;
-    gb_begin(&b, 13);
-    int x = gb_input(&b, "x", 4, IV(1, 2, 3, 3)), nid;
+    gb_begin(&b, 13, 4242);
+    int x = gb_input(&b, "x", KILN_F32, 4, IV(1, 2, 3, 3)), nid;
     int w = gb_rand(&b, "w", 4, IV(2, 2, 1, 1), -1, 1);
-    gb_output(&b, gb_node(&b, KILN_OP_FusedConv, "fc", IN(x, w), &nid));
+    gb_output(&b, gb_node(&b, KILN_OP_FusedConv, "fc", IN(x, w), 1, &nid));
     if (k == 0) ir_set_attr_int(b.g, nid, "has_residual", 1, &b.e);
     if (k == 1) ir_set_attr_str(b.g, nid, "activation", "gelu", &b.e);
     if (k == 2) ir_set_attr_str(b.g, nid, "activation", "clip", &b.e);
@@ -1003,7 +798,7 @@ done:
 }
 
 static void test_conformance_models(void) {
-  char *list = read_text(KILN_SOURCE_DIR "/tests/conformance/passing.txt");
+  char *list = gt_read_text(KILN_SOURCE_DIR "/tests/conformance/passing.txt");
   CHECK(list != NULL);
   if (!list || !file_exists(SUITE_DIR "/node")) {
     printf("conformance models: skipped (no test data)\n");

@@ -13,226 +13,12 @@
 #include "passes/pass.h"
 #include "runtime/ref.h"
 #include "test.h"
+#include "graph_build.h"
 
 #define DATA_DIR KILN_SOURCE_DIR "/tests/data"
 #define SUITE_DIR "/usr/share/libonnx-testdata/data"
 
-/* ---- golden text ---- */
-
-static char *read_text(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *s = malloc((size_t)n + 1);
-  if (s && fread(s, 1, (size_t)n, f) != (size_t)n) n = 0;
-  if (s) s[n] = 0;
-  fclose(f);
-  return s;
-}
-
-/* Compares `text` with tests/data/passes/<name>.txt, or rewrites that file when
- * KILN_UPDATE_GOLDEN=1. */
-static void check_golden(const char *name, const char *text) {
-  char path[1024];
-  snprintf(path, sizeof path, "%s/passes/%s.txt", DATA_DIR, name);
-  const char *upd = getenv("KILN_UPDATE_GOLDEN");
-  if (upd && !strcmp(upd, "1")) {
-    FILE *f = fopen(path, "wb");
-    CHECK_MSG(f != NULL, "cannot write %s", path);
-    if (f) {
-      fputs(text, f);
-      fclose(f);
-      printf("updated %s\n", path);
-    }
-    return;
-  }
-  char *want = read_text(path);
-  CHECK_MSG(want != NULL, "golden file %s is missing (run with KILN_UPDATE_GOLDEN=1)", path);
-  if (!want) return;
-  if (strcmp(want, text)) {
-    /* show the first differing line of each */
-    const char *a = want, *b = text;
-    int line = 1;
-    while (*a && *a == *b) {
-      if (*a == '\n') line++;
-      a++, b++;
-    }
-    while (a > want && a[-1] != '\n') a--, b--;
-    const char *ea = strchr(a, '\n'), *eb = strchr(b, '\n');
-    CHECK_MSG(false, "%s differs at line %d:\n  golden: %.*s\n  got:    %.*s\n--- got in full:\n%s",
-              path, line, (int)(ea ? ea - a : (long)strlen(a)), a,
-              (int)(eb ? eb - b : (long)strlen(b)), b, text);
-  }
-  free(want);
-}
-
-/* The IR as text (free() it). */
-static char *ir_text(const kiln_graph *g) {
-  char *buf = NULL;
-  size_t len = 0;
-  FILE *f = open_memstream(&buf, &len);
-  ir_print(g, f);
-  fclose(f);
-  return buf;
-}
-
-/* ---- graph building ---- */
-
-typedef struct gb {
-  kiln_graph *g;
-  kiln_err e;
-  uint64_t rng;
-} gb;
-
-static uint64_t rng_next(uint64_t *s) {
-  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-static double rng_uniform(uint64_t *s) { return (double)(rng_next(s) >> 11) / 9007199254740992.0; }
-
-static void gb_begin(gb *b, int opset) {
-  memset(b, 0, sizeof *b);
-  b->g = ir_graph_new();
-  b->g->name = kiln_strdup("t");
-  b->rng = 12345;
-  ir_set_opset(b->g, "", opset, &b->e);
-}
-
-static int gb_input(gb *b, const char *name, kiln_dtype dt, int rank, const int64_t *d) {
-  int id = -1;
-  if (ir_add_value(b->g, name, &id, &b->e)) return -1;
-  kiln_value *v = ir_val(b->g, id);
-  v->dtype = dt;
-  v->shape = kiln_shape_make(rank, d);
-  v->typed = true;
-  ir_add_input(b->g, id, &b->e);
-  return id;
-}
-
-/* A float initializer, uniform in [lo, hi). */
-static int gb_rand(gb *b, const char *name, int rank, const int64_t *d, double lo, double hi) {
-  kiln_tensor *t = NULL;
-  kiln_shape s = kiln_shape_make(rank, d);
-  if (kiln_tensor_new(KILN_F32, &s, &t, &b->e)) return -1;
-  for (int64_t i = 0; i < t->numel; i++)
-    ((float *)t->data)[i] = (float)(lo + (hi - lo) * rng_uniform(&b->rng));
-  int id = -1;
-  ir_add_const(b->g, name, t, true, &id, &b->e);
-  return id;
-}
-
-/* An int64 constant of the given rank (0 or 1) and values. */
-static int gb_ints(gb *b, const char *name, int rank, int n, const int64_t *vals) {
-  kiln_tensor *t = NULL;
-  kiln_shape s = kiln_shape_make(rank, (int64_t[]){n});
-  if (kiln_tensor_new(KILN_I64, &s, &t, &b->e)) return -1;
-  if (n) memcpy(t->data, vals, sizeof(int64_t) * (size_t)n);
-  int id = -1;
-  ir_add_const(b->g, name, t, true, &id, &b->e);
-  return id;
-}
-
-static int gb_scalar(gb *b, const char *name, kiln_dtype dt, double v) {
-  kiln_tensor *t = NULL;
-  kiln_shape s = {.rank = 0};
-  if (kiln_tensor_new(dt, &s, &t, &b->e)) return -1;
-  kiln_tensor_set_f(t, 0, v);
-  int id = -1;
-  ir_add_const(b->g, name, t, true, &id, &b->e);
-  return id;
-}
-
-/* Adds node `name` with outputs "name" (and "name_1", ... when n_out > 1); returns the
- * first output's id and the node's id in *nid. */
-static int gb_node(gb *b, kiln_op op, const char *name, const int *in, int n_in, int n_out,
-                   int *nid) {
-  int outs[8];
-  for (int o = 0; o < n_out; o++) {
-    char nm[128];
-    if (o)
-      snprintf(nm, sizeof nm, "%s_%d", name, o);
-    else
-      snprintf(nm, sizeof nm, "%s", name);
-    if (ir_add_value(b->g, nm, &outs[o], &b->e)) return -1;
-  }
-  int id = -1;
-  if (ir_add_node(b->g, op, name, in, n_in, outs, n_out, &id, &b->e)) return -1;
-  if (nid) *nid = id;
-  return outs[0];
-}
-#define IN(...) ((const int[]){__VA_ARGS__}), (int)(sizeof((int[]){__VA_ARGS__}) / sizeof(int))
-#define IV(...) ((const int64_t[]){__VA_ARGS__})
-#define NODE(b, op, name, ...) gb_node((b), KILN_OP_##op, (name), IN(__VA_ARGS__), 1, NULL)
-
-static void gb_output(gb *b, int v) { ir_add_output(b->g, v, &b->e); }
-
-/* BatchNormalization over x with random parameters and statistics (one per channel). */
-static int gb_bn(gb *b, const char *name, int x, int64_t c, int n_out, int *nid) {
-  char nm[4][128];
-  static const char *const part[] = {"weight", "bias", "mean", "var"};
-  for (int i = 0; i < 4; i++) snprintf(nm[i], sizeof nm[i], "%s.%s", name, part[i]);
-  int gamma = gb_rand(b, nm[0], 1, IV(c), 0.5, 1.5), beta = gb_rand(b, nm[1], 1, IV(c), -0.5, 0.5);
-  int mean = gb_rand(b, nm[2], 1, IV(c), -0.5, 0.5), var = gb_rand(b, nm[3], 1, IV(c), 0.5, 1.5);
-  return gb_node(b, KILN_OP_BatchNormalization, name, IN(x, gamma, beta, mean, var), n_out, nid);
-}
-
 /* ---- differential execution ---- */
-
-static kiln_code random_inputs(const kiln_graph *g, uint64_t seed, kiln_tensor **in, kiln_err *e) {
-  for (int i = 0; i < g->n_inputs; i++) {
-    const kiln_value *v = &g->values[g->inputs[i]];
-    KILN_TRY(kiln_tensor_new(v->dtype, &v->shape, &in[i], e));
-    for (int64_t k = 0; k < in[i]->numel; k++) {
-      double u = rng_uniform(&seed);
-      kiln_tensor_set_f(in[i], k,
-                        v->dtype == KILN_F32    ? 2 * u - 1
-                        : v->dtype == KILN_BOOL ? (double)(u < 0.5)
-                                                : (double)(int)(u * 4));
-    }
-  }
-  return KILN_OK;
-}
-
-/* |a - b| <= tol * (1 + |b|) everywhere (NaN matches NaN); prints the first miss. */
-static bool tensors_close(const kiln_tensor *a, const kiln_tensor *b, double tol,
-                          const char *what) {
-  if (!a || !b || a->dtype != b->dtype || !kiln_shape_eq(&a->shape, &b->shape)) {
-    fprintf(stderr, "%s: missing, or different dtype/shape\n", what);
-    return false;
-  }
-  for (int64_t i = 0; i < a->numel; i++) {
-    double x = kiln_tensor_get_f(a, i), y = kiln_tensor_get_f(b, i);
-    if (isnan(x) && isnan(y)) continue;
-    if (!(fabs(x - y) <= tol * (1 + fabs(y)))) {
-      fprintf(stderr, "%s: element %lld is %.9g, expected %.9g\n", what, (long long)i, x, y);
-      return false;
-    }
-  }
-  return true;
-}
-
-static void free_tensors(kiln_tensor **t, int n) {
-  for (int i = 0; i < n; i++) {
-    kiln_tensor_free(t[i]);
-    t[i] = NULL;
-  }
-}
-
-static int count_op(const kiln_graph *g, kiln_op op) {
-  int k = 0;
-  for (int64_t i = 0; i < g->n_nodes; i++) k += !g->nodes[i].dead && g->nodes[i].op == op;
-  return k;
-}
-
-static int live_nodes(const kiln_graph *g) {
-  int k = 0;
-  for (int64_t i = 0; i < g->n_nodes; i++) k += !g->nodes[i].dead;
-  return k;
-}
 
 /* Runs g on `in` (or on seeded random inputs when NULL) with the reference kernels. */
 static kiln_code run_ref(const kiln_graph *g, kiln_tensor *const *in, kiln_tensor **out,
@@ -290,7 +76,7 @@ static void diff_run(kiln_graph *g, const diff_case *c, kiln_pipeline_result *re
             c->pipeline ? c->pipeline : kiln_default_pipeline(c->mode),
             c->mode == KILN_MODE_TRAINING ? "training" : "inference", text1);
     fclose(f);
-    check_golden(c->golden, all);
+    check_golden_in("passes", c->golden, all);
     free(text1);
     free(all);
   }
@@ -326,7 +112,7 @@ done:
  * than ir_infer folds), a large ConstantOfShape that stays, and Shape(x) as an output. */
 static kiln_graph *build_fold_graph(kiln_err *e) {
   gb b;
-  gb_begin(&b, 13);
+  gb_begin(&b, 13, 12345);
   int x = gb_input(&b, "x", KILN_F32, 4, IV(2, 3, 4, 4));
   int shape = NODE(&b, Shape, "shape", x);
   int g0 = NODE(&b, Gather, "batch", shape, gb_ints(&b, "zero", 0, 1, IV(0)));
@@ -395,7 +181,7 @@ static kiln_code failing_eval(void *ctx, const kiln_graph *g, const kiln_node *n
 /* An evaluation error while folding stops the pipeline with a message naming the node. */
 static void test_fold_error(void) {
   gb b;
-  gb_begin(&b, 13);
+  gb_begin(&b, 13, 12345);
   int nid;
   /* 90000 elements: too many for ir_infer to fold, so the pass evaluates it */
   int t = gb_node(&b, KILN_OP_Transpose, "big_t", IN(gb_rand(&b, "big", 2, IV(300, 300), -1, 1)),
@@ -419,7 +205,7 @@ static void test_fold_error(void) {
 
 static kiln_graph *build_identity_graph(kiln_err *e) {
   gb b;
-  gb_begin(&b, 13);
+  gb_begin(&b, 13, 12345);
   int nid;
   int x = gb_input(&b, "x", KILN_F32, 2, IV(2, 6));
   int x2 = gb_input(&b, "x2", KILN_F32, 2, IV(3, 4));
@@ -491,7 +277,7 @@ static void test_dropout_modes(void) {
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     gb b;
-    gb_begin(&b, cases[i].opset);
+    gb_begin(&b, cases[i].opset, 12345);
     int x = gb_input(&b, "x", KILN_F32, 1, IV(8));
     int nid, y;
     if (cases[i].train_input >= 0)
@@ -519,7 +305,7 @@ static void test_dropout_modes(void) {
 
 static kiln_graph *build_bn_graph(int opset, kiln_err *e) {
   gb b;
-  gb_begin(&b, opset);
+  gb_begin(&b, opset, 12345);
   int nid;
   int x = gb_input(&b, "x", KILN_F32, 4, IV(2, 3, 5, 5));
   int conv1 = gb_node(&b, KILN_OP_Conv, "conv1",
@@ -527,14 +313,14 @@ static kiln_graph *build_bn_graph(int opset, kiln_err *e) {
                          gb_rand(&b, "conv1.bias", 1, IV(4), -1, 1)),
                       1, &nid);
   ir_set_attr_ints(b.g, nid, "pads", IV(1, 1, 1, 1), 4, &b.e);
-  int r1 = NODE(&b, Relu, "r1", gb_bn(&b, "bn1", conv1, 4, 1, NULL));
+  int r1 = NODE(&b, Relu, "r1", gb_bn(&b, "bn1", conv1, 4));
   /* no bias; the BN's output is a graph output; the weight is shared with conv3 */
   int w2 = gb_rand(&b, "conv2.weight", 4, IV(4, 4, 1, 1), -1, 1);
-  int y2 = gb_bn(&b, "bn2", NODE(&b, Conv, "conv2", r1, w2), 4, 1, NULL);
+  int y2 = gb_bn(&b, "bn2", NODE(&b, Conv, "conv2", r1, w2), 4);
   int y3 = NODE(&b, Conv, "conv3", r1, w2);
   /* the conv output has a second reader: not folded */
   int conv4 = NODE(&b, Conv, "conv4", r1, gb_rand(&b, "conv4.weight", 4, IV(4, 4, 1, 1), -1, 1));
-  int y4 = NODE(&b, Add, "y4", gb_bn(&b, "bn4", conv4, 4, 1, NULL), NODE(&b, Relu, "r4", conv4));
+  int y4 = NODE(&b, Add, "y4", gb_bn(&b, "bn4", conv4, 4), NODE(&b, Relu, "r4", conv4));
   /* Gemm, B [K,N], C [N], alpha and beta not 1 */
   int xg = gb_input(&b, "xg", KILN_F32, 2, IV(2, 6));
   int gemm1 = gb_node(&b, KILN_OP_Gemm, "gemm1",
@@ -543,27 +329,27 @@ static kiln_graph *build_bn_graph(int opset, kiln_err *e) {
                       1, &nid);
   ir_set_attr_float(b.g, nid, "alpha", 0.5, &b.e);
   ir_set_attr_float(b.g, nid, "beta", 2.0, &b.e);
-  int yg1 = gb_bn(&b, "bn5", gemm1, 5, 1, NULL);
+  int yg1 = gb_bn(&b, "bn5", gemm1, 5);
   /* Gemm, transB, no C */
   int gemm2 = gb_node(&b, KILN_OP_Gemm, "gemm2",
                       IN(xg, gb_rand(&b, "gemm2.weight", 2, IV(5, 6), -1, 1)), 1, &nid);
   ir_set_attr_int(b.g, nid, "transB", 1, &b.e);
-  int yg2 = gb_bn(&b, "bn6", gemm2, 5, 1, NULL);
+  int yg2 = gb_bn(&b, "bn6", gemm2, 5);
   /* Gemm, C [M,N] varies along the rows */
   int gemm3 = gb_node(&b, KILN_OP_Gemm, "gemm3",
                       IN(xg, gb_rand(&b, "gemm3.weight", 2, IV(6, 5), -1, 1),
                          gb_rand(&b, "gemm3.c", 2, IV(2, 5), -1, 1)),
                       1, &nid);
-  int yg3 = gb_bn(&b, "bn9", gemm3, 5, 1, NULL);
+  int yg3 = gb_bn(&b, "bn9", gemm3, 5);
   /* grouped ConvTranspose: W [C=4, M/group=2, 2, 2], group 2 -> 4 output channels */
   int ct = gb_node(&b, KILN_OP_ConvTranspose, "up",
                    IN(r1, gb_rand(&b, "up.weight", 4, IV(4, 2, 2, 2), -1, 1)), 1, &nid);
   ir_set_attr_int(b.g, nid, "group", 2, &b.e);
   ir_set_attr_ints(b.g, nid, "strides", IV(2, 2), 2, &b.e);
-  int yct = gb_bn(&b, "bn7", ct, 4, 1, NULL);
+  int yct = gb_bn(&b, "bn7", ct, 4);
   /* asking for the running statistics selects the training form (opset < 14): stays */
   int conv8 = NODE(&b, Conv, "conv8", r1, gb_rand(&b, "conv8.weight", 4, IV(4, 4, 1, 1), -1, 1));
-  int y8 = gb_bn(&b, "bn8", conv8, 4, opset < 14 ? 3 : 1, &nid);
+  int y8 = gb_bn_named(&b, "bn8", conv8, 4, NULL, opset < 14 ? 3 : 1, &nid);
   if (opset >= 14) ir_set_attr_int(b.g, nid, "training_mode", 1, &b.e);
   gb_output(&b, y2);
   gb_output(&b, y3);
@@ -747,7 +533,7 @@ static void test_conformance_models(void) {
       "node/test_shape", "node/test_gather", "node/test_concat", "node/test_constant",
       "node/test_slice", "node/test_expand", "node/test_resize", "node/test_matmul",
   };
-  char *list = read_text(KILN_SOURCE_DIR "/tests/conformance/passing.txt");
+  char *list = gt_read_text(KILN_SOURCE_DIR "/tests/conformance/passing.txt");
   CHECK(list != NULL);
   if (!list || !file_exists(SUITE_DIR "/node")) {
     printf("conformance models: skipped (no test data)\n");
