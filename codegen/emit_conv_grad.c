@@ -467,6 +467,73 @@ static kiln_code cgl_pack(kiln_emit_ctx *cx, const cgl_layout *p, int x_buf, int
                        (int[]){x_buf, xt_buf}, e);
 }
 
+/* ---- what both channels-last paths share ---- */
+
+/* Adds the float register block acc[ra][rb] (vectors of vw) into the double sums at
+ * dacc[base + (r * rb_full + s) * vw]. */
+static void cl_acc_to_double(cg_kernel *k, V dacc, V base, V acc[CL_MAX_RA][CL_MAX_RB], int ra,
+                             int rb, int rb_full, int vw, LLVMTypeRef vty, LLVMTypeRef dvty) {
+  LLVMBuilderRef b = k->b;
+  for (int r = 0; r < ra; r++)
+    for (int s = 0; s < rb; s++) {
+      V off = cg_add(k, base, cg_i64(k, ((int64_t)r * rb_full + s) * vw));
+      V ptr = cg_gep(k, k->t->f64, dacc, off);
+      V old = LLVMBuildLoad2(b, dvty, ptr, "");
+      LLVMSetAlignment(old, 8);
+      V a = LLVMBuildFPExt(b, LLVMBuildLoad2(b, vty, acc[r][s], ""), dvty, "");
+      V st = LLVMBuildStore(b, LLVMBuildFAdd(b, old, a, ""), ptr);
+      LLVMSetAlignment(st, 8);
+    }
+}
+
+/* One register block: block j of the tile's super block, ra of its rows (output channels or
+ * weight rows), over images [n0, n1) at od and output rows [oh0, oh1). */
+typedef void (*cl_block_fn)(void *ck, int ra, int rb, V j, V n0, V n1, V od, V oh0, V oh1);
+
+/* A tile's walk: zero its n_zero double sums, then for each chunk of images (nb) and output
+ * rows (rh), the super block sb's full blocks of ra and, in the last super block of all (nob
+ * blocks in all), its tail of ra_tail.  Gives the super block's first block and block count. */
+typedef struct cl_walk {
+  V sb, dacc;
+  int64_t n_zero, rs, nob, batch, nb, rh;
+  int ra, ra_tail, rb;
+  const nn_window *t;
+  cl_block_fn block;
+  void *ck;
+} cl_walk;
+
+static void cl_walk_emit(cg_kernel *k, const cl_walk *w, V *first_out, V *nblk_out) {
+  LLVMBuilderRef b = k->b;
+  cg_loop lz, lnb, lod, loh, lj;
+  V z = cg_loop_begin(k, &lz, cg_i64(k, 0), cg_i64(k, w->n_zero), NULL, "z");
+  cg_store(k, f64c(k, 0), w->dacc, z);
+  cg_loop_end(k, &lz);
+  V first = cg_mul(k, w->sb, cg_i64(k, w->rs));
+  V nblk = cg_min(k, cg_i64(k, w->rs), LLVMBuildSub(b, cg_i64(k, w->nob), first, ""));
+  V last = LLVMBuildICmp(b, LLVMIntEQ, cg_add(k, first, nblk), cg_i64(k, w->nob), "");
+  V has_tail = w->ra_tail ? last : LLVMConstInt(k->t->i1, 0, 0);
+  V nfull = LLVMBuildSub(b, nblk, LLVMBuildZExt(b, has_tail, k->t->i64, ""), "");
+  V n0 = cg_loop_begin(k, &lnb, cg_i64(k, 0), cg_i64(k, w->batch), cg_i64(k, w->nb), "nb");
+  V n1 = cg_min(k, cg_add(k, n0, cg_i64(k, w->nb)), cg_i64(k, w->batch));
+  V od = cg_loop_begin(k, &lod, cg_i64(k, 0), cg_i64(k, w->t->out[0]), NULL, "od");
+  V oh0 = cg_loop_begin(k, &loh, cg_i64(k, 0), cg_i64(k, w->t->out[1]), cg_i64(k, w->rh), "oh0");
+  V oh1 = cg_min(k, cg_add(k, oh0, cg_i64(k, w->rh)), cg_i64(k, w->t->out[1]));
+  V j = cg_loop_begin(k, &lj, cg_i64(k, 0), nfull, NULL, "j");
+  w->block(w->ck, w->ra, w->rb, j, n0, n1, od, oh0, oh1);
+  cg_loop_end(k, &lj);
+  if (w->ra_tail) {
+    cg_if ti;
+    cg_if_begin(k, &ti, has_tail);
+    w->block(w->ck, w->ra_tail, w->rb, nfull, n0, n1, od, oh0, oh1);
+    cg_if_end(k, &ti);
+  }
+  cg_loop_end(k, &loh);
+  cg_loop_end(k, &lod);
+  cg_loop_end(k, &lnb);
+  *first_out = first;
+  *nblk_out = nblk;
+}
+
 typedef struct cgl_kern {
   cg_kernel *k;
   const cgl_plan *p;
@@ -541,17 +608,12 @@ static void cgl_block(cgl_kern *ck, int ra, int rb, V j, V n0, V n1, V od, V oh0
   cg_loop_end(k, &ln);
   /* the chunk's float sums into the double sums of block j and the tap */
   V tb = cg_mul(k, cg_add(k, cg_mul(k, j, cg_i64(k, p->kvol)), tap), cg_i64(k, blk));
-  for (int r = 0; r < ra; r++)
-    for (int s = 0; s < rb; s++) {
-      V ptr = cg_gep(k, k->t->f64, ck->dacc,
-                     cg_add(k, tb, cg_i64(k, ((int64_t)r * p->rb + s) * vw)));
-      V old = LLVMBuildLoad2(b, ck->dvty, ptr, "");
-      LLVMSetAlignment(old, 8);
-      V a = LLVMBuildFPExt(b, LLVMBuildLoad2(b, ck->vty, acc[r][s], ""), ck->dvty, "");
-      V st = LLVMBuildStore(b, LLVMBuildFAdd(b, old, a, ""), ptr);
-      LLVMSetAlignment(st, 8);
-    }
+  cl_acc_to_double(k, ck->dacc, tb, acc, ra, rb, p->rb, vw, ck->vty, ck->dvty);
   for (int d = 2; d >= 0; d--) cg_loop_end(k, &lk[d]);
+}
+
+static void cgl_block_cb(void *ck, int ra, int rb, V j, V n0, V n1, V od, V oh0, V oh1) {
+  cgl_block(ck, ra, rb, j, n0, n1, od, oh0, oh1);
 }
 
 /* One tile with blocks of rb input vectors. */
@@ -562,34 +624,15 @@ static void cgl_body(cgl_kern *ck, int rb) {
   LLVMBuilderRef b = k->b;
   int vw = p->vw;
   int64_t blk = (int64_t)p->ra * p->rb * vw;
-  cg_loop lz, lnb, lod, loh, lj, lfj, lf, lfr, lfs, lfl;
-  V z = cg_loop_begin(k, &lz, cg_i64(k, 0), cg_i64(k, p->rs * p->kvol * blk), NULL, "z");
-  cg_store(k, f64c(k, 0), ck->dacc, z);
-  cg_loop_end(k, &lz);
+  cg_loop lfj, lf, lfr, lfs, lfl;
   /* output blocks of this super block; the last of all may be a tail of ra_tail channels */
-  V first = cg_mul(k, ck->sb, cg_i64(k, p->rs));
-  V nblk = cg_min(k, cg_i64(k, p->rs), LLVMBuildSub(b, cg_i64(k, p->nob), first, ""));
-  V has_tail = p->ra_tail ? LLVMBuildICmp(b, LLVMIntEQ, cg_add(k, first, nblk),
-                                          cg_i64(k, p->nob), "")
-                          : LLVMConstInt(k->t->i1, 0, 0);
-  V nfull = LLVMBuildSub(b, nblk, LLVMBuildZExt(b, has_tail, k->t->i64, ""), "");
-  V n0 = cg_loop_begin(k, &lnb, cg_i64(k, 0), cg_i64(k, p->batch), cg_i64(k, p->nb), "nb");
-  V n1 = cg_min(k, cg_add(k, n0, cg_i64(k, p->nb)), cg_i64(k, p->batch));
-  V od = cg_loop_begin(k, &lod, cg_i64(k, 0), cg_i64(k, t->out[0]), NULL, "od");
-  V oh0 = cg_loop_begin(k, &loh, cg_i64(k, 0), cg_i64(k, t->out[1]), cg_i64(k, p->rh), "oh0");
-  V oh1 = cg_min(k, cg_add(k, oh0, cg_i64(k, p->rh)), cg_i64(k, t->out[1]));
-  V j = cg_loop_begin(k, &lj, cg_i64(k, 0), nfull, NULL, "j");
-  cgl_block(ck, p->ra, rb, j, n0, n1, od, oh0, oh1);
-  cg_loop_end(k, &lj);
-  if (p->ra_tail) {
-    cg_if ti;
-    cg_if_begin(k, &ti, has_tail);
-    cgl_block(ck, p->ra_tail, rb, nfull, n0, n1, od, oh0, oh1);
-    cg_if_end(k, &ti);
-  }
-  cg_loop_end(k, &loh);
-  cg_loop_end(k, &lod);
-  cg_loop_end(k, &lnb);
+  V first, nblk;
+  cl_walk_emit(k,
+               &(cl_walk){.sb = ck->sb, .dacc = ck->dacc, .n_zero = p->rs * p->kvol * blk,
+                          .rs = p->rs, .nob = p->nob, .batch = p->batch, .nb = p->nb,
+                          .rh = p->rh, .ra = p->ra, .ra_tail = (int)p->ra_tail, .rb = rb, .t = t,
+                          .block = cgl_block_cb, .ck = ck},
+               &first, &nblk);
   /* dW[g*mg + oc, ic, tap] for the real output and input channels */
   V fj = cg_loop_begin(k, &lfj, cg_i64(k, 0), nblk, NULL, "j");
   V ft = cg_loop_begin(k, &lf, cg_i64(k, 0), cg_i64(k, p->kvol), NULL, "tap");
@@ -798,16 +841,11 @@ static void cgo_block(cgo_kern *ck, int ra, int rb, V j, V n0, V n1, V od, V oh0
   cg_loop_end(k, &lr);
   cg_loop_end(k, &ln);
   V jb = cg_mul(k, j, cg_i64(k, (int64_t)p->ra * p->rb * vw));
-  for (int r = 0; r < ra; r++)
-    for (int s = 0; s < rb; s++) {
-      V ptr = cg_gep(k, k->t->f64, ck->dacc,
-                     cg_add(k, jb, cg_i64(k, ((int64_t)r * p->rb + s) * vw)));
-      V old = LLVMBuildLoad2(b, ck->dvty, ptr, "");
-      LLVMSetAlignment(old, 8);
-      V a = LLVMBuildFPExt(b, LLVMBuildLoad2(b, ck->vty, acc[r][s], ""), ck->dvty, "");
-      V st = LLVMBuildStore(b, LLVMBuildFAdd(b, old, a, ""), ptr);
-      LLVMSetAlignment(st, 8);
-    }
+  cl_acc_to_double(k, ck->dacc, jb, acc, ra, rb, p->rb, vw, ck->vty, ck->dvty);
+}
+
+static void cgo_block_cb(void *ck, int ra, int rb, V j, V n0, V n1, V od, V oh0, V oh1) {
+  cgo_block(ck, ra, rb, j, n0, n1, od, oh0, oh1);
 }
 
 /* One tile with blocks of rb output vectors. */
@@ -818,34 +856,15 @@ static void cgo_body(cgo_kern *ck, int rb) {
   LLVMBuilderRef b = k->b;
   int vw = p->vw;
   int64_t blk = (int64_t)p->ra * p->rb * vw;
-  cg_loop lz, lnb, lod, loh, lj, lfj, lfr, lfs, lfl;
-  V z = cg_loop_begin(k, &lz, cg_i64(k, 0), cg_i64(k, p->rs * blk), NULL, "z");
-  cg_store(k, f64c(k, 0), ck->dacc, z);
-  cg_loop_end(k, &lz);
+  cg_loop lfj, lfr, lfs, lfl;
   /* row blocks of this super block; the last of all may be a tail of ra_tail rows */
-  V first = cg_mul(k, ck->sb, cg_i64(k, p->rs));
-  V nblk = cg_min(k, cg_i64(k, p->rs), LLVMBuildSub(b, cg_i64(k, p->nob), first, ""));
-  V has_tail = p->ra_tail ? LLVMBuildICmp(b, LLVMIntEQ, cg_add(k, first, nblk),
-                                          cg_i64(k, p->nob), "")
-                          : LLVMConstInt(k->t->i1, 0, 0);
-  V nfull = LLVMBuildSub(b, nblk, LLVMBuildZExt(b, has_tail, k->t->i64, ""), "");
-  V n0 = cg_loop_begin(k, &lnb, cg_i64(k, 0), cg_i64(k, p->batch), cg_i64(k, p->nb), "nb");
-  V n1 = cg_min(k, cg_add(k, n0, cg_i64(k, p->nb)), cg_i64(k, p->batch));
-  V od = cg_loop_begin(k, &lod, cg_i64(k, 0), cg_i64(k, t->out[0]), NULL, "od");
-  V oh0 = cg_loop_begin(k, &loh, cg_i64(k, 0), cg_i64(k, t->out[1]), cg_i64(k, p->rh), "oh0");
-  V oh1 = cg_min(k, cg_add(k, oh0, cg_i64(k, p->rh)), cg_i64(k, t->out[1]));
-  V j = cg_loop_begin(k, &lj, cg_i64(k, 0), nfull, NULL, "j");
-  cgo_block(ck, p->ra, rb, j, n0, n1, od, oh0, oh1);
-  cg_loop_end(k, &lj);
-  if (p->ra_tail) {
-    cg_if ti;
-    cg_if_begin(k, &ti, has_tail);
-    cgo_block(ck, p->ra_tail, rb, nfull, n0, n1, od, oh0, oh1);
-    cg_if_end(k, &ti);
-  }
-  cg_loop_end(k, &loh);
-  cg_loop_end(k, &lod);
-  cg_loop_end(k, &lnb);
+  V first, nblk;
+  cl_walk_emit(k,
+               &(cl_walk){.sb = ck->sb, .dacc = ck->dacc, .n_zero = p->rs * blk, .rs = p->rs,
+                          .nob = p->nob, .batch = p->batch, .nb = p->nb, .rh = p->rh,
+                          .ra = p->ra, .ra_tail = (int)p->ra_tail, .rb = rb, .t = t,
+                          .block = cgo_block_cb, .ck = ck},
+               &first, &nblk);
   /* dW[g*mg + oc][row] for the real rows and output channels */
   V fj = cg_loop_begin(k, &lfj, cg_i64(k, 0), nblk, NULL, "j");
   V fr = cg_loop_begin(k, &lfr, cg_i64(k, 0), cg_i64(k, p->ra), NULL, "r");
