@@ -14,6 +14,35 @@ cg_conv_epilogue cg_conv_epilogue_none(void) {
   return (cg_conv_epilogue){.bias_buf = -1, .scale_buf = -1, .shift_buf = -1, .residual_buf = -1};
 }
 
+LLVMValueRef cg_conv_activate(cg_kernel *k, const cg_conv_epilogue *epi, LLVMValueRef v) {
+  LLVMBuilderRef b = k->b;
+  LLVMTypeRef vty = LLVMTypeOf(v);
+  unsigned V = LLVMGetVectorSize(vty);
+  LLVMValueRef zero = LLVMConstNull(vty);
+  switch (epi->act) {
+  case CG_ACT_RELU:
+    return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, v, zero, ""), zero, v, "");
+  case CG_ACT_LEAKY_RELU: {
+    LLVMValueRef a = cg_splat(k, cg_f32(k, epi->act_a), V);
+    return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, v, zero, ""),
+                           LLVMBuildFMul(b, v, a, ""), v, "");
+  }
+  case CG_ACT_CLIP: {
+    LLVMValueRef lo = cg_splat(k, cg_f32(k, epi->act_a), V);
+    LLVMValueRef hi = cg_splat(k, cg_f32(k, epi->act_b), V);
+    v = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, v, lo, ""), lo, v, "");
+    return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, v, hi, ""), hi, v, "");
+  }
+  case CG_ACT_SIGMOID: {
+    LLVMValueRef one = cg_splat(k, cg_f32(k, 1.0), V);
+    LLVMValueRef ex = cg_intrinsic(k, "llvm.exp", &vty, 1,
+                                   (LLVMValueRef[]){LLVMBuildFNeg(b, v, "")}, 1);
+    return LLVMBuildFDiv(b, one, LLVMBuildFAdd(b, one, ex, ""), "");
+  }
+  default: return v;
+  }
+}
+
 kiln_code cg_conv_geom_from_node(const kiln_graph *g, const kiln_node *n, cg_conv_geom *geom,
                                  kiln_err *e) {
   const kiln_value *x = ir_in(g, n, 0), *w = ir_in(g, n, 1), *y = ir_out(g, n, 0);
@@ -446,35 +475,6 @@ typedef struct conv_kern {
   LLVMValueRef n, grp, od;
 } conv_kern;
 
-/* Applies the activation to a vector. */
-static LLVMValueRef activate(conv_kern *ck, LLVMValueRef v) {
-  cg_kernel *k = ck->k;
-  LLVMBuilderRef b = k->b;
-  unsigned V = (unsigned)ck->p->V;
-  LLVMValueRef zero = LLVMConstNull(ck->vty);
-  switch (ck->epi->act) {
-  case CG_ACT_RELU:
-    return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, v, zero, ""), zero, v, "");
-  case CG_ACT_LEAKY_RELU: {
-    LLVMValueRef a = cg_splat(k, cg_f32(k, ck->epi->act_a), V);
-    return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, v, zero, ""),
-                           LLVMBuildFMul(b, v, a, ""), v, "");
-  }
-  case CG_ACT_CLIP: {
-    LLVMValueRef lo = cg_splat(k, cg_f32(k, ck->epi->act_a), V);
-    LLVMValueRef hi = cg_splat(k, cg_f32(k, ck->epi->act_b), V);
-    v = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, v, lo, ""), lo, v, "");
-    return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, v, hi, ""), hi, v, "");
-  }
-  case CG_ACT_SIGMOID: {
-    LLVMValueRef one = cg_splat(k, cg_f32(k, 1.0), V);
-    LLVMValueRef ex = cg_intrinsic(k, "llvm.exp", &ck->vty, 1,
-                                   (LLVMValueRef[]){LLVMBuildFNeg(b, v, "")}, 1);
-    return LLVMBuildFDiv(b, one, LLVMBuildFAdd(b, one, ex, ""), "");
-  }
-  default: return v;
-  }
-}
 
 /* One register block: channels [oc0, oc0+ob) of the tile's group, output rows [oh0, oh0+rb),
  * columns [ow0, ow0 + nv*V) of which the last vector has `lanes` lanes. */
@@ -583,7 +583,7 @@ static void emit_block(conv_kern *ck, LLVMValueRef oc0, int ob, LLVMValueRef oh0
         LLVMValueRef yi = add(k, add(k, plane, yrow),
                               addc(k, mulc(k, addc(k, ow0, v * p->V), p->os[2]), p->oo[2]));
         if (ck->res) val = LLVMBuildFAdd(b, val, cg_vload(k, ck->res, yi, V, n), "");
-        if (epi->act) val = activate(ck, val);
+        if (epi->act) val = cg_conv_activate(k, epi, val);
         if (p->os[2] == 1) {
           cg_vstore(k, val, ck->y, yi, V, n);
         } else { /* every os[2]-th column: one store per lane */

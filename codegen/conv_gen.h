@@ -87,6 +87,9 @@ typedef struct cg_conv_epilogue {
 
 /* An epilogue that does nothing (all buffers -1, no activation). */
 cg_conv_epilogue cg_conv_epilogue_none(void);
+/* The epilogue's activation applied to a vector v (as the kernels of conv_gen and gemm_gen
+ * apply it). */
+LLVMValueRef cg_conv_activate(cg_kernel *k, const cg_conv_epilogue *epi, LLVMValueRef v);
 
 /* The geometry of a node with Conv's attributes (strides, dilations, pads, auto_pad, group;
  * X = input 0, W = input 1 in ONNX Conv layout), e.g. Conv or a fused op built on it. */

@@ -227,35 +227,6 @@ static void astore(gemm_kern *gk, LLVMValueRef v, LLVMValueRef buf, LLVMValueRef
   LLVMSetAlignment(s, (unsigned)gk->p->V * 4);
 }
 
-/* The activation of a vector, as conv_gen applies it. */
-static LLVMValueRef activate(gemm_kern *gk, LLVMValueRef v) {
-  cg_kernel *k = gk->k;
-  LLVMBuilderRef b = k->b;
-  unsigned V = (unsigned)gk->p->V;
-  LLVMValueRef zero = LLVMConstNull(gk->vty);
-  switch (gk->epi->act) {
-  case CG_ACT_RELU:
-    return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, v, zero, ""), zero, v, "");
-  case CG_ACT_LEAKY_RELU: {
-    LLVMValueRef a = cg_splat(k, cg_f32(k, gk->epi->act_a), V);
-    return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, v, zero, ""),
-                           LLVMBuildFMul(b, v, a, ""), v, "");
-  }
-  case CG_ACT_CLIP: {
-    LLVMValueRef lo = cg_splat(k, cg_f32(k, gk->epi->act_a), V);
-    LLVMValueRef hi = cg_splat(k, cg_f32(k, gk->epi->act_b), V);
-    v = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, v, lo, ""), lo, v, "");
-    return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, v, hi, ""), hi, v, "");
-  }
-  case CG_ACT_SIGMOID: {
-    LLVMValueRef one = cg_splat(k, cg_f32(k, 1.0), V);
-    LLVMValueRef ex = cg_intrinsic(k, "llvm.exp", &gk->vty, 1,
-                                   (LLVMValueRef[]){LLVMBuildFNeg(b, v, "")}, 1);
-    return LLVMBuildFDiv(b, one, LLVMBuildFAdd(b, one, ex, ""), "");
-  }
-  default: return v;
-  }
-}
 
 /* ---- the packing kernel ----
  * Xp[(((n * n_pb + pb) * S + s) * C + ic) * NR + j] = X(n, ic, pixel pb*NC + s*NR + j), zeros
@@ -383,7 +354,7 @@ static void emit_epilogue(gemm_kern *gk, LLVMValueRef *cur, LLVMValueRef r0, int
         val = LLVMBuildFAdd(b, val, shift, "");
       }
       if (gk->res) val = LLVMBuildFAdd(b, val, cg_vload(k, gk->res, yi, V, n), "");
-      if (gk->epi->act) val = activate(gk, val);
+      if (gk->epi->act) val = cg_conv_activate(gk->k, gk->epi, val);
       cg_vstore(k, val, gk->y, yi, V, n);
     }
   }
