@@ -501,6 +501,32 @@ static void test_gap_gemm(void) {
   ir_graph_free(b.g);
 }
 
+/* GapGemm with B a graph input (not repacked at compile time): rows read in place, and read
+ * transposed lane by lane; a tail block of columns (70 = 64 + 6), a batch of 3. */
+static void test_gap_gemm_runtime_b(void) {
+  for (int tb = 0; tb < 2; tb++) {
+    gb b;
+    gb_begin(&b, 13, 99 + tb);
+    int nid;
+    int x = gb_input(&b, "x", KILN_F32, 4, IV(3, 6, 4, 5));
+    int w = gb_input(&b, "w", KILN_F32, 2, tb ? IV(70, 6) : IV(6, 70));
+    int f = gb_node(&b, KILN_OP_Flatten, "flat", IN(NODE(&b, GlobalAveragePool, "gap", x)), 1,
+                    &nid);
+    ir_set_attr_int(b.g, nid, "axis", 1, &b.e);
+    int y = gb_node(&b, KILN_OP_Gemm, "fc", IN(f, w, gb_rand(&b, "fc.c", 1, IV(70), -1, 1)), 1,
+                    &nid);
+    ir_set_attr_int(b.g, nid, "transB", tb, &b.e);
+    ir_set_attr_float(b.g, nid, "beta", 0.5, &b.e);
+    gb_output(&b, y);
+    CHECK_OK(b.e.code, &b.e);
+    kiln_pipeline_result res;
+    fuse_run(b.g, &(fcase){.pipeline = "fuse-gap-gemm,dce"}, &res);
+    CHECK_MSG(changes_of(&res, "fuse-gap-gemm") == 1, "%s", detail_of(&res, "fuse-gap-gemm"));
+    CHECK(count_op(b.g, KILN_OP_GapGemm) == 1);
+    ir_graph_free(b.g);
+  }
+}
+
 /* ---- fuse-elementwise ---- */
 
 static void test_elementwise(void) {
@@ -845,6 +871,7 @@ int main(void) {
   RUN(test_upsample_conv);
   RUN(test_upsample_legacy);
   RUN(test_gap_gemm);
+  RUN(test_gap_gemm_runtime_b);
   RUN(test_elementwise);
   RUN(test_bad_attributes);
   RUN(test_kiln_model);
