@@ -106,7 +106,7 @@ for m in models:
         runs = [json.load(open(f"{tmp}/r{r}-{m}-{c}.json")) for r in range(1, rounds + 1)]
         best = min(runs, key=lambda j: j["min_ms"])
         row = dict(min=best["min_ms"], med=statistics.median(j["median_ms"] for j in runs),
-                   calls=len(best["kernels"]), peak=best["planned_peak_bytes"] / 2**20)
+                   calls=sum(k["kernels"] for k in best["nodes"]), peak=best["planned_peak_bytes"] / 2**20)
         res[m, c] = row
         name, b = m.split("-b")
         print(f"| {'ResNet-18 + C-Net + SPN' if name == 'net' else 'SPN alone'} | {b} | "

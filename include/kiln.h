@@ -107,7 +107,9 @@ typedef struct kiln_step_profile {
   const char *label;  /* "Conv layer1.0.conv1" */
   const char *op;
   double seconds;
-  int64_t macs;
+  int64_t macs;       /* of the whole node: a node compiled to several kernels (an input
+                       * copy, a packing pass, the convolution) has them on each of its steps */
+  int64_t node;       /* the graph node it computes (-1: none); a node's steps are adjacent */
 } kiln_step_profile;
 /* Runs once with timing of every step; *steps points into the session. */
 kiln_code kiln_session_profile(kiln_session *s, kiln_tensor *const *inputs, kiln_tensor **outputs,

@@ -231,6 +231,7 @@ kiln_code kiln_session_profile(kiln_session *s, kiln_tensor *const *inputs, kiln
     s->profile[i].op = p->steps[i].node ? p->steps[i].node->def->name : "?";
     s->profile[i].seconds = p->step_seconds[i];
     s->profile[i].macs = p->steps[i].macs;
+    s->profile[i].node = p->steps[i].node ? (int64_t)(p->steps[i].node - p->g->nodes) : -1;
   }
   s->n_profile = p->n_steps;
   *steps = s->profile;

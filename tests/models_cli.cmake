@@ -1,4 +1,5 @@
-# `kiln model` through the CLI: help, reproducible bytes, atomic write, errors, --init-from
+# `kiln model` through the CLI: help, reproducible bytes, atomic write, errors, --init-from;
+# `kiln bench`'s per-node table and JSON on the built model
 # (tests/models_cli.sh).  The builder itself is tested by test_models.c.
 if(TARGET kiln_cli)
   add_test(NAME models_cli

@@ -36,5 +36,18 @@ grep -q "multiply to 8" "$dir/err.txt" || no "bad scales: message"
 grep -q "102 tensors matched .* 0 of 100 F-Net tensors not provided; 0 in the source unused" \
   "$dir/init.txt" || no "--init-from report: $(head -1 "$dir/init.txt")"
 
+# kiln bench on the fused model: one row per node (a convolution's kernels summed), the
+# JSON's nodes with their kernel counts adding up to the kernel calls
+"$kiln" bench "$dir/a.onnx" --passes default --iters 2 --warmup 1 --threads 1 --top 0 \
+  > "$dir/bench.txt" || no "kiln bench failed"
+grep -q "^node (profiled run) .* kern$" "$dir/bench.txt" || no "bench: no per-node table"
+calls=$(sed -n 's/.*; \([0-9]*\) kernel calls.*/\1/p' "$dir/bench.txt")
+rows=$(awk '/^node \(profiled run\)/{on=1; next} on && NF {s += $NF} END {print s + 0}' "$dir/bench.txt")
+[ -n "$calls" ] && [ "$calls" = "$rows" ] || no "bench: rows count $rows kernels, run had ${calls:-?}"
+"$kiln" bench "$dir/a.onnx" --passes default --iters 2 --warmup 1 --threads 1 --json \
+  > "$dir/bench.json" || no "kiln bench --json failed"
+grep -q '"nodes": \[{"label": "[^"]*", "op": "[^"]*", "ms": [0-9.]*, "macs": [0-9]*, "kernels": [0-9]' \
+  "$dir/bench.json" || no "bench --json: no nodes"
+
 [ $fail -eq 0 ] && echo "models_cli: ok"
 exit $fail

@@ -20,10 +20,10 @@ static void usage(FILE *f) {
           "                  [--attrs kernel=3x3,stride=1,pad=1,group=1,dilation=1]\n\n"
           "Times the model with the JIT: latency min and median over --iters runs (default 20,\n"
           "after --warmup 3) and the process's CPU time per run (median; robust to other load\n"
-          "for one thread), then one profiled run per kernel: time, GFLOP/s (2*MACs/time),\n"
-          "share of the total. --op builds a one-node Conv graph and times it alone.\n"
+          "for one thread), then one profiled run, a row per node (its kernels summed: time,\n"
+          "GFLOP/s = 2*MACs/time, share of the total, kernel count). --op builds a one-node Conv graph and times it alone.\n"
           "  --backend jit|ref   what to time (default jit)\n"
-          "  --top N             rows of the per-kernel table (default 25; 0 = all)\n"
+          "  --top N             rows of the per-node table (default 25; 0 = all)\n"
           "  --bind NAME=SIZE    give a symbolic input dimension a size\n"
           "  --passes LIST       graph passes before compiling: 'default' (folding and fusion,\n"
           "                      docs/passes.md) or a pipeline; default none (the model as given)\n"
@@ -54,12 +54,15 @@ static int cmp_double(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
+/* One node's kernels: their time summed, the node's MACs once. */
 typedef struct prof_row {
-  const kiln_step_profile *p;
+  const kiln_step_profile *p; /* the node's first step */
+  double seconds;
+  int kernels;
 } prof_row;
 
 static int cmp_prof(const void *a, const void *b) {
-  double x = ((const prof_row *)a)->p->seconds, y = ((const prof_row *)b)->p->seconds;
+  double x = ((const prof_row *)a)->seconds, y = ((const prof_row *)b)->seconds;
   return x < y ? 1 : x > y ? -1 : 0;
 }
 
@@ -333,8 +336,16 @@ int cmd_bench(int argc, char **argv) {
   double total = 0;
   for (int64_t i = 0; i < n_prof; i++) total += prof[i].seconds;
   prof_row *rows = calloc(n_prof > 0 ? (size_t)n_prof : 1, sizeof *rows);
-  for (int64_t i = 0; rows && i < n_prof; i++) rows[i].p = &prof[i];
-  if (rows) qsort(rows, (size_t)n_prof, sizeof *rows, cmp_prof);
+  int64_t n_rows = 0;
+  for (int64_t i = 0; rows && i < n_prof; i++) {
+    if (n_rows && prof[i].node >= 0 && prof[i].node == rows[n_rows - 1].p->node) {
+      rows[n_rows - 1].seconds += prof[i].seconds;
+      rows[n_rows - 1].kernels++;
+      continue;
+    }
+    rows[n_rows++] = (prof_row){.p = &prof[i], .seconds = prof[i].seconds, .kernels = 1};
+  }
+  if (rows) qsort(rows, (size_t)n_rows, sizeof *rows, cmp_prof);
   if (json) {
     printf("{\"model\": \"%s\", \"backend\": \"%s\", \"threads\": %d, \"iters\": %d, \"min_ms\": %.4f, "
            "\"median_ms\": %.4f, \"cpu_median_ms\": %.4f, \"macs\": %lld, \"gflops_at_min\": %.3f, "
@@ -342,10 +353,11 @@ int cmd_bench(int argc, char **argv) {
            model, backend, st.threads, iters, tmin * 1e3, tmed * 1e3, cmed * 1e3, (long long)macs,
            2.0 * (double)macs / tmin / 1e9, (long long)st.planned_peak_bytes, passes ? passes : "");
     if (peak > 0) printf("\"peak_gflops\": %.2f, ", peak);
-    printf("\"kernels\": [");
-    for (int64_t i = 0; rows && i < n_prof; i++)
-      printf("%s{\"label\": \"%s\", \"op\": \"%s\", \"ms\": %.4f, \"macs\": %lld}", i ? ", " : "",
-             rows[i].p->label, rows[i].p->op, rows[i].p->seconds * 1e3, (long long)rows[i].p->macs);
+    printf("\"nodes\": [");
+    for (int64_t i = 0; rows && i < n_rows; i++)
+      printf("%s{\"label\": \"%s\", \"op\": \"%s\", \"ms\": %.4f, \"macs\": %lld, \"kernels\": %d}",
+             i ? ", " : "", rows[i].p->label, rows[i].p->op, rows[i].seconds * 1e3,
+             (long long)rows[i].p->macs, rows[i].kernels);
     printf("]}\n");
   } else {
     printf("%s: %s backend, %d threads, %d iterations%s%s\n", model, backend, st.threads, iters,
@@ -360,17 +372,17 @@ int cmd_bench(int argc, char **argv) {
       printf("planned arena: %.2f MiB; %lld kernel calls, %d on reference kernels\n",
              (double)st.planned_peak_bytes / 1048576.0, (long long)st.steps, st.fallback_steps);
     if (n_prof) {
-      printf("\n%-48s %-18s %10s %10s %7s%s\n", "kernel (profiled run)", "op", "ms", "GFLOP/s", "share",
-             peak > 0 ? "   %peak" : "");
-      for (int64_t i = 0; rows && i < n_prof && (top <= 0 || i < top); i++) {
-        double sec = rows[i].p->seconds;
+      printf("\n%-48s %-18s %10s %10s %7s%s %4s\n", "node (profiled run)", "op", "ms", "GFLOP/s",
+             "share", peak > 0 ? "   %peak" : "", "kern");
+      for (int64_t i = 0; rows && i < n_rows && (top <= 0 || i < top); i++) {
+        double sec = rows[i].seconds;
         double gf = rows[i].p->macs && sec > 0 ? 2.0 * (double)rows[i].p->macs / sec / 1e9 : 0.0;
         printf("%-48.48s %-18s %10.3f %10.1f %6.1f%%", rows[i].p->label, rows[i].p->op, sec * 1e3, gf,
                total > 0 ? 100.0 * sec / total : 0.0);
-        if (peak > 0 && gf > 0) printf(" %7.1f%%", 100.0 * gf / peak);
-        printf("\n");
+        if (peak > 0) gf > 0 ? printf(" %7.1f%%", 100.0 * gf / peak) : printf(" %8s", "");
+        printf(" %4d\n", rows[i].kernels);
       }
-      if (top > 0 && n_prof > top) printf("(%lld more)\n", (long long)(n_prof - top));
+      if (top > 0 && n_rows > top) printf("(%lld more)\n", (long long)(n_rows - top));
     }
   }
   free(rows);
