@@ -12,60 +12,6 @@
 #include "codegen/emit_copy.h"
 #include "ir/ops/resize.h"
 
-/* Per output position along one axis: up to max_taps (input index, weight) pairs, or
- * count < 0 outside a tf_crop_and_resize region — exactly as runtime/ref/resize.c does it. */
-typedef struct axis_taps {
-  int64_t *idx; /* [out_len * max_taps] clamped input indices */
-  double *w;    /* [out_len * max_taps] */
-  int *count;   /* [out_len] taps used (zero weights are dropped) */
-} axis_taps;
-
-static void build_axis(const kiln_resize_params *p, int d, int64_t in_len, int max_taps,
-                       axis_taps *a) {
-  for (int64_t o = 0; o < p->out.d[d]; o++) {
-    int64_t *idx = a->idx + o * max_taps;
-    double *w = a->w + o * max_taps;
-    double c = kiln_resize_coord(p->coord, (double)o, in_len, p->resized_len[d], p->scale[d],
-                                 p->roi_start[d], p->roi_end[d]);
-    if (kiln_resize_outside(p->coord, c, in_len)) {
-      a->count[o] = -1;
-      continue;
-    }
-    if (p->mode == KILN_RESIZE_NEAREST) {
-      idx[0] = kiln_resize_clamp(kiln_resize_nearest(p->nearest, c, p->scale[d]), in_len);
-      w[0] = 1;
-      a->count[o] = 1;
-      continue;
-    }
-    int64_t first;
-    double t, coef[4];
-    kiln_resize_taps(c, max_taps, in_len, &first, &t);
-    if (p->mode == KILN_RESIZE_LINEAR) {
-      coef[0] = 1 - t;
-      coef[1] = t;
-    } else {
-      kiln_cubic_coeffs(t, p->cubic_a, coef);
-    }
-    if (p->exclude_outside) {
-      double sum = 0;
-      for (int k = 0; k < max_taps; k++) {
-        if (first + k < 0 || first + k >= in_len) coef[k] = 0;
-        sum += coef[k];
-      }
-      if (sum != 0)
-        for (int k = 0; k < max_taps; k++) coef[k] /= sum;
-    }
-    int m = 0;
-    for (int k = 0; k < max_taps; k++) {
-      if (coef[k] == 0) continue;
-      idx[m] = kiln_resize_clamp(first + k, in_len);
-      w[m] = coef[k];
-      m++;
-    }
-    a->count[o] = m;
-  }
-}
-
 /* Reads an element value given as a double into the bytes of dtype dt. */
 static uint64_t value_bits(kiln_dtype dt, double v) {
   uint64_t bits = 0;
@@ -108,8 +54,7 @@ static kiln_code emit_nearest(kiln_emit_ctx *cx, const kiln_graph *g, const kiln
   c.fill_bits = value_bits(y->dtype, p->extrapolation_value);
   int64_t off = 0;
   for (int d = 0; d < rank; d++) {
-    axis_taps a = {idx + off, w + off, count + off};
-    build_axis(p, d, x->shape.d[d], 1, &a);
+    kiln_resize_axis_taps(p, d, x->shape.d[d], 1, idx + off, w + off, count + off);
     for (int64_t o = 0; o < y->shape.d[d]; o++)
       tabs[off + o] = count[off + o] < 0 ? -1 : idx[off + o] * xs[d];
     c.dims[d] = y->shape.d[d];
@@ -167,16 +112,18 @@ static kiln_code emit_interp(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_
   int64_t off = 0, tab_len = 0;
   for (int d = 0; d < rank; d++) {
     int64_t len = y->shape.d[d];
-    axis_taps a = {idx + off * max_taps, w + off * max_taps, count + off};
-    build_axis(p, d, x->shape.d[d], max_taps, &a);
+    int64_t *a_idx = idx + off * max_taps;
+    double *a_w = w + off * max_taps;
+    int *a_count = count + off;
+    kiln_resize_axis_taps(p, d, x->shape.d[d], max_taps, a_idx, a_w, a_count);
     off += len;
     bool trivial = len == x->shape.d[d];
     int taps = 1;
     bool outside = false;
     for (int64_t o = 0; o < len; o++) {
-      if (a.count[o] != 1 || a.idx[o * max_taps] != o || a.w[o * max_taps] != 1) trivial = false;
-      if (a.count[o] > taps) taps = a.count[o];
-      if (a.count[o] < 0) outside = true;
+      if (a_count[o] != 1 || a_idx[o * max_taps] != o || a_w[o * max_taps] != 1) trivial = false;
+      if (a_count[o] > taps) taps = a_count[o];
+      if (a_count[o] < 0) outside = true;
     }
     interp_axis ia = {.dim = len, .sst = xs[d], .dst = ys[d]};
     if (!trivial) {
@@ -187,12 +134,12 @@ static kiln_code emit_interp(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_
       for (int64_t o = 0; o < len; o++) {
         int64_t *to = toff + tab_len + o * taps;
         float *tww = tw + tab_len + o * taps;
-        int cnt = a.count[o];
+        int cnt = a_count[o];
         for (int t = 0; t < taps; t++) {
           /* padding taps repeat tap 0 with weight 0; outside positions read offset 0 */
           int src = cnt <= 0 ? -1 : t < cnt ? t : 0;
-          to[t] = src < 0 ? 0 : a.idx[o * max_taps + src] * xs[d];
-          tww[t] = src < 0 || t >= cnt ? 0.0f : (float)a.w[o * max_taps + src];
+          to[t] = src < 0 ? 0 : a_idx[o * max_taps + src] * xs[d];
+          tww[t] = src < 0 || t >= cnt ? 0.0f : (float)a_w[o * max_taps + src];
         }
         if (cnt < 0) to[0] = -1;
       }

@@ -230,52 +230,6 @@ const kiln_op_def kiln_opdef_ResizeGrad = {
 
 /* ---- resize taps ---- */
 
-/* Kept identical to build_axis in runtime/ref/resize.c and codegen/emit_resize.c. */
-void kiln_resize_axis_taps(const kiln_resize_params *p, int d, int64_t in_len, int max_taps,
-                           int64_t *idx_all, double *w_all, int *count) {
-  for (int64_t o = 0; o < p->out.d[d]; o++) {
-    int64_t *idx = idx_all + o * max_taps;
-    double *w = w_all + o * max_taps;
-    double c = kiln_resize_coord(p->coord, (double)o, in_len, p->resized_len[d], p->scale[d],
-                                 p->roi_start[d], p->roi_end[d]);
-    if (kiln_resize_outside(p->coord, c, in_len)) {
-      count[o] = -1;
-      continue;
-    }
-    if (p->mode == KILN_RESIZE_NEAREST) {
-      idx[0] = kiln_resize_clamp(kiln_resize_nearest(p->nearest, c, p->scale[d]), in_len);
-      w[0] = 1;
-      count[o] = 1;
-      continue;
-    }
-    int64_t first;
-    double t, coef[4];
-    kiln_resize_taps(c, max_taps, in_len, &first, &t);
-    if (p->mode == KILN_RESIZE_LINEAR) {
-      coef[0] = 1 - t;
-      coef[1] = t;
-    } else {
-      kiln_cubic_coeffs(t, p->cubic_a, coef);
-    }
-    if (p->exclude_outside) {
-      double sum = 0;
-      for (int k = 0; k < max_taps; k++) {
-        if (first + k < 0 || first + k >= in_len) coef[k] = 0;
-        sum += coef[k];
-      }
-      if (sum != 0)
-        for (int k = 0; k < max_taps; k++) coef[k] /= sum;
-    }
-    int m = 0;
-    for (int k = 0; k < max_taps; k++) {
-      if (coef[k] == 0) continue;
-      idx[m] = kiln_resize_clamp(first + k, in_len);
-      w[m] = coef[k];
-      m++;
-    }
-    count[o] = m;
-  }
-}
 
 kiln_code kiln_resize_axis_adjoint(const kiln_resize_params *p, int d, int64_t in_len,
                                    int64_t **start_out, int64_t **src_out, double **w_out,

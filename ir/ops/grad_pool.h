@@ -23,13 +23,6 @@ const char *kiln_nearest_mode_name(kiln_nearest_mode m);
 /* Taps per output position of a mode: 1 (nearest), 2 (linear) or 4 (cubic). */
 int kiln_resize_max_taps(kiln_resize_mode m);
 
-/* The forward taps along axis d, exactly as the Resize reference kernel computes them: per
- * output index o in [0, p->out.d[d]), count[o] taps (clamped input index idx[o*max_taps + t],
- * weight w[o*max_taps + t]); count[o] < 0 marks a position outside a tf_crop_and_resize region
- * (it reads the extrapolation value and so receives no gradient). */
-void kiln_resize_axis_taps(const kiln_resize_params *p, int d, int64_t in_len, int max_taps,
-                           int64_t *idx, double *w, int *count);
-
 /* The adjoint of one axis as a gather: for each input index i in [0, in_len), the entries
  * [start[i], start[i+1]) of src/w list the output indices that read i, in increasing order, each
  * once, with the summed weight of the taps that clamp to i.  Arrays are allocated here (start

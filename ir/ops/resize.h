@@ -45,4 +45,11 @@ typedef struct kiln_pad_params {
 kiln_code kiln_pad_params_get(const kiln_graph *g, const kiln_node *n, const kiln_shape *x,
                               const kiln_tensor *pads, kiln_pad_params *p, kiln_err *e);
 
+/* The forward taps along axis d, exactly as the Resize reference kernel computes them: per
+ * output index o in [0, p->out.d[d]), count[o] taps (clamped input index idx[o*max_taps + t],
+ * weight w[o*max_taps + t]); count[o] < 0 marks a position outside a tf_crop_and_resize region
+ * (it reads the extrapolation value and so receives no gradient). */
+void kiln_resize_axis_taps(const kiln_resize_params *p, int d, int64_t in_len, int max_taps,
+                           int64_t *idx, double *w, int *count);
+
 #endif

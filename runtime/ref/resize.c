@@ -6,60 +6,13 @@
 #include "runtime/ref/ref_util.h"
 #include "runtime/ref/resize_coords.h"
 
-/* Per output position along one axis: the input taps it reads and their weights.
- * count < 0 marks a position outside a tf_crop_and_resize region (extrapolation_value). */
+/* One axis's taps (kiln_resize_axis_taps): per output position, count[o] input indices and
+ * weights, count < 0 outside a tf_crop_and_resize region. */
 typedef struct axis_taps {
-  int64_t *idx; /* [out_len * max_taps], clamped input indices */
-  double *w;    /* [out_len * max_taps] */
-  int *count;   /* [out_len]: taps actually used (zero weights are dropped) */
+  int64_t *idx;
+  double *w;
+  int *count;
 } axis_taps;
-
-static void build_axis(const kiln_resize_params *p, int d, int64_t in_len, int max_taps,
-                       axis_taps *a) {
-  for (int64_t o = 0; o < p->out.d[d]; o++) {
-    int64_t *idx = a->idx + o * max_taps;
-    double *w = a->w + o * max_taps;
-    double c = kiln_resize_coord(p->coord, (double)o, in_len, p->resized_len[d], p->scale[d],
-                                 p->roi_start[d], p->roi_end[d]);
-    if (kiln_resize_outside(p->coord, c, in_len)) {
-      a->count[o] = -1;
-      continue;
-    }
-    if (p->mode == KILN_RESIZE_NEAREST) {
-      idx[0] = kiln_resize_clamp(kiln_resize_nearest(p->nearest, c, p->scale[d]), in_len);
-      w[0] = 1;
-      a->count[o] = 1;
-      continue;
-    }
-    int64_t first;
-    double t, coef[4];
-    kiln_resize_taps(c, max_taps, in_len, &first, &t);
-    if (p->mode == KILN_RESIZE_LINEAR) {
-      coef[0] = 1 - t;
-      coef[1] = t;
-    } else {
-      kiln_cubic_coeffs(t, p->cubic_a, coef);
-    }
-    if (p->exclude_outside) {
-      /* Taps beyond the input get no weight; the rest are renormalized to sum to 1. */
-      double sum = 0;
-      for (int k = 0; k < max_taps; k++) {
-        if (first + k < 0 || first + k >= in_len) coef[k] = 0;
-        sum += coef[k];
-      }
-      if (sum != 0)
-        for (int k = 0; k < max_taps; k++) coef[k] /= sum;
-    }
-    int m = 0;
-    for (int k = 0; k < max_taps; k++) {
-      if (coef[k] == 0) continue;
-      idx[m] = kiln_resize_clamp(first + k, in_len); /* edge padding */
-      w[m] = coef[k];
-      m++;
-    }
-    a->count[o] = m;
-  }
-}
 
 /* Resize and Upsample: separable N-D interpolation.  Each output element is the weighted sum,
  * over every combination of its per-axis taps, of the input elements they address. */
@@ -87,7 +40,7 @@ static kiln_code resize_run(const kiln_ref_ctx *ctx, const kiln_node *n,
   int64_t off = 0;
   for (int d = 0; d < rank; d++) {
     axes[d] = (axis_taps){idx + off * max_taps, w + off * max_taps, count + off};
-    build_axis(&p, d, x->shape.d[d], max_taps, &axes[d]);
+    kiln_resize_axis_taps(&p, d, x->shape.d[d], max_taps, axes[d].idx, axes[d].w, axes[d].count);
     off += y->shape.d[d];
   }
 
