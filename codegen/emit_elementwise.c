@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "codegen/emit_elementwise.h"
+#include "runtime/ref/dropout_rng.h"
 
 typedef LLVMValueRef V;
 
@@ -321,71 +322,11 @@ BODY(body_cast) {
  * is a constant, else the uniforms (8 bytes per element) compared with the ratio read at
  * run time. */
 
-enum { MT_N = 624, MT_M = 397 };
-typedef struct mt19937 {
-  uint32_t s[MT_N];
-  int pos;
-} mt19937;
-
-static void mt_seed(mt19937 *m, uint32_t seed) {
-  m->s[0] = seed;
-  for (int i = 1; i < MT_N; i++)
-    m->s[i] = 1812433253u * (m->s[i - 1] ^ (m->s[i - 1] >> 30)) + (uint32_t)i;
-  m->pos = MT_N;
-}
-
-/* init_by_array: numpy's seeding for seeds beyond 32 bits. */
-static void mt_seed_array(mt19937 *m, const uint32_t *key, int len) {
-  mt_seed(m, 19650218u);
-  int i = 1, j = 0;
-  for (int c = MT_N > len ? MT_N : len; c; c--) {
-    m->s[i] = (m->s[i] ^ ((m->s[i - 1] ^ (m->s[i - 1] >> 30)) * 1664525u)) + key[j] + (uint32_t)j;
-    i++, j++;
-    if (i >= MT_N) m->s[0] = m->s[MT_N - 1], i = 1;
-    if (j >= len) j = 0;
-  }
-  for (int c = MT_N - 1; c; c--) {
-    m->s[i] = (m->s[i] ^ ((m->s[i - 1] ^ (m->s[i - 1] >> 30)) * 1566083941u)) - (uint32_t)i;
-    i++;
-    if (i >= MT_N) m->s[0] = m->s[MT_N - 1], i = 1;
-  }
-  m->s[0] = 0x80000000u;
-}
-
-static uint32_t mt_next(mt19937 *m) {
-  if (m->pos >= MT_N) {
-    for (int i = 0; i < MT_N; i++) {
-      uint32_t y = (m->s[i] & 0x80000000u) | (m->s[(i + 1) % MT_N] & 0x7fffffffu);
-      m->s[i] = m->s[(i + MT_M) % MT_N] ^ (y >> 1) ^ ((y & 1) ? 0x9908b0dfu : 0);
-    }
-    m->pos = 0;
-  }
-  uint32_t y = m->s[m->pos++];
-  y ^= y >> 11;
-  y ^= (y << 7) & 0x9d2c5680u;
-  y ^= (y << 15) & 0xefc60000u;
-  return y ^ (y >> 18);
-}
-
-static double mt_uniform(mt19937 *m) { /* numpy's random_sample: 53 random bits in [0, 1) */
-  uint32_t a = mt_next(m) >> 5, b = mt_next(m) >> 6;
-  return (a * 67108864.0 + b) / 9007199254740992.0;
-}
-
-/* The reference's dropout_seed with a run seed of 0. */
-static uint64_t dropout_seed(const kiln_node *n) {
-  if (ir_attr_has(n, "seed")) return (uint64_t)ir_attr_int(n, "seed");
-  uint64_t h = 1469598103934665603ull; /* FNV-1a of the node's name */
-  for (const char *s = n->name ? n->name : ""; *s; s++)
-    h = (h ^ (uint8_t)*s) * 1099511628211ull;
-  return h;
-}
-
 /* The compile-time random stream: keep bytes for a known ratio, else uniforms. -1 on error. */
 static int dropout_stream(kiln_emit_ctx *cx, const kiln_node *n, int64_t numel, bool ratio_known,
                           double ratio, kiln_err *e) {
   size_t es = ratio_known ? 1 : sizeof(double);
-  mt19937 *mt = kiln_malloc(sizeof *mt);
+  kiln_mt19937 *mt = kiln_malloc(sizeof *mt);
   void *buf = kiln_malloc((size_t)numel * es);
   if (!mt || !buf) {
     kiln_free(mt);
@@ -393,13 +334,9 @@ static int dropout_stream(kiln_emit_ctx *cx, const kiln_node *n, int64_t numel, 
     kiln_errf(e, KILN_ERR_NOMEM, "out of memory (Dropout mask of %lld elements)", (long long)numel);
     return -1;
   }
-  uint64_t seed = dropout_seed(n);
-  if (seed <= UINT32_MAX)
-    mt_seed(mt, (uint32_t)seed);
-  else
-    mt_seed_array(mt, (const uint32_t[]){(uint32_t)seed, (uint32_t)(seed >> 32)}, 2);
+  kiln_mt_seed(mt, kiln_dropout_seed(n, 0));
   for (int64_t i = 0; i < numel; i++) {
-    double u = mt_uniform(mt);
+    double u = kiln_mt_uniform(mt);
     if (ratio_known)
       ((uint8_t *)buf)[i] = u >= ratio;
     else

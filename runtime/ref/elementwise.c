@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "ir/ops/elementwise.h"
+#include "runtime/ref/dropout_rng.h"
 #include "runtime/ref/ref_util.h"
 
 #define REF_ARGS                                                                                   \
@@ -355,71 +356,7 @@ kiln_code ref_Cast(REF_ARGS) {
 /* ---- Dropout ----
  * In training the mask is drawn from MT19937 as numpy's legacy RandomState does
  * (np.random.seed(s); np.random.uniform(0, 1, shape) >= ratio), so that kiln reproduces the
- * ONNX reference's masks bit for bit. */
-
-enum { MT_N = 624, MT_M = 397 };
-typedef struct mt19937 {
-  uint32_t s[MT_N];
-  int pos;
-} mt19937;
-
-static void mt_seed(mt19937 *m, uint32_t seed) {
-  m->s[0] = seed;
-  for (int i = 1; i < MT_N; i++)
-    m->s[i] = 1812433253u * (m->s[i - 1] ^ (m->s[i - 1] >> 30)) + (uint32_t)i;
-  m->pos = MT_N;
-}
-
-/* Matsumoto and Nishimura's init_by_array: numpy's seeding for seeds beyond 32 bits. */
-static void mt_seed_array(mt19937 *m, const uint32_t *key, int len) {
-  mt_seed(m, 19650218u);
-  int i = 1, j = 0;
-  for (int k = MT_N > len ? MT_N : len; k; k--) {
-    m->s[i] = (m->s[i] ^ ((m->s[i - 1] ^ (m->s[i - 1] >> 30)) * 1664525u)) + key[j] + (uint32_t)j;
-    i++, j++;
-    if (i >= MT_N) m->s[0] = m->s[MT_N - 1], i = 1;
-    if (j >= len) j = 0;
-  }
-  for (int k = MT_N - 1; k; k--) {
-    m->s[i] = (m->s[i] ^ ((m->s[i - 1] ^ (m->s[i - 1] >> 30)) * 1566083941u)) - (uint32_t)i;
-    i++;
-    if (i >= MT_N) m->s[0] = m->s[MT_N - 1], i = 1;
-  }
-  m->s[0] = 0x80000000u;
-}
-
-static uint32_t mt_next(mt19937 *m) {
-  if (m->pos >= MT_N) {
-    for (int k = 0; k < MT_N; k++) {
-      uint32_t y = (m->s[k] & 0x80000000u) | (m->s[(k + 1) % MT_N] & 0x7fffffffu);
-      m->s[k] = m->s[(k + MT_M) % MT_N] ^ (y >> 1) ^ ((y & 1) ? 0x9908b0dfu : 0);
-    }
-    m->pos = 0;
-  }
-  uint32_t y = m->s[m->pos++];
-  y ^= y >> 11;
-  y ^= (y << 7) & 0x9d2c5680u;
-  y ^= (y << 15) & 0xefc60000u;
-  return y ^ (y >> 18);
-}
-
-/* A double in [0, 1) with 53 random bits (numpy's random_sample). */
-static double mt_uniform(mt19937 *m) {
-  uint32_t a = mt_next(m) >> 5, b = mt_next(m) >> 6;
-  return (a * 67108864.0 + b) / 9007199254740992.0;
-}
-
-/* The mask's seed: the node's `seed` attribute offset by the run's seed, so ctx->seed = 0
- * reproduces ONNX's reference; without the attribute, the run's seed mixed with the node's
- * name so that two Dropouts of one graph draw different masks. */
-static uint64_t dropout_seed(const kiln_ref_ctx *ctx, const kiln_node *n) {
-  uint64_t run = ctx ? ctx->seed : 0;
-  if (ir_attr_has(n, "seed")) return (uint64_t)ir_attr_int(n, "seed") + run;
-  uint64_t h = 1469598103934665603ull; /* FNV-1a */
-  for (const char *s = n->name ? n->name : ""; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
-  return run ^ h;
-}
-
+ * ONNX reference's masks bit for bit (runtime/ref/dropout_rng.h). */
 kiln_code ref_Dropout(REF_ARGS) {
   const kiln_tensor *x = in[0];
   kiln_tensor *y = out[0], *mask = n->n_out > 1 ? out[1] : NULL;
@@ -441,16 +378,12 @@ kiln_code ref_Dropout(REF_ARGS) {
   }
   if (!(ratio > 0 && ratio < 1))
     return kiln_errf(e, KILN_ERR_INVALID, "ratio %g is outside [0, 1)", ratio);
-  uint64_t seed = dropout_seed(ctx, n);
-  mt19937 *mt = kiln_malloc(sizeof *mt);
+  kiln_mt19937 *mt = kiln_malloc(sizeof *mt);
   if (!mt) return kiln_errf(e, KILN_ERR_NOMEM, "out of memory (Dropout)");
-  if (seed <= UINT32_MAX)
-    mt_seed(mt, (uint32_t)seed);
-  else
-    mt_seed_array(mt, (const uint32_t[]){(uint32_t)seed, (uint32_t)(seed >> 32)}, 2);
+  kiln_mt_seed(mt, kiln_dropout_seed(n, ctx ? ctx->seed : 0));
   float scale = 1.0f / (1.0f - (float)ratio);
   for (int64_t k = 0; k < x->numel; k++) {
-    bool keep = mt_uniform(mt) >= ratio;
+    bool keep = kiln_mt_uniform(mt) >= ratio;
     F32(y)[k] = (float)keep * F32(x)[k] * scale; /* numpy's mask * x * scale, -0 included */
     if (mask) st_i(mask, k, keep);
   }
