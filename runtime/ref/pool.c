@@ -2,42 +2,22 @@
  * Windows are viewed as 3-D (nn_window_3d), so one loop nest serves 1-D, 2-D and 3-D. */
 #include <math.h>
 
-#include "ir/ops/nn_window.h"
-#include "runtime/ref/ref_util.h"
-
-static kiln_code pool_window(const kiln_node *n, const kiln_tensor *x, nn_window *t, kiln_err *e) {
-  const int64_t *ks;
-  ir_attr_ints(n, "kernel_shape", &ks);
-  nn_window w;
-  KILN_TRY(nn_window_forward(n, &x->shape, "X", ks, ir_attr_int(n, "ceil_mode") != 0, &w, e));
-  *t = nn_window_3d(&w);
-  return KILN_OK;
-}
-
-/* Taps of one output position along one dim that fall inside the input [0, in), and how
- * many fall inside the padded input [-pad_begin, in + pad_end). */
-static void dim_taps(const nn_window *t, int dim, int64_t o, int64_t *n_in, int64_t *n_padded) {
-  int64_t start = o * t->stride[dim] - t->pad_begin[dim];
-  *n_in = *n_padded = 0;
-  for (int64_t k = 0; k < t->kernel[dim]; k++) {
-    int64_t p = start + k * t->dilation[dim];
-    if (p >= 0 && p < t->in[dim]) ++*n_in;
-    if (p >= -t->pad_begin[dim] && p < t->in[dim] + t->pad_end[dim]) ++*n_padded;
-  }
-}
+#include "runtime/ref/pool_window.h"
 
 kiln_code ref_MaxPool(const kiln_ref_ctx *ctx, const kiln_node *n, const kiln_tensor *const *in,
                       kiln_tensor *const *out, kiln_err *e) {
   (void)ctx;
   const kiln_tensor *x = in[0];
   nn_window t;
-  KILN_TRY(pool_window(n, x, &t, e));
+  KILN_TRY(ref_pool_window(n, &x->shape, &t, e));
   bool col_major = ir_attr_int(n, "storage_order") == 1;
   int64_t planes = x->shape.d[0] * x->shape.d[1];
   int64_t in_plane = t.in[0] * t.in[1] * t.in[2];
   const float *xd = F32(x);
   float *yd = F32(out[0]);
   int64_t *idx = n->n_out > 1 && out[1] ? I64(out[1]) : NULL;
+  int64_t *at = ref_pool_tap_buffer(&t, e);
+  if (!at) return e->code;
   int64_t o = 0;
   for (int64_t pl = 0; pl < planes; pl++) {
     const float *xp = xd + pl * in_plane;
@@ -46,30 +26,25 @@ kiln_code ref_MaxPool(const kiln_ref_ctx *ctx, const kiln_node *n, const kiln_te
         for (int64_t ow = 0; ow < t.out[2]; ow++, o++) {
           float best = -INFINITY;
           int64_t best_at = -1; /* spatial offset of the maximum; padding never wins */
-          for (int64_t kd = 0; kd < t.kernel[0]; kd++) {
-            int64_t id = od * t.stride[0] - t.pad_begin[0] + kd * t.dilation[0];
-            if (id < 0 || id >= t.in[0]) continue;
-            for (int64_t kh = 0; kh < t.kernel[1]; kh++) {
-              int64_t ih = oh * t.stride[1] - t.pad_begin[1] + kh * t.dilation[1];
-              if (ih < 0 || ih >= t.in[1]) continue;
-              for (int64_t kw = 0; kw < t.kernel[2]; kw++) {
-                int64_t iw = ow * t.stride[2] - t.pad_begin[2] + kw * t.dilation[2];
-                if (iw < 0 || iw >= t.in[2]) continue;
-                float v = xp[(id * t.in[1] + ih) * t.in[2] + iw];
-                if (best_at < 0 || v > best) { /* the first maximum wins ties */
-                  best = v;
-                  /* ONNX flattens indices over the whole input; storage_order=1 orders the
-                   * spatial dims column-major (first dim fastest). */
-                  best_at = col_major ? id + (ih + iw * t.in[1]) * t.in[0]
-                                      : (id * t.in[1] + ih) * t.in[2] + iw;
-                }
-              }
+          int64_t taps = ref_pool_taps(&t, od, oh, ow, at);
+          for (int64_t i = 0; i < taps; i++)
+            if (best_at < 0 || xp[at[i]] > best) { /* the first maximum wins ties */
+              best = xp[at[i]];
+              best_at = at[i];
             }
-          }
           yd[o] = best;
-          if (idx) idx[o] = best_at < 0 ? -1 : pl * in_plane + best_at;
+          if (!idx) continue;
+          /* ONNX flattens indices over the whole input; storage_order=1 orders the spatial
+           * dims column-major (first dim fastest). */
+          if (best_at >= 0 && col_major) {
+            int64_t iw = best_at % t.in[2], ih = best_at / t.in[2] % t.in[1];
+            int64_t id = best_at / (t.in[1] * t.in[2]);
+            best_at = id + (ih + iw * t.in[1]) * t.in[0];
+          }
+          idx[o] = best_at < 0 ? -1 : pl * in_plane + best_at;
         }
   }
+  kiln_free(at);
   return KILN_OK;
 }
 
@@ -78,12 +53,14 @@ kiln_code ref_AveragePool(const kiln_ref_ctx *ctx, const kiln_node *n,
   (void)ctx;
   const kiln_tensor *x = in[0];
   nn_window t;
-  KILN_TRY(pool_window(n, x, &t, e));
+  KILN_TRY(ref_pool_window(n, &x->shape, &t, e));
   bool include_pad = ir_attr_int(n, "count_include_pad") != 0;
   int64_t planes = x->shape.d[0] * x->shape.d[1];
   int64_t in_plane = t.in[0] * t.in[1] * t.in[2];
   const float *xd = F32(x);
   float *yd = F32(out[0]);
+  int64_t *at = ref_pool_tap_buffer(&t, e);
+  if (!at) return e->code;
   int64_t o = 0;
   for (int64_t pl = 0; pl < planes; pl++) {
     const float *xp = xd + pl * in_plane;
@@ -91,31 +68,13 @@ kiln_code ref_AveragePool(const kiln_ref_ctx *ctx, const kiln_node *n,
       for (int64_t oh = 0; oh < t.out[1]; oh++)
         for (int64_t ow = 0; ow < t.out[2]; ow++, o++) {
           double sum = 0;
-          for (int64_t kd = 0; kd < t.kernel[0]; kd++) {
-            int64_t id = od * t.stride[0] - t.pad_begin[0] + kd * t.dilation[0];
-            if (id < 0 || id >= t.in[0]) continue;
-            for (int64_t kh = 0; kh < t.kernel[1]; kh++) {
-              int64_t ih = oh * t.stride[1] - t.pad_begin[1] + kh * t.dilation[1];
-              if (ih < 0 || ih >= t.in[1]) continue;
-              for (int64_t kw = 0; kw < t.kernel[2]; kw++) {
-                int64_t iw = ow * t.stride[2] - t.pad_begin[2] + kw * t.dilation[2];
-                if (iw < 0 || iw >= t.in[2]) continue;
-                sum += xp[(id * t.in[1] + ih) * t.in[2] + iw];
-              }
-            }
-          }
-          /* The divisor counts the taps inside the input, or with count_include_pad the taps
-           * inside the padded input (a ceil_mode window may reach past even that). */
-          int64_t count = 1;
-          const int64_t pos[3] = {od, oh, ow};
-          for (int dim = 0; dim < 3; dim++) {
-            int64_t n_in, n_padded;
-            dim_taps(&t, dim, pos[dim], &n_in, &n_padded);
-            count *= include_pad ? n_padded : n_in;
-          }
+          int64_t taps = ref_pool_taps(&t, od, oh, ow, at);
+          for (int64_t i = 0; i < taps; i++) sum += xp[at[i]];
+          int64_t count = ref_pool_divisor(&t, od, oh, ow, include_pad);
           yd[o] = count > 0 ? (float)(sum / (double)count) : 0.0f;
         }
   }
+  kiln_free(at);
   return KILN_OK;
 }
 
