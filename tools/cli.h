@@ -3,6 +3,7 @@
 #define KILN_CLI_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "ir/graph.h"
@@ -24,6 +25,13 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
  * advances *i).  Reports a usage error through *bad when the value is missing. */
 bool cli_opt(int argc, char **argv, int *i, const char *flag, const char **val, bool *bad);
 bool cli_is_help(const char *a);
+/* Numeric option values: the whole of `val` must be a number in [lo, hi] (cli_u64: any
+ * non-negative integer); otherwise it prints "kiln: option FLAG needs ..., not 'VAL'", sets
+ * *bad (the caller returns 2) and returns lo.  Nothing is printed when *bad is already set
+ * (cli_opt found no value). */
+int64_t cli_int(const char *flag, const char *val, int64_t lo, int64_t hi, bool *bad);
+uint64_t cli_u64(const char *flag, const char *val, bool *bad);
+double cli_real(const char *flag, const char *val, double lo, double hi, bool *bad);
 
 /* Loads a model, binds `--bind sym=N` pairs (binds[] of n_binds strings "sym=N"),
  * and runs shape inference with constant propagation. */

@@ -227,13 +227,13 @@ int cmd_bench(int argc, char **argv) {
     } else if (cli_opt(argc, argv, &i, "--bind", &val, &bad)) {
       if (n_binds < 32) binds[n_binds++] = val;
     } else if (cli_opt(argc, argv, &i, "--iters", &val, &bad)) {
-      iters = atoi(val);
+      iters = (int)cli_int("--iters", val, 1, 1000000000, &bad);
     } else if (cli_opt(argc, argv, &i, "--warmup", &val, &bad)) {
-      warmup = atoi(val);
+      warmup = (int)cli_int("--warmup", val, 0, 1000000000, &bad);
     } else if (cli_opt(argc, argv, &i, "--threads", &val, &bad)) {
-      threads = atoi(val);
+      threads = (int)cli_int("--threads", val, 0, 4096, &bad);
     } else if (cli_opt(argc, argv, &i, "--top", &val, &bad)) {
-      top = atoi(val);
+      top = (int)cli_int("--top", val, 0, 1000000000, &bad);
     } else if (cli_opt(argc, argv, &i, "--op", &val, &bad)) {
       op = val;
     } else if (cli_opt(argc, argv, &i, "--shape", &val, &bad)) {
@@ -241,12 +241,12 @@ int cmd_bench(int argc, char **argv) {
     } else if (cli_opt(argc, argv, &i, "--attrs", &val, &bad)) {
       attrs = val;
     } else if (cli_opt(argc, argv, &i, "--out-channels", &val, &bad)) {
-      oc = atoll(val);
+      oc = cli_int("--out-channels", val, 1, 1073741824, &bad);
     } else if (cli_opt(argc, argv, &i, "--backend", &val, &bad)) {
       backend = val;
     } else if (cli_opt(argc, argv, &i, "--peak", &val, &bad)) {
       if (!strcmp(val, "measure")) peak_measure = true;
-      else if ((peak = atof(val)) <= 0) return cli_usage_error("bench", "--peak needs GFLOP/s or 'measure'");
+      else peak = cli_real("--peak", val, 1e-6, 1e9, &bad);
     } else if (cli_opt(argc, argv, &i, "--passes", &val, &bad)) {
       passes = val;
     } else if (!strcmp(argv[i], "--no-fuse")) {

@@ -65,7 +65,7 @@ int cmd_compile(int argc, char **argv) {
     } else if (cli_opt(argc, argv, &i, "--bind", &val, &bad)) {
       if (n_binds < 32) binds[n_binds++] = val;
     } else if (cli_opt(argc, argv, &i, "--threads", &val, &bad)) {
-      threads = atoi(val);
+      threads = (int)cli_int("--threads", val, 0, 4096, &bad);
     } else if (cli_opt(argc, argv, &i, "--cache-dir", &val, &bad)) {
       cache_dir = val;
     } else if (cli_opt(argc, argv, &i, "-o", &val, &bad)) {

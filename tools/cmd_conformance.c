@@ -325,15 +325,15 @@ int cmd_conformance(int argc, char **argv) {
     } else if (cli_opt(argc, argv, &i, "--write-passing", &val, &bad)) {
       write_file = val;
     } else if (cli_opt(argc, argv, &i, "--rtol", &val, &bad)) {
-      o.rtol = atof(val);
+      o.rtol = cli_real("--rtol", val, 0, 1e30, &bad);
     } else if (cli_opt(argc, argv, &i, "--atol", &val, &bad)) {
-      o.atol = atof(val);
+      o.atol = cli_real("--atol", val, 0, 1e30, &bad);
     } else if (cli_opt(argc, argv, &i, "--backend", &val, &bad)) {
       if (strcmp(val, "ref") && strcmp(val, "jit"))
         return cli_usage_error("conformance", "unknown backend '%s'", val);
       o.jit = !strcmp(val, "jit");
     } else if (cli_opt(argc, argv, &i, "--threads", &val, &bad)) {
-      o.threads = atoi(val);
+      o.threads = (int)cli_int("--threads", val, 0, 4096, &bad);
     } else if (!strcmp(argv[i], "--only-scope")) {
       only_scope = true;
     } else if (!strcmp(argv[i], "--verbose")) {

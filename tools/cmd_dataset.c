@@ -45,17 +45,17 @@ int cmd_dataset(int argc, char **argv) {
     } else if (cli_opt(argc, argv, &i, "--out", &val, &bad) || cli_opt(argc, argv, &i, "-o", &val, &bad)) {
       out = val;
     } else if (cli_opt(argc, argv, &i, "--size", &val, &bad)) {
-      o.height = o.width = atoll(val);
+      o.height = o.width = cli_int("--size", val, 1, 65536, &bad);
     } else if (cli_opt(argc, argv, &i, "--count", &val, &bad)) {
-      o.count = atoll(val);
+      o.count = cli_int("--count", val, 0, 1000000000000, &bad);
     } else if (cli_opt(argc, argv, &i, "--synth-classes", &val, &bad)) {
-      o.synth_classes = atoll(val);
+      o.synth_classes = cli_int("--synth-classes", val, 1, 100000, &bad);
     } else if (cli_opt(argc, argv, &i, "--seed", &val, &bad)) {
-      o.seed = o.data_seed = strtoull(val, NULL, 10);
+      o.seed = o.data_seed = cli_u64("--seed", val, &bad);
     } else if (cli_opt(argc, argv, &i, "--classes", &val, &bad)) {
       o.classes = val;
     } else if (cli_opt(argc, argv, &i, "--loc-ratio", &val, &bad)) {
-      o.loc_ratio = atof(val);
+      o.loc_ratio = cli_real("--loc-ratio", val, 0, 1, &bad);
       ratio_given = true;
     } else if (!strcmp(argv[i], "--skip-bad")) {
       o.skip_bad = true;

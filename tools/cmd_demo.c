@@ -59,19 +59,19 @@ int cmd_demo(int argc, char **argv) {
       if (strlen(val) >= sizeof d.out) return cli_usage_error("demo", "--out: path too long");
       snprintf(d.out, sizeof d.out, "%s", val);
     } else if (cli_opt(argc, argv, &i, "--seed", &val, &bad)) {
-      d.seed = strtoull(val, NULL, 10);
+      d.seed = cli_u64("--seed", val, &bad);
     } else if (cli_opt(argc, argv, &i, "--epochs", &val, &bad)) {
-      d.epochs = atoi(val);
+      d.epochs = (int)cli_int("--epochs", val, 0, 1000000000, &bad);
     } else if (cli_opt(argc, argv, &i, "--size", &val, &bad)) {
-      d.image_size = atoll(val);
+      d.image_size = cli_int("--size", val, 1, 65536, &bad);
     } else if (cli_opt(argc, argv, &i, "--width", &val, &bad)) {
-      d.width = atoll(val);
+      d.width = cli_int("--width", val, 1, 65536, &bad);
     } else if (cli_opt(argc, argv, &i, "--batch", &val, &bad)) {
-      d.batch = atoll(val);
+      d.batch = cli_int("--batch", val, 1, 1000000000, &bad);
     } else if (cli_opt(argc, argv, &i, "--loc-ratio", &val, &bad)) {
-      d.loc_ratio = atof(val);
+      d.loc_ratio = cli_real("--loc-ratio", val, 0, 1, &bad);
     } else if (cli_opt(argc, argv, &i, "--threads", &val, &bad)) {
-      d.threads = atoi(val);
+      d.threads = (int)cli_int("--threads", val, 0, 4096, &bad);
     } else if (!strcmp(argv[i], "--fresh")) {
       fresh = true;
     } else if (!strcmp(argv[i], "-q") || !strcmp(argv[i], "--quiet")) {

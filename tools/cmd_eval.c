@@ -72,20 +72,20 @@ int cmd_eval(int argc, char **argv) {
       return 0;
     } else if (cli_data_opt("eval", argc, argv, &i, &cd, &bad)) {
     } else if (cli_opt(argc, argv, &i, "--count", &val, &bad)) { /* as kiln train and kiln dataset */
-      cd.o.count = atoll(val);
+      cd.o.count = cli_int("--count", val, 0, 1000000000000, &bad);
     } else if (cli_opt(argc, argv, &i, "--batch", &val, &bad)) {
-      eo.batch = atoll(val);
+      eo.batch = cli_int("--batch", val, 1, 1000000000, &bad);
       if (eo.batch < 1) return cli_usage_error("eval", "--batch must be at least 1");
     } else if (cli_opt(argc, argv, &i, "--backend", &val, &bad)) {
       backend = val;
     } else if (cli_opt(argc, argv, &i, "--threads", &val, &bad)) {
-      eo.threads = atoi(val);
+      eo.threads = (int)cli_int("--threads", val, 0, 4096, &bad);
     } else if (cli_opt(argc, argv, &i, "--passes", &val, &bad)) {
       eo.passes = val;
     } else if (cli_opt(argc, argv, &i, "--predictions", &val, &bad)) {
       preds = val;
     } else if (cli_opt(argc, argv, &i, "--limit", &val, &bad)) {
-      eo.limit = atoll(val);
+      eo.limit = cli_int("--limit", val, 0, 1000000000000, &bad);
     } else if (!strcmp(argv[i], "--allow-fallback")) {
       eo.allow_fallback = true;
     } else if (!strcmp(argv[i], "--markdown")) {

@@ -285,27 +285,27 @@ int cmd_explain(int argc, char **argv) {
     } else if (cli_opt(argc, argv, &i, "--feature", &val, &bad)) {
       xo.feature = val;
     } else if (cli_opt(argc, argv, &i, "--top", &val, &bad)) {
-      dop.top_frac = atof(val) / 100;
+      dop.top_frac = cli_real("--top", val, 0, 100, &bad) / 100;
       if (!(dop.top_frac > 0 && dop.top_frac <= 1)) return cli_usage_error("explain", "--top must lie in (0, 100]");
     } else if (cli_opt(argc, argv, &i, "--limit", &val, &bad)) {
-      dop.limit = atoll(val);
+      dop.limit = cli_int("--limit", val, 0, 1000000000000, &bad);
     } else if (cli_opt(argc, argv, &i, "--count", &val, &bad)) {
-      c.count = atoi(val);
+      c.count = (int)cli_int("--count", val, 0, 1000000000000, &bad);
       if (c.count < 0 || c.count > 1000) return cli_usage_error("explain", "--count must lie in 0..1000");
     } else if (cli_opt(argc, argv, &i, "--out", &val, &bad) || cli_opt(argc, argv, &i, "-o", &val, &bad)) {
       c.out = val;
     } else if (cli_opt(argc, argv, &i, "--colormap", &val, &bad)) {
       if (!kiln_colormap_parse(val, &c.cmap)) return cli_usage_error("explain", "--colormap must be jet or viridis");
     } else if (cli_opt(argc, argv, &i, "--alpha", &val, &bad)) {
-      c.alpha = (float)atof(val);
+      c.alpha = (float)cli_real("--alpha", val, 0, 1, &bad);
       if (!(c.alpha >= 0 && c.alpha <= 1)) return cli_usage_error("explain", "--alpha must lie in [0, 1]");
     } else if (cli_opt(argc, argv, &i, "--batch", &val, &bad)) {
-      xo.batch = atoll(val);
+      xo.batch = cli_int("--batch", val, 1, 1000000000, &bad);
       if (xo.batch < 1) return cli_usage_error("explain", "--batch must be at least 1");
     } else if (cli_opt(argc, argv, &i, "--backend", &val, &bad)) {
       backend = val;
     } else if (cli_opt(argc, argv, &i, "--threads", &val, &bad)) {
-      xo.threads = atoi(val);
+      xo.threads = (int)cli_int("--threads", val, 0, 4096, &bad);
     } else if (!strcmp(argv[i], "--allow-fallback")) {
       xo.allow_fallback = true;
     } else if (!strcmp(argv[i], "-q") || !strcmp(argv[i], "--quiet")) {

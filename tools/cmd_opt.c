@@ -215,7 +215,7 @@ typedef struct train_opts {
 static bool train_opt(int argc, char **argv, int *i, train_opts *t, bool *bad) {
   const char *val;
   if (cli_opt(argc, argv, i, "--batch", &val, bad)) {
-    t->batch = atoll(val);
+    t->batch = cli_int("--batch", val, 1, 1000000000, bad);
     if (!*bad && t->batch < 1) *bad = cli_usage_error("opt", "--batch must be at least 1") != 0;
   } else if (cli_opt(argc, argv, i, "--loc-loss", &val, bad)) {
     if (*bad) return true;
@@ -225,7 +225,7 @@ static bool train_opt(int argc, char **argv, int *i, train_opts *t, bool *bad) {
     else if (!strcmp(val, "none")) t->cfg.loc_loss = KILN_LOC_NONE;
     else *bad = cli_usage_error("opt", "--loc-loss must be bce, l1, l2 or none") != 0;
   } else if (cli_opt(argc, argv, i, "--lambda", &val, bad)) {
-    t->cfg.lambda = atof(val);
+    t->cfg.lambda = cli_real("--lambda", val, 0, 1e6, bad);
   } else if (cli_opt(argc, argv, i, "--optim", &val, bad)) {
     if (*bad) return true;
     if (!strcmp(val, "adam")) t->cfg.optim = KILN_OPTIM_ADAM;
@@ -233,9 +233,9 @@ static bool train_opt(int argc, char **argv, int *i, train_opts *t, bool *bad) {
     else if (!strcmp(val, "sgd")) t->cfg.optim = KILN_OPTIM_SGD;
     else *bad = cli_usage_error("opt", "--optim must be adam, adamw or sgd") != 0;
   } else if (cli_opt(argc, argv, i, "--weight-decay", &val, bad)) {
-    t->cfg.weight_decay = atof(val);
+    t->cfg.weight_decay = cli_real("--weight-decay", val, 0, 1e6, bad);
   } else if (cli_opt(argc, argv, i, "--momentum", &val, bad)) {
-    t->cfg.momentum = atof(val);
+    t->cfg.momentum = cli_real("--momentum", val, 0, 1, bad);
   } else {
     return false;
   }

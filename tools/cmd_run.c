@@ -89,11 +89,11 @@ int cmd_run(int argc, char **argv) {
     } else if (cli_opt(argc, argv, &i, "--backend", &val, &bad)) {
       backend = val;
     } else if (cli_opt(argc, argv, &i, "--threads", &val, &bad)) {
-      threads = atoi(val);
+      threads = (int)cli_int("--threads", val, 0, 4096, &bad);
     } else if (cli_opt(argc, argv, &i, "--seed", &val, &bad)) {
-      seed = strtoull(val, NULL, 10);
+      seed = cli_u64("--seed", val, &bad);
     } else if (cli_opt(argc, argv, &i, "--print", &val, &bad)) {
-      show = atoi(val);
+      show = (int)cli_int("--print", val, 0, 1000000000, &bad);
     } else if (argv[i][0] == '-') {
       return cli_usage_error("run", "unknown option '%s'", argv[i]);
     } else if (!model) {

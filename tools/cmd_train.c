@@ -150,21 +150,21 @@ int cmd_train(int argc, char **argv) {
     } else if (cli_opt(argc, argv, &i, "--classes", &val, &bad)) {
       dopts.classes = val;
     } else if (cli_opt(argc, argv, &i, "--loc-ratio", &val, &bad)) {
-      dopts.loc_ratio = atof(val);
+      dopts.loc_ratio = cli_real("--loc-ratio", val, 0, 1, &bad);
     } else if (cli_opt(argc, argv, &i, "--data-seed", &val, &bad)) {
-      dopts.data_seed = strtoull(val, NULL, 10);
+      dopts.data_seed = cli_u64("--data-seed", val, &bad);
     } else if (cli_opt(argc, argv, &i, "--count", &val, &bad)) {
-      dopts.count = atoll(val);
+      dopts.count = cli_int("--count", val, 0, 1000000000000, &bad);
     } else if (!strcmp(argv[i], "--no-augment")) {
       dopts.augment = false;
     } else if (!strcmp(argv[i], "--skip-bad")) {
       dopts.skip_bad = true;
     } else if (cli_opt(argc, argv, &i, "--epochs", &val, &bad)) {
-      fo.epochs = atoi(val);
+      fo.epochs = (int)cli_int("--epochs", val, 0, 1000000000, &bad);
     } else if (cli_opt(argc, argv, &i, "--batch", &val, &bad)) {
-      batch = atoll(val);
+      batch = cli_int("--batch", val, 1, 1000000000, &bad);
     } else if (cli_opt(argc, argv, &i, "--max-steps", &val, &bad)) {
-      fo.max_steps = atoll(val);
+      fo.max_steps = cli_int("--max-steps", val, 0, 1000000000000, &bad);
     } else if (cli_opt(argc, argv, &i, "--loc-loss", &val, &bad)) {
       if (!strcmp(val, "bce") || !strcmp(val, "ce")) to.cfg.loc_loss = KILN_LOC_BCE;
       else if (!strcmp(val, "l1")) to.cfg.loc_loss = KILN_LOC_L1;
@@ -172,20 +172,20 @@ int cmd_train(int argc, char **argv) {
       else if (!strcmp(val, "none")) to.cfg.loc_loss = KILN_LOC_NONE;
       else return cli_usage_error("train", "--loc-loss must be bce, l1, l2 or none");
     } else if (cli_opt(argc, argv, &i, "--lambda", &val, &bad)) {
-      to.cfg.lambda = atof(val);
+      to.cfg.lambda = cli_real("--lambda", val, 0, 1e6, &bad);
     } else if (cli_opt(argc, argv, &i, "--optim", &val, &bad)) {
       if (!strcmp(val, "adam")) to.cfg.optim = KILN_OPTIM_ADAM;
       else if (!strcmp(val, "adamw")) to.cfg.optim = KILN_OPTIM_ADAMW;
       else if (!strcmp(val, "sgd")) to.cfg.optim = KILN_OPTIM_SGD;
       else return cli_usage_error("train", "--optim must be adam, adamw or sgd");
     } else if (cli_opt(argc, argv, &i, "--lr", &val, &bad)) {
-      to.cfg.lr = atof(val);
+      to.cfg.lr = cli_real("--lr", val, 0, 1e6, &bad);
     } else if (cli_opt(argc, argv, &i, "--weight-decay", &val, &bad)) {
-      to.cfg.weight_decay = atof(val);
+      to.cfg.weight_decay = cli_real("--weight-decay", val, 0, 1e6, &bad);
     } else if (cli_opt(argc, argv, &i, "--momentum", &val, &bad)) {
-      to.cfg.momentum = atof(val);
+      to.cfg.momentum = cli_real("--momentum", val, 0, 1, &bad);
     } else if (cli_opt(argc, argv, &i, "--seed", &val, &bad)) {
-      fo.seed = strtoull(val, NULL, 10);
+      fo.seed = cli_u64("--seed", val, &bad);
     } else if (cli_opt(argc, argv, &i, "-o", &val, &bad) || cli_opt(argc, argv, &i, "--checkpoint", &val, &bad)) {
       ckpt = val;
     } else if (cli_opt(argc, argv, &i, "--resume", &val, &bad)) {
@@ -193,7 +193,7 @@ int cmd_train(int argc, char **argv) {
     } else if (cli_opt(argc, argv, &i, "--log", &val, &bad)) {
       logf = val;
     } else if (cli_opt(argc, argv, &i, "--threads", &val, &bad)) {
-      to.threads = atoi(val);
+      to.threads = (int)cli_int("--threads", val, 0, 4096, &bad);
     } else if (cli_opt(argc, argv, &i, "--passes", &val, &bad)) {
       to.passes = val;
     } else if (!strcmp(argv[i], "--stats")) {
@@ -201,8 +201,7 @@ int cmd_train(int argc, char **argv) {
     } else if (!strcmp(argv[i], "--profile")) {
       profile_top = 30;
     } else if (!strncmp(argv[i], "--profile=", 10)) {
-      profile_top = atoi(argv[i] + 10);
-      if (profile_top < 1) return cli_usage_error("train", "--profile=N needs N >= 1");
+      profile_top = (int)cli_int("--profile", argv[i] + 10, 1, 1000000, &bad);
     } else if (!strcmp(argv[i], "--allow-fallback")) {
       to.allow_fallback = true;
     } else if (argv[i][0] == '-') {

@@ -372,18 +372,15 @@ int cmd_tune(int argc, char **argv) {
     } else if (cli_opt(argc, argv, &i, "--bind", &val, &bad)) {
       if (n_binds < 32) binds[n_binds++] = val;
     } else if (cli_opt(argc, argv, &i, "--threads", &val, &bad)) {
-      if ((threads = atoi(val)) < 1) return cli_usage_error("tune", "--threads must be at least 1");
+      threads = (int)cli_int("--threads", val, 1, 4096, &bad);
     } else if (cli_opt(argc, argv, &i, "--passes", &val, &bad)) {
       passes = val;
     } else if (cli_opt(argc, argv, &i, "--budget", &val, &bad)) {
-      if ((budget = atof(val)) <= 0) return cli_usage_error("tune", "--budget must be positive");
+      budget = cli_real("--budget", val, 1e-3, 1e9, &bad);
     } else if (cli_opt(argc, argv, &i, "--margin", &val, &bad)) {
-      margin = atof(val);
-      if (margin < 0 || margin >= 100) return cli_usage_error("tune", "--margin must be 0..99");
+      margin = cli_real("--margin", val, 0, 99, &bad);
     } else if (cli_opt(argc, argv, &i, "--candidates", &val, &bad)) {
-      max_cands = atoi(val);
-      if (max_cands < 1 || max_cands > KILN_TUNE_MAX_CANDS)
-        return cli_usage_error("tune", "--candidates must be 1..%d", KILN_TUNE_MAX_CANDS);
+      max_cands = (int)cli_int("--candidates", val, 1, KILN_TUNE_MAX_CANDS, &bad);
     } else if (!strcmp(argv[i], "--dry-run")) {
       dry = true;
     } else if (argv[i][0] == '-') {

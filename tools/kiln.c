@@ -1,5 +1,7 @@
 /* kiln.c — the `kiln` command-line tool: dispatches to tools/cmd_*.c. */
+#include <errno.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -34,6 +36,48 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
   return 2;
 }
 
+int64_t cli_int(const char *flag, const char *val, int64_t lo, int64_t hi, bool *bad) {
+  if (*bad) return lo;
+  char *end;
+  errno = 0;
+  long long v = strtoll(val, &end, 10);
+  if (errno || end == val || *end || v < lo || v > hi) {
+    fprintf(stderr, "kiln: option %s needs an integer from %lld to %lld, not '%s'\n", flag,
+            (long long)lo, (long long)hi, val);
+    *bad = true;
+    return lo;
+  }
+  return v;
+}
+
+uint64_t cli_u64(const char *flag, const char *val, bool *bad) {
+  if (*bad) return 0;
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(val, &end, 10);
+  if (errno || end == val || *end || strchr(val, '-')) {
+    fprintf(stderr, "kiln: option %s needs a non-negative integer, not '%s'\n", flag, val);
+    *bad = true;
+    return 0;
+  }
+  return v;
+}
+
+double cli_real(const char *flag, const char *val, double lo, double hi, bool *bad) {
+  if (*bad) return lo;
+  char *end;
+  errno = 0;
+  double v = strtod(val, &end);
+  /* !(v >= lo && v <= hi) also refuses NaN */
+  if (errno || end == val || *end || !(v >= lo && v <= hi)) {
+    fprintf(stderr, "kiln: option %s needs a number from %g to %g, not '%s'\n", flag, lo, hi,
+            val);
+    *bad = true;
+    return lo;
+  }
+  return v;
+}
+
 bool cli_is_help(const char *a) { return !strcmp(a, "--help") || !strcmp(a, "-h"); }
 
 bool cli_opt(int argc, char **argv, int *i, const char *flag, const char **val, bool *bad) {
@@ -46,6 +90,7 @@ bool cli_opt(int argc, char **argv, int *i, const char *flag, const char **val, 
   if (strcmp(a, flag) != 0) return false;
   if (*i + 1 >= argc) {
     fprintf(stderr, "kiln: option %s needs a value\n", flag);
+    *val = ""; /* callers read it before they look at *bad */
     *bad = true;
     return true;
   }
