@@ -269,6 +269,7 @@ static kiln_code cgw_main(kiln_emit_ctx *cx, const cgw_plan *p, const int *bufs,
 #define CL_MAX_RB 3
 #define CL_STACK_BYTES (64 * 1024) /* the double sums of one block, on the stack */
 #define CL_SB_BYTES (24 * 1024)    /* the double sums of a super block of blocks */
+#define CL_XT_CACHED (1 << 20)     /* bytes of one block's Xt (all images) held in cache */
 
 /* The register block (ra rows of broadcasts x rb vectors) with the least modelled time over
  * all blocks of a rows x vecs GEMM, tails included, among those whose ra*rb accumulators, rb
@@ -805,15 +806,23 @@ static bool cgl_make_plan(kiln_emit_ctx *cx, const cgw_plan *w, cgl_plan *p) {
   p->cgp = p->nib * p->bw;
   p->ra_tail = (int)(p->mg % p->ra);
   p->rb_tail = (int)(p->cgv % p->rb);
-  /* Super blocks of output-channel blocks: each chunk of Xt is read from cache by all of them.
-   * As many as leave 4 tiles per thread, while their double sums stay within CL_SB_BYTES (they
-   * are updated after every chunk and tap, best from L1). */
-  int64_t want = 4 * (int64_t)cg_threads(cx), have = p->group * p->nib;
+  /* Super blocks of output-channel blocks: each chunk of Xt is read from cache by all of them,
+   * so Xt is streamed from memory once per super block.  As many as leave 4 tiles per thread,
+   * their double sums within CL_SB_BYTES (updated after every chunk and tap, best from L1), of
+   * even sizes.  Where a block's Xt outgrows the L2 cache (CL_XT_CACHED: large images, few
+   * channels) memory bandwidth bounds the tiles, the more so with every thread streaming: one
+   * tile per thread suffices (16 output channels of [8,32,128,128]: one super block of 3 blocks
+   * instead of 3 of one: the main kernel 1.1x faster at 1 and 2 threads, more when another
+   * process shares the memory bus). */
+  int64_t xt_block = p->batch * p->P[0] * p->P[1] * p->P[2] * p->bw * (int64_t)sizeof(float);
+  bool stream = xt_block > CL_XT_CACHED;
+  int64_t want = (stream ? 1 : 4) * (int64_t)cg_threads(cx), have = p->group * p->nib;
   p->nsb = have >= want ? 1 : div_up(want, have);
   if (p->nsb > p->nob) p->nsb = p->nob;
-  p->rs = div_up(p->nob, p->nsb);
   int64_t max_rs = CL_SB_BYTES / (p->kvol * p->ra * p->rb * p->vw * 8);
-  if (p->rs > max_rs) p->rs = max_rs > 1 ? max_rs : 1;
+  if (max_rs < 1) max_rs = 1;
+  if (p->nsb < div_up(p->nob, max_rs)) p->nsb = div_up(p->nob, max_rs);
+  p->rs = div_up(p->nob, p->nsb);
   p->nsb = div_up(p->nob, p->rs);
   chunk_plan(t, p->batch, &p->nb, &p->rh);
   p->one_chunk = t->out[0] == 1 && p->nb >= p->batch && p->rh >= t->out[1];
