@@ -254,15 +254,18 @@ static kiln_code cgw_main(kiln_emit_ctx *cx, const cgw_plan *p, const int *bufs,
 /* ---- the channels-last path (input channels per group >= the vector width) ----
  * dW of one group is a GEMM: dW[oc, (ic, tap)] = sum over positions k = (n, o) of
  * dY[n, oc, o] * Xp[n, ic, o*s + tap*d].  X is copied once into Xt, zero-padded and channels
- * last (Xt[n][g][z][y][x][ic], the channels of a group padded to whole vectors), so that for a
- * position and a tap the input channels are one contiguous run.  A tile owns RA output
+ * last (Xt[g][block][n][z][y][x][ic], the channels of a group padded to whole vectors), so
+ * that for a position and a tap the input channels are one contiguous run.  A tile owns RA output
  * channels x RB vectors of input channels of one group, all taps: for each position it
  * broadcasts RA values of dY (read in place) and loads RB vectors of Xt, RA*RB fused
  * multiply-adds into float accumulators that hold output elements themselves (no horizontal
  * sums).  Positions go in chunks of about CL_CHUNK (NB images x RH output rows); for each
  * chunk and tap the float sums are added to double sums in the tile's stack frame, so no
- * float sum runs over more than a chunk.  Each output element is summed by one tile with a
- * sequence fixed at compile time: bitwise identical for any thread count. */
+ * float sum runs over more than a chunk.  Where one chunk holds every position (small images:
+ * ResNet's last stage at 128x128 has 8 x 16), the float sums are the results as they are, with
+ * no double sums.  The results go to dW as 8x8 transposes of (tap, input channel) (a weight's
+ * taps are contiguous there).  Each output element is summed by one tile with a sequence fixed
+ * at compile time: bitwise identical for any thread count. */
 
 #define CL_CHUNK 128
 #define CL_MAX_RA 12
@@ -366,10 +369,9 @@ static void transpose8(cg_kernel *k, const V *r, V *out) {
 }
 
 /* A tensor (N, group*cg, in...) as the blocked channels-last copy the GEMM paths read:
- * [g][block][n][z][y][x][bw] (a tile reads one block, all its images contiguous: images of one
- * block do not map onto the same cache sets), zero-padded by `pad` before each spatial dim to
- * extents P, the group's channels in nib blocks of bw (cgp = nib*bw slots, those past cg
- * zero). */
+ * [g][block][n][z][y][x][bw] (a tile reads one block: all its images in one run), zero-padded
+ * by `pad` before each spatial dim to extents P, the group's channels in nib blocks of bw
+ * (cgp = nib*bw slots, those past cg zero). */
 typedef struct cgl_layout {
   const char *label;
   int64_t batch, group, cg;
@@ -677,7 +679,8 @@ static void cgl_block(cgl_kern *ck, int ra, int rb, V j, V n0, V n1, V od, V oh0
   cg_loop_end(k, &ln);
   if (p->one_chunk) {
     /* the only chunk: its float sums are the results (a double sum from 0 of one float, stored
-     * as float, is that float) */
+     * as float, is that float; the sums start at +0 and never become -0, which 0 + -0 would
+     * change), kept for all taps, then stored */
     for (int r = 0; r < ra; r++)
       for (int s = 0; s < rb; s++) {
         V a = LLVMBuildLoad2(b, ck->vty, acc[r][s], "");
