@@ -254,41 +254,48 @@ static kiln_code cgw_main(kiln_emit_ctx *cx, const cgw_plan *p, const int *bufs,
 /* ---- the channels-last path (input channels per group >= the vector width) ----
  * dW of one group is a GEMM: dW[oc, (ic, tap)] = sum over positions k = (n, o) of
  * dY[n, oc, o] * Xp[n, ic, o*s + tap*d].  X is copied once into Xt, zero-padded and channels
- * last (Xt[n][g][z][y][x][ic], the channels of a group padded to whole vectors), so that for a
- * position and a tap the input channels are one contiguous run.  A tile owns RA output
+ * last (Xt[g][block][n][z][y][x][ic], the channels of a group padded to whole vectors), so
+ * that for a position and a tap the input channels are one contiguous run.  A tile owns RA output
  * channels x RB vectors of input channels of one group, all taps: for each position it
  * broadcasts RA values of dY (read in place) and loads RB vectors of Xt, RA*RB fused
  * multiply-adds into float accumulators that hold output elements themselves (no horizontal
  * sums).  Positions go in chunks of about CL_CHUNK (NB images x RH output rows); for each
  * chunk and tap the float sums are added to double sums in the tile's stack frame, so no
- * float sum runs over more than a chunk.  Each output element is summed by one tile with a
- * sequence fixed at compile time: bitwise identical for any thread count. */
+ * float sum runs over more than a chunk.  Where one chunk holds every position (small images:
+ * ResNet's last stage at 128x128 has 8 x 16), the float sums are the results as they are, with
+ * no double sums.  The results go to dW as 8x8 transposes of (tap, input channel) (a weight's
+ * taps are contiguous there).  Each output element is summed by one tile with a sequence fixed
+ * at compile time: bitwise identical for any thread count. */
 
 #define CL_CHUNK 128
 #define CL_MAX_RA 12
 #define CL_MAX_RB 3
 #define CL_STACK_BYTES (64 * 1024) /* the double sums of one block, on the stack */
 #define CL_SB_BYTES (24 * 1024)    /* the double sums of a super block of blocks */
+#define CL_XT_CACHED (1 << 20)     /* bytes of one block's Xt (all images) held in cache */
 
 /* The register block (ra rows of broadcasts x rb vectors) with the least modelled time over
  * all blocks of a rows x vecs GEMM, tails included, among those whose ra*rb accumulators, rb
- * loaded vectors and one broadcast fit `regs` vector registers and whose double sums
- * (stack_per_acc bytes per accumulator) fit the stack budget.  Cycles per position of a ra x rb
- * block: the FMAs at two per cycle, at least one FMA latency (4) since every accumulator takes
- * one FMA per position, or the loads at three per cycle; plus overhead.  False when none fits. */
+ * loaded vectors and one broadcast fit `regs` vector registers with one to spare (a block that
+ * fills all 16 AVX2 registers, 4x3, spills once LLVM interleaves its unrolled positions: half
+ * the speed of 6x2 measured) and whose double sums (stack_per_acc bytes per accumulator) fit
+ * the stack budget.  Cycles per position of a ra x rb block: the FMAs at two per cycle, at
+ * least one FMA latency (4) since every accumulator takes one FMA per position, or the vector
+ * loads and broadcasts at two per cycle (12x1, 13 loads per 12 FMAs, ran at 70% of 6x2's
+ * speed); plus overhead.  False when none fits. */
 static bool gemm_block(int64_t rows, int64_t vecs, int regs, int64_t stack_per_acc, int *ra_out,
                        int *rb_out) {
   double best = -1;
   for (int ra = 1; ra <= CL_MAX_RA && ra <= rows; ra++)
     for (int rb = 1; rb <= CL_MAX_RB && rb <= vecs; rb++) {
-      if (ra * rb + rb + 1 > regs || stack_per_acc * ra * rb > CL_STACK_BYTES) continue;
+      if (ra * rb + rb + 1 >= regs || stack_per_acc * ra * rb > CL_STACK_BYTES) continue;
       double cost = 0;
       for (int ta = 0; ta < 2; ta++)
         for (int tb = 0; tb < 2; tb++) {
           int64_t na = ta ? (rows % ra ? 1 : 0) : rows / ra;
           int64_t nb = tb ? (vecs % rb ? 1 : 0) : vecs / rb;
           int a = ta ? (int)(rows % ra) : ra, bb = tb ? (int)(vecs % rb) : rb;
-          double fma = a * bb / 2.0, ld = (a + bb) / 3.0, c = fma > 4 ? fma : 4;
+          double fma = a * bb / 2.0, ld = (a + bb) / 2.0, c = fma > 4 ? fma : 4;
           if (ld > c) c = ld;
           cost += (double)(na * nb) * (c + 0.5);
         }
@@ -327,6 +334,7 @@ typedef struct cgl_plan {
   int ra_tail, rb_tail;    /* channels / vectors of the tail blocks, 0 when none */
   int64_t rs, nsb;         /* output-channel blocks per tile (a super block); per group */
   int64_t nb, rh;          /* chunk: nb images x rh output rows */
+  bool one_chunk;          /* every position in one chunk: float sums go to dW directly */
 } cgl_plan;
 
 /* out[j] = lane j of r[0..7]: an 8x8 transpose in three rounds of two-input shuffles (the
@@ -361,8 +369,9 @@ static void transpose8(cg_kernel *k, const V *r, V *out) {
 }
 
 /* A tensor (N, group*cg, in...) as the blocked channels-last copy the GEMM paths read:
- * [n][g][block][z][y][x][bw], zero-padded by `pad` before each spatial dim to extents P, the
- * group's channels in nib blocks of bw (cgp = nib*bw slots, those past cg zero). */
+ * [g][block][n][z][y][x][bw] (a tile reads one block: all its images in one run), zero-padded
+ * by `pad` before each spatial dim to extents P, the group's channels in nib blocks of bw
+ * (cgp = nib*bw slots, those past cg zero). */
 typedef struct cgl_layout {
   const char *label;
   int64_t batch, group, cg;
@@ -402,10 +411,13 @@ static kiln_code cgl_pack(kiln_emit_ctx *cx, const cgl_layout *p, int x_buf, int
   int64_t nvx = xhi > xlo ? (xhi - xlo) / 8 : 0;
   V c0 = cg_mul(k, cg_loop_begin(k, &lc, cg_i64(k, 0), cg_i64(k, p->cgp / 8), NULL, "cg8"),
                 cg_i64(k, 8));
-  /* block c0 / bw of the group: Xt[n][g][block][z][y][x][c % bw] */
+  /* block c0 / bw of the group: Xt[g][block][n][z][y][x][c % bw] */
   V blk = LLVMBuildSDiv(b, c0, cg_i64(k, p->bw), "");
-  V dst0 = cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, cg_add(k,
-                           cg_mul(k, rest, cg_i64(k, p->nib)), blk), cg_i64(k, p->P[0])), z),
+  V gb = cg_add(k, cg_mul(k, LLVMBuildSRem(b, rest, cg_i64(k, p->group), ""), cg_i64(k, p->nib)),
+                blk);
+  V gbn = cg_add(k, cg_mul(k, gb, cg_i64(k, p->batch)),
+                 LLVMBuildSDiv(b, rest, cg_i64(k, p->group), ""));
+  V dst0 = cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, gbn, cg_i64(k, p->P[0])), z),
                            cg_i64(k, p->P[1])), y), cg_i64(k, P2 * p->bw)),
                   LLVMBuildSRem(b, c0, cg_i64(k, p->bw), ""));
   V src0 = cg_add(k, src_row, cg_mul(k, c0, cg_i64(k, plane)));
@@ -538,13 +550,72 @@ typedef struct cgl_kern {
   cg_kernel *k;
   const cgl_plan *p;
   V xt, dy, dw, dacc; /* dacc: the tile's double sums [RS][tap][RA][RB][V] (full block sizes) */
+  V fbuf;             /* one chunk: the block's float sums [tap][RA][RB][V] */
   LLVMTypeRef vty, dvty;
   V grp, sb, icv0, ib; /* the tile's group, output super block, first input vector (in group),
                         * input block */
 } cgl_kern;
 
+/* The kvol taps of vw input channels ic0.. of one output channel, `get(ctx, tap)` giving a tap's
+ * vw channels as floats, into dW at dst (channel l's taps at dst + l*kvol, contiguous).  Groups
+ * of 8 taps go as 8x8 transposes and vector stores (AVX2), the rest lane by lane; channels past
+ * cg (a ragged group's last vector) are skipped. */
+typedef V (*cl_tap_fn)(void *ctx, int64_t tap);
+
+static void cgl_store_taps(cg_kernel *k, const cgl_plan *p, V dw, V dst, V ic0, cl_tap_fn get,
+                           void *ctx) {
+  LLVMBuilderRef b = k->b;
+  int vw = p->vw;
+  bool ragged = p->cg % vw != 0;
+  int64_t t0 = 0;
+  for (; vw == 8 && t0 + 8 <= p->kvol; t0 += 8) {
+    V r[8], o[8];
+    for (int i = 0; i < 8; i++) r[i] = get(ctx, t0 + i);
+    transpose8(k, r, o);
+    for (int l = 0; l < 8; l++) {
+      cg_if ok;
+      if (ragged)
+        cg_if_begin(k, &ok, LLVMBuildICmp(b, LLVMIntSLT, cg_add(k, ic0, cg_i64(k, l)),
+                                          cg_i64(k, p->cg), ""));
+      cg_vstore(k, o[l], dw, cg_add(k, dst, cg_i64(k, l * p->kvol + t0)), 8, 8);
+      if (ragged) cg_if_end(k, &ok);
+    }
+  }
+  for (; t0 < p->kvol; t0++) {
+    V v = get(ctx, t0);
+    for (int l = 0; l < vw; l++) {
+      cg_if ok;
+      if (ragged)
+        cg_if_begin(k, &ok, LLVMBuildICmp(b, LLVMIntSLT, cg_add(k, ic0, cg_i64(k, l)),
+                                          cg_i64(k, p->cg), ""));
+      cg_store(k, LLVMBuildExtractElement(b, v, cg_i32(k, l), ""), dw,
+               cg_add(k, dst, cg_i64(k, l * p->kvol + t0)));
+      if (ragged) cg_if_end(k, &ok);
+    }
+  }
+}
+
+typedef struct cl_tap_src {
+  cg_kernel *k;
+  V base, off;      /* element off + tap * pitch of base */
+  int64_t pitch;
+  LLVMTypeRef ty;   /* the vector type stored there (float or double lanes) */
+  LLVMTypeRef fty;  /* <vw x float> */
+} cl_tap_src;
+
+static V cl_tap_load(void *ctx, int64_t tap) {
+  cl_tap_src *c = ctx;
+  cg_kernel *k = c->k;
+  V ptr = cg_gep(k, LLVMGetElementType(c->ty) == k->t->f64 ? k->t->f64 : k->t->f32, c->base,
+                 cg_add(k, c->off, cg_i64(k, tap * c->pitch)));
+  V v = LLVMBuildLoad2(k->b, c->ty, ptr, "");
+  LLVMSetAlignment(v, LLVMGetElementType(c->ty) == k->t->f64 ? 8 : 4);
+  return c->ty == c->fty ? v : LLVMBuildFPTrunc(k->b, v, c->fty, "");
+}
+
 /* Output-channel block j of the tile's super block, with ra channels and rb vectors, over the
- * positions of one chunk, tap by tap: float sums, then added to the tap's double sums. */
+ * positions of one chunk, tap by tap: float sums, then added to the tap's double sums (or, with
+ * one chunk, kept as the block's results and stored to dW after the last tap). */
 static void cgl_block(cgl_kern *ck, int ra, int rb, V j, V n0, V n1, V od, V oh0, V oh1) {
   cg_kernel *k = ck->k;
   const cgl_plan *p = ck->p;
@@ -575,9 +646,9 @@ static void cgl_block(cgl_kern *ck, int ra, int rb, V j, V n0, V n1, V od, V oh0
     for (int s = 0; s < rb; s++) LLVMBuildStore(b, LLVMConstNull(ck->vty), acc[r][s]);
   V n = cg_loop_begin(k, &ln, n0, n1, NULL, "n");
   /* Xt plane (n, g, ib) at depth od*s0; dY channel oc0 of image n at depth od */
-  V ngb = cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, n, cg_i64(k, p->group)), ck->grp),
-                           cg_i64(k, p->nib)),
-                 ck->ib);
+  V ngb = cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, ck->grp, cg_i64(k, p->nib)), ck->ib),
+                           cg_i64(k, p->batch)),
+                 n);
   V xpl = cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, ngb, cg_i64(k, p->P[0])),
                                      cg_mul(k, od, cg_i64(k, t->stride[0]))),
                            cg_i64(k, P12 * p->bw)),
@@ -606,10 +677,35 @@ static void cgl_block(cgl_kern *ck, int ra, int rb, V j, V n0, V n1, V od, V oh0
   cg_loop_end(k, &lw);
   cg_loop_end(k, &lr);
   cg_loop_end(k, &ln);
-  /* the chunk's float sums into the double sums of block j and the tap */
-  V tb = cg_mul(k, cg_add(k, cg_mul(k, j, cg_i64(k, p->kvol)), tap), cg_i64(k, blk));
-  cl_acc_to_double(k, ck->dacc, tb, acc, ra, rb, p->rb, vw, ck->vty, ck->dvty);
+  if (p->one_chunk) {
+    /* the only chunk: its float sums are the results (a double sum from 0 of one float, stored
+     * as float, is that float; the sums start at +0 and never become -0, which 0 + -0 would
+     * change), kept for all taps, then stored */
+    for (int r = 0; r < ra; r++)
+      for (int s = 0; s < rb; s++) {
+        V a = LLVMBuildLoad2(b, ck->vty, acc[r][s], "");
+        V at = cg_add(k, cg_mul(k, tap, cg_i64(k, blk)), cg_i64(k, ((int64_t)r * p->rb + s) * vw));
+        LLVMSetAlignment(LLVMBuildStore(b, a, cg_gep(k, k->t->f32, ck->fbuf, at)), 4);
+      }
+  } else {
+    /* the chunk's float sums into the double sums of block j and the tap */
+    V tb = cg_mul(k, cg_add(k, cg_mul(k, j, cg_i64(k, p->kvol)), tap), cg_i64(k, blk));
+    cl_acc_to_double(k, ck->dacc, tb, acc, ra, rb, p->rb, vw, ck->vty, ck->dvty);
+  }
   for (int d = 2; d >= 0; d--) cg_loop_end(k, &lk[d]);
+  if (p->one_chunk) {
+    V goc0 = cg_add(k, cg_mul(k, ck->grp, cg_i64(k, p->mg)), oc0);
+    for (int r = 0; r < ra; r++)
+      for (int s = 0; s < rb; s++) {
+        V ic0 = cg_mul(k, cg_add(k, ck->icv0, cg_i64(k, s)), cg_i64(k, vw));
+        V dst = cg_mul(k, cg_add(k, cg_mul(k, cg_add(k, goc0, cg_i64(k, r)), cg_i64(k, p->cg)),
+                                 ic0),
+                       cg_i64(k, p->kvol));
+        cl_tap_src src = {.k = k, .base = ck->fbuf, .off = cg_i64(k, ((int64_t)r * p->rb + s) * vw),
+                          .pitch = blk, .ty = ck->vty, .fty = ck->vty};
+        cgl_store_taps(k, p, ck->dw, dst, ic0, cl_tap_load, &src);
+      }
+  }
 }
 
 static void cgl_block_cb(void *ck, int ra, int rb, V j, V n0, V n1, V od, V oh0, V oh1) {
@@ -624,40 +720,36 @@ static void cgl_body(cgl_kern *ck, int rb) {
   LLVMBuilderRef b = k->b;
   int vw = p->vw;
   int64_t blk = (int64_t)p->ra * p->rb * vw;
-  cg_loop lfj, lf, lfr, lfs, lfl;
+  cg_loop lfj, lfr;
   /* output blocks of this super block; the last of all may be a tail of ra_tail channels */
   V first, nblk;
   cl_walk_emit(k,
-               &(cl_walk){.sb = ck->sb, .dacc = ck->dacc, .n_zero = p->rs * p->kvol * blk,
+               &(cl_walk){.sb = ck->sb, .dacc = ck->dacc,
+                          .n_zero = p->one_chunk ? 0 : p->rs * p->kvol * blk,
                           .rs = p->rs, .nob = p->nob, .batch = p->batch, .nb = p->nb,
                           .rh = p->rh, .ra = p->ra, .ra_tail = (int)p->ra_tail, .rb = rb, .t = t,
                           .block = cgl_block_cb, .ck = ck},
                &first, &nblk);
+  if (p->one_chunk) return;
   /* dW[g*mg + oc, ic, tap] for the real output and input channels */
   V fj = cg_loop_begin(k, &lfj, cg_i64(k, 0), nblk, NULL, "j");
-  V ft = cg_loop_begin(k, &lf, cg_i64(k, 0), cg_i64(k, p->kvol), NULL, "tap");
   V fr = cg_loop_begin(k, &lfr, cg_i64(k, 0), cg_i64(k, p->ra), NULL, "r");
-  V fs = cg_loop_begin(k, &lfs, cg_i64(k, 0), cg_i64(k, rb), NULL, "s");
-  V fl = cg_loop_begin(k, &lfl, cg_i64(k, 0), cg_i64(k, vw), NULL, "l");
-  V ic = cg_add(k, cg_mul(k, cg_add(k, ck->icv0, fs), cg_i64(k, vw)), fl);
   V oc = cg_add(k, cg_mul(k, cg_add(k, first, fj), cg_i64(k, p->ra)), fr);
-  cg_if ok;
-  cg_if_begin(k, &ok, LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntSLT, ic, cg_i64(k, p->cg), ""),
-                                   LLVMBuildICmp(b, LLVMIntSLT, oc, cg_i64(k, p->mg), ""), ""));
-  V src = cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, fj, cg_i64(k, p->kvol)), ft), cg_i64(k, blk)),
-                 cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, fr, cg_i64(k, p->rb)), fs),
-                                  cg_i64(k, vw)),
-                        fl));
+  cg_if ok_oc;
+  cg_if_begin(k, &ok_oc, LLVMBuildICmp(b, LLVMIntSLT, oc, cg_i64(k, p->mg), ""));
   V goc = cg_add(k, cg_mul(k, ck->grp, cg_i64(k, p->mg)), oc);
-  V dst = cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, goc, cg_i64(k, p->cg)), ic),
-                           cg_i64(k, p->kvol)),
-                 ft);
-  cg_store(k, trunc32(k, cg_load(k, k->t->f64, ck->dacc, src)), ck->dw, dst);
-  cg_if_end(k, &ok);
-  cg_loop_end(k, &lfl);
-  cg_loop_end(k, &lfs);
+  for (int s = 0; s < rb; s++) {
+    V ic0 = cg_mul(k, cg_add(k, ck->icv0, cg_i64(k, s)), cg_i64(k, vw));
+    V dst = cg_mul(k, cg_add(k, cg_mul(k, goc, cg_i64(k, p->cg)), ic0), cg_i64(k, p->kvol));
+    V off = cg_add(k, cg_mul(k, fj, cg_i64(k, p->kvol * blk)),
+                   cg_mul(k, cg_add(k, cg_mul(k, fr, cg_i64(k, p->rb)), cg_i64(k, s)),
+                          cg_i64(k, vw)));
+    cl_tap_src src = {.k = k, .base = ck->dacc, .off = off, .pitch = blk, .ty = ck->dvty,
+                      .fty = ck->vty};
+    cgl_store_taps(k, p, ck->dw, dst, ic0, cl_tap_load, &src);
+  }
+  cg_if_end(k, &ok_oc);
   cg_loop_end(k, &lfr);
-  cg_loop_end(k, &lf);
   cg_loop_end(k, &lfj);
 }
 
@@ -670,8 +762,11 @@ static kiln_code cgl_main(kiln_emit_ctx *cx, const cgl_plan *p, const int *bufs,
   cgl_kern ck = {.k = k, .p = p, .xt = cg_arg(k, 0), .dy = cg_arg(k, 1), .dw = cg_arg(k, 2),
                  .vty = LLVMVectorType(k->t->f32, (unsigned)p->vw),
                  .dvty = LLVMVectorType(k->t->f64, (unsigned)p->vw)};
-  ck.dacc = cg_entry_alloca(k, LLVMArrayType(k->t->f64, (unsigned)(p->rs * p->kvol * p->ra *
-                                                                   p->rb * p->vw)));
+  int64_t blk = (int64_t)p->ra * p->rb * p->vw;
+  ck.dacc = cg_entry_alloca(k, LLVMArrayType(k->t->f64,
+                                             (unsigned)(p->one_chunk ? 1 : p->rs * p->kvol * blk)));
+  ck.fbuf = cg_entry_alloca(k, LLVMArrayType(k->t->f32, (unsigned)(p->one_chunk ? p->kvol * blk
+                                                                                : 1)));
   cg_loop lt;
   V tile = cg_loop_begin(k, &lt, k->lo, k->hi, NULL, "tile");
   ck.ib = LLVMBuildSRem(b, tile, cg_i64(k, p->nib), "");
@@ -714,17 +809,26 @@ static bool cgl_make_plan(kiln_emit_ctx *cx, const cgw_plan *w, cgl_plan *p) {
   p->cgp = p->nib * p->bw;
   p->ra_tail = (int)(p->mg % p->ra);
   p->rb_tail = (int)(p->cgv % p->rb);
-  /* Super blocks of output-channel blocks: each chunk of Xt is read from cache by all of them.
-   * As many as leave 4 tiles per thread, while their double sums stay within CL_SB_BYTES (they
-   * are updated after every chunk and tap, best from L1). */
-  int64_t want = 4 * (int64_t)cg_threads(cx), have = p->group * p->nib;
+  /* Super blocks of output-channel blocks: each chunk of Xt is read from cache by all of them,
+   * so Xt is streamed from memory once per super block.  As many as leave 4 tiles per thread,
+   * their double sums within CL_SB_BYTES (updated after every chunk and tap, best from L1), of
+   * even sizes.  Where a block's Xt outgrows the L2 cache (CL_XT_CACHED: large images, few
+   * channels) memory bandwidth bounds the tiles, the more so with every thread streaming: one
+   * tile per thread suffices (16 output channels of [8,32,128,128]: one super block of 3 blocks
+   * instead of 3 of one: the main kernel 1.1x faster at 1 and 2 threads, more when another
+   * process shares the memory bus). */
+  int64_t xt_block = p->batch * p->P[0] * p->P[1] * p->P[2] * p->bw * (int64_t)sizeof(float);
+  bool stream = xt_block > CL_XT_CACHED;
+  int64_t want = (stream ? 1 : 4) * (int64_t)cg_threads(cx), have = p->group * p->nib;
   p->nsb = have >= want ? 1 : div_up(want, have);
   if (p->nsb > p->nob) p->nsb = p->nob;
-  p->rs = div_up(p->nob, p->nsb);
   int64_t max_rs = CL_SB_BYTES / (p->kvol * p->ra * p->rb * p->vw * 8);
-  if (p->rs > max_rs) p->rs = max_rs > 1 ? max_rs : 1;
+  if (max_rs < 1) max_rs = 1;
+  if (p->nsb < div_up(p->nob, max_rs)) p->nsb = div_up(p->nob, max_rs);
+  p->rs = div_up(p->nob, p->nsb);
   p->nsb = div_up(p->nob, p->rs);
   chunk_plan(t, p->batch, &p->nb, &p->rh);
+  p->one_chunk = t->out[0] == 1 && p->nb >= p->batch && p->rh >= t->out[1];
   return true;
 }
 
@@ -816,8 +920,8 @@ static void cgo_block(cgo_kern *ck, int ra, int rb, V j, V n0, V n1, V od, V oh0
   V n = cg_loop_begin(k, &ln, n0, n1, NULL, "n");
   V xn = cg_add(k, cg_mul(k, n, cg_i64(k, p->c * P012)),
                 cg_mul(k, od, cg_i64(k, t->stride[0] * P12)));
-  V dn = cg_mul(k, cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, n,
-                                     cg_i64(k, p->group)), ck->grp), cg_i64(k, p->nib)), ck->ib),
+  V dn = cg_mul(k, cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, ck->grp,
+                                     cg_i64(k, p->nib)), ck->ib), cg_i64(k, p->batch)), n),
                                     cg_i64(k, odhw)),
                           cg_mul(k, od, cg_i64(k, ohw))),
                 cg_i64(k, p->bw));

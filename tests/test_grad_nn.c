@@ -606,6 +606,25 @@ static void test_jit(void) {
       {"ConvGradWeight channels-last 11x11 kernel", KILN_OP_ConvGradWeight, 2, 1, {4, 4},
        {{1, 24, 14, 14}, {1, 4, 14, 14}}, {-1, -1}, {1, 1},
        {INTS("kernel_shape", 2, 11, 11), INTS("pads", 4, 5, 5, 5, 5)}, 2},
+      /* channels-last shapes whose positions all fit one chunk (float sums stored to dW
+       * directly, as 8x8 transposes of taps): ragged input vectors and an output-channel tail,
+       * a 1x1 kernel (no whole group of 8 taps), exactly one chunk of 8 images x 16 positions;
+       * then several chunks of whole images (9 images: a tail chunk of one) and a 5x5 kernel
+       * over chunks of rows (25 taps: three transposes and one tap lane by lane) */
+      {"ConvGradWeight channels-last one chunk ragged", KILN_OP_ConvGradWeight, 2, 1, {4, 4},
+       {{2, 20, 4, 4}, {2, 14, 4, 4}}, {-1, -1}, {1, 1},
+       {INTS("kernel_shape", 2, 3, 3), INTS("pads", 4, 1, 1, 1, 1)}, 2},
+      {"ConvGradWeight channels-last one chunk 1x1", KILN_OP_ConvGradWeight, 2, 1, {4, 4},
+       {{4, 24, 3, 3}, {4, 13, 3, 3}}, {-1, -1}, {1, 1}, {INTS("kernel_shape", 2, 1, 1)}, 1},
+      {"ConvGradWeight channels-last 8 images of 4x4", KILN_OP_ConvGradWeight, 2, 1, {4, 4},
+       {{8, 16, 4, 4}, {8, 24, 4, 4}}, {-1, -1}, {1, 1},
+       {INTS("kernel_shape", 2, 3, 3), INTS("pads", 4, 1, 1, 1, 1)}, 2},
+      {"ConvGradWeight channels-last 9 images of 4x4", KILN_OP_ConvGradWeight, 2, 1, {4, 4},
+       {{9, 16, 4, 4}, {9, 24, 4, 4}}, {-1, -1}, {1, 1},
+       {INTS("kernel_shape", 2, 3, 3), INTS("pads", 4, 1, 1, 1, 1)}, 2},
+      {"ConvGradWeight channels-last 5x5 row chunks", KILN_OP_ConvGradWeight, 2, 1, {4, 4},
+       {{2, 19, 13, 12}, {2, 7, 13, 12}}, {-1, -1}, {1, 1},
+       {INTS("kernel_shape", 2, 5, 5), INTS("pads", 4, 2, 2, 2, 2)}, 2},
       /* the output-channel path (fewer input channels per group than a vector, a vector of
        * output channels or more): a first layer, groups with padded output vectors, dilation,
        * 1-D, 3-D */
