@@ -4,8 +4,12 @@
  * Forward: Conv(U = Resize(X), W[, B]) becomes kiln.UpsampleConv(X, W[, B]), whose emitter
  * runs the phase decomposition on X with the phase weights summed at run time
  * (codegen/emit_fused.c): a 3x3 convolution after a x2 upsampling costs 4/9 of the products.
- * The Resize stays while something else reads U (the weight gradient kiln.ConvGradWeight(U,
- * dY) does); dce drops it otherwise.
+ * The Resize stays while something else reads U; dce drops it otherwise.
+ *
+ * Weight gradient: kiln.ConvGradWeight(U, dY) becomes a kiln.ConvGradWeight over X by phases
+ * (dY in X's role, stride s), a MatMul with a constant 0/1 fold matrix and a Transpose
+ * (fuse_weight_grad below): 4/9 of the products again, and U is no longer read, so the
+ * Resize goes.
  *
  * Backward: kiln.ResizeGrad(T = ConvTranspose(dY, W)) — the input gradient of the same block,
  * passes/grad_nn.c then passes/grad_resize.c — becomes kiln.UpsampleConvGradInput(dY, W): one
@@ -13,12 +17,13 @@
  * (codegen/emit_upconv_grad.c): 4/9 of the ConvTranspose's products for s = 2 and a 3x3
  * kernel, and no ResizeGrad pass.
  *
- * Both rewrites compute what they replace up to float rounding (the weights are summed before
- * multiplying); the reference kernels of the fused ops run the unfused ops.  The resize's
+ * The rewrites compute what they replace up to float rounding (the weights are summed before
+ * multiplying; the weight gradient sums its products in another order); the reference
+ * kernels of the fused ops run the unfused ops.  The resize's
  * mapping is written as coordinate_transformation_mode asymmetric, nearest_mode floor, which
  * is the same index map (checked: floor(o / s) at every position).
  *
- * Preconditions (each rewrite independently; anything else stays unfused):
+ * Preconditions (each of the three rewrites independently; anything else stays unfused):
  *  - training mode, on a graph that already holds its backward pass (cx->differentiated): the
  *    fused ops have no gradient rules;
  *  - float32, rank 3..5; nearest Resize/Upsample (constant scales or sizes) keeping N and C
@@ -30,7 +35,10 @@
  *  - backward: a ConvTranspose without bias, strides 1, output_padding 0, pads >= 0, whose
  *    output is read by the ResizeGrad alone and is not a graph output; per dim
  *    (k-1)*dilation + s <= s*k overall (the folded kernel is no larger than s^D kernels:
- *    dilation <= s). */
+ *    dilation <= s);
+ *  - weight gradient: a kiln.ConvGradWeight reading U as X, group 1, strides 1, kernel dims
+ *    <= 64, the same folded-size bound (and at most 4096 folded taps), and non-negative pads
+ *    for the phase convolution (begin (k-1)*dil - pad_begin, end as the sizes give). */
 #include <string.h>
 
 #include "ir/ops/grad_pool.h"
@@ -170,6 +178,122 @@ static kiln_code fuse_backward(kiln_graph *g, int ri, bool *fused, kiln_err *e) 
   return KILN_OK;
 }
 
+/* A new value named after `stem` + `suffix` (made unique). */
+static kiln_code new_value(kiln_graph *g, const char *stem, const char *suffix, int *id,
+                           kiln_err *e) {
+  char buf[512], *name = NULL;
+  snprintf(buf, sizeof buf, "%s%s", stem, suffix);
+  KILN_TRY(ir_unique_name(g, buf, &name, e));
+  kiln_code rc = ir_add_value(g, name, id, e);
+  kiln_free(name);
+  return rc;
+}
+
+/* A new int64 [n] constant. */
+static kiln_code new_i64s(kiln_graph *g, const char *stem, const char *suffix, const int64_t *v,
+                          int n, int *id, kiln_err *e) {
+  kiln_tensor *t = NULL;
+  KILN_TRY(kiln_tensor_new(KILN_I64, &(kiln_shape){.rank = 1, .d = {n}}, &t, e));
+  memcpy(t->data, v, sizeof(int64_t) * (size_t)n);
+  return fuse_add_const(g, stem, suffix, t, id, e);
+}
+
+/* kiln.ConvGradWeight(U = Resize(X), dY) of a stride-1, ungrouped convolution, by phases over
+ * X.  With o = s*i + p the tap k reads U[s*i + p + k*dil - pb] = X[i + a] (a = floor(q / s),
+ * q = p + k*dil - pb), so dW[k] = sum over p, i of dY[s*i + p] X[i + a]; with j = i + a this
+ * is sum_j X[j] dY[s*j + d] for d = pb - k*dil + (q mod s).  Numbering d by
+ * t = (K-1-k)*dil + r (r = q mod s runs over [0, s) as p does), every (k, r) is one tap of
+ *   Wt[c, m, t] = sum_j X[n, c, j] dY[n, m, s*j + t - P],   P = (K-1)*dil - pb
+ * — kiln.ConvGradWeight with dY in X's role and X in dY's: stride s, (K-1)*dil + s taps
+ * ((K-1)*dil + 1 dilated by dil when s = 1) over L positions — and dW[k] = sum over r of
+ * Wt[(K-1-k)*dil + r], the transpose of UpsampleConvGradInput's fold: a MatMul with a
+ * constant 0/1 matrix, then channels back to [M, C, k...].  For x2 and 3x3: 16 products per
+ * X element against 9 per U element (36), and U is no longer read. */
+static kiln_code fuse_weight_grad(kiln_graph *g, int gi, bool *fused, kiln_err *e) {
+  *fused = false;
+  const kiln_node *n = &g->nodes[gi];
+  int u = n->in[0], dyv = n->in[1];
+  if (u < 0 || dyv < 0 || g->values[u].producer < 0 || !f32(ir_out(g, n, 0))) return KILN_OK;
+  int ri = g->values[u].producer;
+  int64_t scale[3];
+  if (!forward_resize(g, ri, scale)) return KILN_OK;
+  int xv = g->nodes[ri].in[0];
+  const kiln_value *us = &g->values[u], *dy = &g->values[dyv], *x = &g->values[xv];
+  if (!f32(dy) || !f32(x) || dy->shape.rank != us->shape.rank) return KILN_OK;
+  int nsp = us->shape.rank - 2;
+  if (ir_attr_int(n, "group") != 1) return KILN_OK;
+  const int64_t *ks;
+  if (ir_attr_ints(n, "kernel_shape", &ks) != nsp) return KILN_OK;
+  nn_window win;
+  kiln_err ign = {0};
+  if (nn_window_forward(n, &us->shape, us->name, ks, false, &win, &ign)) return KILN_OK;
+  int64_t kf[3], dilf[3], pads[6], strides[3], fvol = 1, kvol = 1;
+  double folded = 1, full = 1;
+  for (int d = 0; d < nsp; d++) {
+    int64_t s = scale[d], K = win.kernel[d], dil = win.dilation[d], L = x->shape.d[2 + d];
+    if (win.stride[d] != 1 || K > 64 || win.out[d] != dy->shape.d[2 + d]) return KILN_OK;
+    kf[d] = s == 1 ? K : (K - 1) * dil + s;
+    dilf[d] = s == 1 ? dil : 1;
+    pads[d] = (K - 1) * dil - win.pad_begin[d];
+    pads[nsp + d] = s * (L - 1) + (kf[d] - 1) * dilf[d] - pads[d] - (win.out[d] - 1);
+    if (pads[d] < 0 || pads[nsp + d] < 0) return KILN_OK;
+    strides[d] = s;
+    fvol *= kf[d], kvol *= K;
+    folded *= (double)kf[d];
+    full *= (double)(s * K);
+  }
+  if (folded > full || fvol > 4096) return KILN_OK;
+  int64_t M = dy->shape.d[1], C = x->shape.d[1];
+  /* S[t, k] = 1 when folded tap t (row-major over kf) sums into tap k (row-major over K) */
+  kiln_tensor *S = NULL;
+  KILN_TRY(kiln_tensor_new(KILN_F32, &(kiln_shape){.rank = 2, .d = {fvol, kvol}}, &S, e));
+  float *sp = S->data;
+  for (int64_t t = 0; t < fvol; t++)
+    for (int64_t k = 0; k < kvol; k++) {
+      int64_t tt = t, kk = k;
+      bool hit = true;
+      for (int d = nsp - 1; d >= 0; d--) {
+        int64_t td = tt % kf[d], kd = kk % win.kernel[d];
+        tt /= kf[d], kk /= win.kernel[d];
+        int64_t r = td - (win.kernel[d] - 1 - kd) * (scale[d] == 1 ? 1 : win.dilation[d]);
+        hit = hit && (scale[d] == 1 ? r == 0 : r >= 0 && r < scale[d]);
+      }
+      sp[t * kvol + k] = hit ? 1.0f : 0.0f;
+    }
+  char stem[256];
+  snprintf(stem, sizeof stem, "%s", g->values[n->out[0]].name);
+  int s_id, shp1, shp2, wt, r1, mm, r2, nid;
+  KILN_TRY(fuse_add_const(g, stem, "_phase_fold", S, &s_id, e));
+  int64_t dims1[2] = {C * M, fvol}, dims2[5] = {C, M};
+  for (int d = 0; d < nsp; d++) dims2[2 + d] = win.kernel[d];
+  KILN_TRY(new_i64s(g, stem, "_shape_flat", dims1, 2, &shp1, e));
+  KILN_TRY(new_i64s(g, stem, "_shape_cm", dims2, nsp + 2, &shp2, e));
+  KILN_TRY(new_value(g, stem, "_phases", &wt, e));
+  KILN_TRY(new_value(g, stem, "_flat", &r1, e));
+  KILN_TRY(new_value(g, stem, "_folded", &mm, e));
+  KILN_TRY(new_value(g, stem, "_cm", &r2, e));
+  char name[300];
+  snprintf(name, sizeof name, "%s/phases", g->nodes[gi].name);
+  KILN_TRY(ir_add_node(g, KILN_OP_ConvGradWeight, name, (int[]){dyv, xv}, 2, &wt, 1, &nid, e));
+  KILN_TRY(ir_set_attr_ints(g, nid, "kernel_shape", kf, nsp, e));
+  KILN_TRY(ir_set_attr_ints(g, nid, "strides", strides, nsp, e));
+  KILN_TRY(ir_set_attr_ints(g, nid, "pads", pads, 2 * nsp, e));
+  KILN_TRY(ir_set_attr_ints(g, nid, "dilations", dilf, nsp, e));
+  KILN_TRY(ir_set_attr_int(g, nid, "group", 1, e));
+  snprintf(name, sizeof name, "%s/flat", g->nodes[gi].name);
+  KILN_TRY(ir_add_node(g, KILN_OP_Reshape, name, (int[]){wt, shp1}, 2, &r1, 1, &nid, e));
+  snprintf(name, sizeof name, "%s/fold", g->nodes[gi].name);
+  KILN_TRY(ir_add_node(g, KILN_OP_MatMul, name, (int[]){r1, s_id}, 2, &mm, 1, &nid, e));
+  snprintf(name, sizeof name, "%s/cm", g->nodes[gi].name);
+  KILN_TRY(ir_add_node(g, KILN_OP_Reshape, name, (int[]){mm, shp2}, 2, &r2, 1, &nid, e));
+  int64_t perm[5] = {1, 0, 2, 3, 4};
+  KILN_TRY(fuse_replace(g, &gi, 1, KILN_OP_Transpose, g->nodes[gi].name, (int[]){r2}, 1,
+                        g->nodes[gi].out[0], &nid, e));
+  KILN_TRY(ir_set_attr_ints(g, nid, "perm", perm, nsp + 2, e));
+  *fused = true;
+  return KILN_OK;
+}
+
 kiln_code pass_fuse_train_upsample_conv(kiln_graph *g, kiln_pass_ctx *cx, kiln_pass_stats *st,
                                         kiln_err *e) {
   if (cx->mode != KILN_MODE_TRAINING || !cx->differentiated) {
@@ -177,7 +301,7 @@ kiln_code pass_fuse_train_upsample_conv(kiln_graph *g, kiln_pass_ctx *cx, kiln_p
              "pass (inference graphs: fuse-upsample-conv)");
     return KILN_OK;
   }
-  int64_t fwd = 0, bwd = 0, n0 = g->n_nodes;
+  int64_t fwd = 0, bwd = 0, wgt = 0, n0 = g->n_nodes;
   for (int64_t i = 0; i < n0; i++) {
     bool fused = false;
     if (g->nodes[i].dead) continue;
@@ -187,12 +311,16 @@ kiln_code pass_fuse_train_upsample_conv(kiln_graph *g, kiln_pass_ctx *cx, kiln_p
     } else if (g->nodes[i].op == KILN_OP_ResizeGrad) {
       KILN_TRY(fuse_backward(g, (int)i, &fused, e));
       bwd += fused;
+    } else if (g->nodes[i].op == KILN_OP_ConvGradWeight) {
+      KILN_TRY(fuse_weight_grad(g, (int)i, &fused, e));
+      wgt += fused;
     }
   }
-  st->changes = fwd + bwd;
+  st->changes = fwd + bwd + wgt;
   snprintf(st->detail, sizeof st->detail,
            "%lld forward Resize+Conv -> kiln.UpsampleConv, %lld backward "
-           "ConvTranspose+ResizeGrad -> kiln.UpsampleConvGradInput",
-           (long long)fwd, (long long)bwd);
+           "ConvTranspose+ResizeGrad -> kiln.UpsampleConvGradInput, %lld weight gradients "
+           "by phases over X",
+           (long long)fwd, (long long)bwd, (long long)wgt);
   return KILN_OK;
 }

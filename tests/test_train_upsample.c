@@ -6,12 +6,16 @@
  *    golden text (tests/data/train_upsample/spn.txt; KILN_UPDATE_GOLDEN=1 rewrites it), the
  *    counts of what fused, and what stays unfused (align_corners, strides);
  *  - the fused step against the unfused one with the reference kernels: every output and
- *    state update bitwise equal (the fused reference kernels run the unfused ops);
+ *    state update bitwise equal (the fused reference kernels run the unfused ops), but the
+ *    SPN convolutions' weights, whose gradients by phases sum in another order: within
+ *    1e-6 x max |value|;
  *  - the compiled step (kiln_trainer, SGD, two steps) fused at 1 and 2 threads against
  *    unfused at 1 thread, every state tensor within 1e-5 x its max |value|;
  *  - the new op and kiln.UpsampleConv with run-time weights alone: JIT against the reference
  *    over shapes, scales, kernels, pads, dilation 2, groups, 1-D/3-D, rows narrower and wider
  *    than a vector, within 1e-5 x max |reference| + 1e-6, bitwise equal at 1 and 3 threads;
+ *  - the weight gradient by phases over X (a graph rewrite) against ConvGradWeight over the
+ *    upsampled input, reference and JIT, over scales, kernels, pads, dilation 2, 1-D/3-D;
  *  - malformed nodes refused by shape inference with messages naming what is wrong. */
 #include <math.h>
 #include <stdint.h>
@@ -144,12 +148,14 @@ static void test_structure(void) {
             count_op(g, KILN_OP_UpsampleConv));
   CHECK(count_op(g, KILN_OP_UpsampleConvGradInput) == 3);
   CHECK(count_op(g, KILN_OP_ResizeGrad) == 0);
-  /* the Resizes stay for the weight gradients, which read the upsampled tensors */
-  CHECK(count_op(g, KILN_OP_Resize) == 3 && count_op(g, KILN_OP_ConvGradWeight) == 6);
+  /* the weight gradients by phases over X (a ConvGradWeight each, folded by a MatMul and
+   * transposed): nothing reads the upsampled tensors, so the Resizes go */
+  CHECK(count_op(g, KILN_OP_Resize) == 0 && count_op(g, KILN_OP_ConvGradWeight) == 6);
+  CHECK(count_op(g, KILN_OP_MatMul) == 3 && count_op(g, KILN_OP_Transpose) == 3);
   /* the ConvTransposes left: stem2's and the saliency head's input gradients */
   CHECK_MSG(count_op(g, KILN_OP_ConvTranspose) == 2, "%d ConvTranspose",
             count_op(g, KILN_OP_ConvTranspose));
-  CHECK_MSG(changes_of(&res, "fuse-train-upsample-conv") == 6, "%lld changes",
+  CHECK_MSG(changes_of(&res, "fuse-train-upsample-conv") == 9, "%lld changes",
             (long long)changes_of(&res, "fuse-train-upsample-conv"));
   char *text = ir_text(g);
   check_golden_in("train_upsample", "spn", text);
@@ -167,10 +173,12 @@ static void test_structure(void) {
     int want = v == 2 ? 3 : 2;
     CHECK_MSG(count_op(tg->g, KILN_OP_UpsampleConv) == want &&
                   count_op(tg->g, KILN_OP_UpsampleConvGradInput) == want &&
-                  count_op(tg->g, KILN_OP_ResizeGrad) == 3 - want,
-              "variant %d: %d UpsampleConv, %d UpsampleConvGradInput, %d ResizeGrad", v,
-              count_op(tg->g, KILN_OP_UpsampleConv), count_op(tg->g, KILN_OP_UpsampleConvGradInput),
-              count_op(tg->g, KILN_OP_ResizeGrad));
+                  count_op(tg->g, KILN_OP_ResizeGrad) == 3 - want &&
+                  count_op(tg->g, KILN_OP_Resize) == 3 - want,
+              "variant %d: %d UpsampleConv, %d UpsampleConvGradInput, %d ResizeGrad, %d Resize",
+              v, count_op(tg->g, KILN_OP_UpsampleConv),
+              count_op(tg->g, KILN_OP_UpsampleConvGradInput), count_op(tg->g, KILN_OP_ResizeGrad),
+              count_op(tg->g, KILN_OP_Resize));
     kiln_train_graph_free(tg);
   }
 
@@ -212,9 +220,11 @@ static void step_inputs(const kiln_train_graph *tg, kiln_tensor **in) {
   }
 }
 
+/* SGD, so that a weight's update is its gradient's (Adam's first step is about lr * sign(g),
+ * which float noise may flip where g is about 0). */
 static void test_reference_equal(void) {
-  kiln_train_graph *a = train_graph(spn_net("asymmetric", "floor", 1), UNFUSED, KILN_OPTIM_ADAM, NULL);
-  kiln_train_graph *b = train_graph(spn_net("asymmetric", "floor", 1), NULL, KILN_OPTIM_ADAM, NULL);
+  kiln_train_graph *a = train_graph(spn_net("asymmetric", "floor", 1), UNFUSED, KILN_OPTIM_SGD, NULL);
+  kiln_train_graph *b = train_graph(spn_net("asymmetric", "floor", 1), NULL, KILN_OPTIM_SGD, NULL);
   if (!a || !b || a->g->n_inputs > 256 || a->g->n_outputs > 256 ||
       b->g->n_inputs != a->g->n_inputs || b->g->n_outputs != a->g->n_outputs) {
     CHECK(a && b && a->g->n_outputs == b->g->n_outputs);
@@ -230,7 +240,7 @@ static void test_reference_equal(void) {
   kiln_ref_ctx ca = {.g = a->g}, cb = {.g = b->g};
   CHECK_OK(kiln_ref_run(a->g, &ca, ia, oa, &e), &e);
   CHECK_OK(kiln_ref_run(b->g, &cb, ib, ob, &e), &e);
-  int compared = 0;
+  int compared = 0, close = 0;
   for (int i = 0; i < a->g->n_outputs && !e.code; i++) {
     const char *name = a->g->values[a->g->outputs[i]].name;
     const kiln_tensor *x = oa[i], *y = NULL;
@@ -238,11 +248,24 @@ static void test_reference_equal(void) {
       if (!strcmp(b->g->values[b->g->outputs[j]].name, name)) y = ob[j];
     CHECK_MSG(x && y && kiln_shape_eq(&x->shape, &y->shape), "output %s missing", name);
     if (!x || !y || !kiln_shape_eq(&x->shape, &y->shape)) continue;
+    compared++;
+    if (strstr(name, "spn.") && strstr(name, "conv.weight")) {
+      /* the weight gradient by phases sums the same products in another order (double) */
+      double mx = 0, worst = 0;
+      for (int64_t k = 0; k < x->numel; k++) {
+        double u = ((float *)x->data)[k], v = ((float *)y->data)[k];
+        mx = fmax(mx, fabs(u));
+        worst = fmax(worst, fabs(u - v));
+      }
+      CHECK_MSG(worst <= 1e-6 * mx, "%s: fused and unfused differ by %.3g (max %.3g)", name,
+                worst, mx);
+      close++;
+      continue;
+    }
     CHECK_MSG(!memcmp(x->data, y->data, kiln_tensor_nbytes(x)),
               "output %s differs between the fused and the unfused step", name);
-    compared++;
   }
-  CHECK(compared == a->g->n_outputs && compared > 40);
+  CHECK(compared == a->g->n_outputs && compared > 20 && close >= 3);
   for (int i = 0; i < 256; i++) {
     kiln_tensor_free(ia[i]);
     kiln_tensor_free(ib[i]);
@@ -504,6 +527,98 @@ static void test_kernels(void) {
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_case(&cases[i]);
 }
 
+/* ---- the weight gradient by phases ---- */
+
+/* dW = ConvGradWeight(Resize(X), dY) of the case (inputs X, dY), unfused or after the pass. */
+static kiln_graph *wgrad_graph(const kcase *c, const int64_t *xd, const int64_t *yd, bool fuse,
+                               kiln_err *e) {
+  gb bb, *b = &bb;
+  gb_begin(b, 13, 1);
+  int nsp = c->rank - 2, nid;
+  int x = gb_input(b, "x", KILN_F32, c->rank, xd), dy = gb_input(b, "dy", KILN_F32, c->rank, yd);
+  int u = gb_resize_nearest(b, "up", x, nsp, c->s, c->coord ? c->coord : "asymmetric",
+                            c->nearest ? c->nearest : "floor");
+  int dw = gb_node(b, KILN_OP_ConvGradWeight, "dw", IN(u, dy), 1, &nid);
+  if (nid >= 0) {
+    ir_set_attr_ints(b->g, nid, "kernel_shape", c->k, nsp, &b->e);
+    ir_set_attr_ints(b->g, nid, "pads", c->pads, 2 * nsp, &b->e);
+    ir_set_attr_ints(b->g, nid, "dilations", c->dil, nsp, &b->e);
+  }
+  gb_output(b, dw);
+  kiln_evaluator ev = kiln_ref_evaluator();
+  if (!b->e.code) ir_infer(b->g, &ev, &b->e);
+  if (!b->e.code && fuse) {
+    kiln_pass_ctx cx = {.mode = KILN_MODE_TRAINING, .ev = &ev, .differentiated = true};
+    kiln_pipeline_result res;
+    kiln_run_pipeline(b->g, "fuse-train-upsample-conv,dce", &cx, &res, &b->e);
+    CHECK_MSG(count_op(b->g, KILN_OP_Resize) == 0 && count_op(b->g, KILN_OP_ConvGradWeight) == 1,
+              "%s: not rewritten", c->what);
+  }
+  *e = b->e;
+  return b->g;
+}
+
+static void test_weight_grad(void) {
+  const kcase cases[] = {
+      {"wgrad x2 3x3", 0, 4, 2, 3, 5, 1, {5, 9}, {2, 2}, {3, 3}, {1, 1}, {1, 1, 1, 1}},
+      {"wgrad x3 k(2,5) pads", 0, 4, 2, 4, 3, 1, {3, 7}, {3, 3}, {2, 5}, {1, 1}, {0, 2, 1, 1}},
+      {"wgrad x2 dilation 2", 0, 4, 1, 3, 4, 1, {4, 6}, {2, 2}, {3, 3}, {2, 2}, {2, 2, 2, 2}},
+      {"wgrad 1-D x4 k5", 0, 3, 2, 3, 2, 1, {9}, {4}, {5}, {1}, {1, 3}},
+      {"wgrad 3-D x(1,2,2)", 0, 5, 1, 2, 3, 1, {3, 4, 5}, {1, 2, 2}, {3, 3, 3}, {1, 1, 1},
+       {1, 1, 1, 1, 1, 1}},
+      {"wgrad half_pixel", 0, 4, 2, 3, 5, 1, {4, 6}, {2, 2}, {3, 3}, {1, 1}, {1, 1, 1, 1},
+       "half_pixel", "round_prefer_floor"},
+  };
+  for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+    const kcase *c = &cases[ci];
+    int nsp = c->rank - 2;
+    int64_t o[3], xd[5] = {c->n, c->c}, yd[5] = {c->n, c->m};
+    out_sizes(c, o);
+    for (int d = 0; d < nsp; d++) xd[2 + d] = c->low[d], yd[2 + d] = o[d];
+    uint64_t seed = 77;
+    kiln_tensor *in[2] = {rand_tensor(c->rank, xd, &seed), rand_tensor(c->rank, yd, &seed)};
+    kiln_tensor *want[1] = {0}, *ref[1] = {0}, *jit[1] = {0};
+    kiln_err e = {0};
+    kiln_graph *g = wgrad_graph(c, xd, yd, false, &e);
+    CHECK_OK(e.code, &e);
+    kiln_ref_ctx ctx = {.g = g};
+    if (!e.code) CHECK_OK(kiln_ref_run(g, &ctx, in, want, &e), &e);
+    ir_graph_free(g);
+    g = wgrad_graph(c, xd, yd, true, &e);
+    CHECK_OK(e.code, &e);
+    ctx.g = g;
+    if (!e.code) CHECK_OK(kiln_ref_run(g, &ctx, in, ref, &e), &e);
+    kiln_program *p = NULL;
+    kiln_compile_opts opt = {.threads = 2, .cache_dir = ""};
+    if (!e.code) CHECK_OK(kiln_compile(g, &opt, &p, &e), &e);
+    else ir_graph_free(g);
+    if (p) {
+      CHECK_OK(kiln_program_run(p, in, jit, false, &e), &e);
+      kiln_program_free(p);
+    }
+    const kiln_tensor *got[2] = {ref[0], jit[0]};
+    for (int k = 0; k < 2; k++) {
+      if (!want[0] || !got[k] || got[k]->numel != want[0]->numel) {
+        CHECK_MSG(false, "%s: output missing", c->what);
+        continue;
+      }
+      double mx = 0, worst = 0;
+      for (int64_t i = 0; i < want[0]->numel; i++) {
+        double a = ((float *)got[k]->data)[i], b = ((float *)want[0]->data)[i];
+        mx = fmax(mx, fabs(b));
+        worst = fmax(worst, fabs(a - b));
+      }
+      CHECK_MSG(worst <= 1e-6 + 1e-5 * mx, "%s (%s): differs by %.3g (max %.3g)", c->what,
+                k ? "jit" : "reference", worst, mx);
+    }
+    kiln_tensor_free(want[0]);
+    kiln_tensor_free(ref[0]);
+    kiln_tensor_free(jit[0]);
+    kiln_tensor_free(in[0]);
+    kiln_tensor_free(in[1]);
+  }
+}
+
 /* ---- malformed nodes ---- */
 
 /* The case's graph must fail shape inference with `code` and a message containing `msg`. */
@@ -598,6 +713,7 @@ int main(void) {
   RUN(test_structure);
   RUN(test_reference_equal);
   RUN(test_kernels);
+  RUN(test_weight_grad);
   RUN(test_malformed);
   RUN(test_jit_step);
   TEST_MAIN_END();
