@@ -198,6 +198,25 @@ static kiln_code new_i64s(kiln_graph *g, const char *stem, const char *suffix, c
   return fuse_add_const(g, stem, suffix, t, id, e);
 }
 
+/* Moves the last `count` nodes to just after node `at` (ids after `at` shift up by count) and
+ * renumbers the producers of the values of the nodes moved or shifted. */
+static kiln_code move_after(kiln_graph *g, int at, int count, kiln_err *e) {
+  int64_t nn = g->n_nodes, first = nn - count;
+  kiln_node *tmp = kiln_malloc(sizeof(kiln_node) * (size_t)count);
+  if (!tmp) return kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
+  memcpy(tmp, &g->nodes[first], sizeof(kiln_node) * (size_t)count);
+  memmove(&g->nodes[at + 1 + count], &g->nodes[at + 1],
+          sizeof(kiln_node) * (size_t)(first - at - 1));
+  memcpy(&g->nodes[at + 1], tmp, sizeof(kiln_node) * (size_t)count);
+  kiln_free(tmp);
+  for (int64_t i = at + 1; i < nn; i++) {
+    if (g->nodes[i].dead) continue;
+    for (int o = 0; o < g->nodes[i].n_out; o++)
+      if (g->nodes[i].out[o] >= 0) g->values[g->nodes[i].out[o]].producer = (int)i;
+  }
+  return KILN_OK;
+}
+
 /* kiln.ConvGradWeight(U = Resize(X), dY) of a stride-1, ungrouped convolution, by phases over
  * X.  With o = s*i + p the tap k reads U[s*i + p + k*dil - pb] = X[i + a] (a = floor(q / s),
  * q = p + k*dil - pb), so dW[k] = sum over p, i of dY[s*i + p] X[i + a]; with j = i + a this
@@ -272,14 +291,24 @@ static kiln_code fuse_weight_grad(kiln_graph *g, int gi, bool *fused, kiln_err *
   KILN_TRY(new_value(g, stem, "_flat", &r1, e));
   KILN_TRY(new_value(g, stem, "_folded", &mm, e));
   KILN_TRY(new_value(g, stem, "_cm", &r2, e));
+  /* The node itself becomes the phase convolution and the fold follows it, so that they keep
+   * the weight gradient's place in the order (ir_toposort visits nodes by index): appended,
+   * they would run only when the optimizer needs dW, keeping dY or the phase sums alive
+   * through the rest of the backward pass. */
+  int dw = g->nodes[gi].out[0];
+  kiln_node *pn = &g->nodes[gi];
+  pn->in[0] = dyv;
+  pn->in[1] = xv;
+  pn->out[0] = wt;
+  g->values[wt].producer = gi;
+  g->values[dw].producer = -1;
+  KILN_TRY(ir_set_attr_str(g, gi, "auto_pad", "NOTSET", e));
+  KILN_TRY(ir_set_attr_ints(g, gi, "kernel_shape", kf, nsp, e));
+  KILN_TRY(ir_set_attr_ints(g, gi, "strides", strides, nsp, e));
+  KILN_TRY(ir_set_attr_ints(g, gi, "pads", pads, 2 * nsp, e));
+  KILN_TRY(ir_set_attr_ints(g, gi, "dilations", dilf, nsp, e));
+  KILN_TRY(ir_set_attr_int(g, gi, "group", 1, e));
   char name[300];
-  snprintf(name, sizeof name, "%s/phases", g->nodes[gi].name);
-  KILN_TRY(ir_add_node(g, KILN_OP_ConvGradWeight, name, (int[]){dyv, xv}, 2, &wt, 1, &nid, e));
-  KILN_TRY(ir_set_attr_ints(g, nid, "kernel_shape", kf, nsp, e));
-  KILN_TRY(ir_set_attr_ints(g, nid, "strides", strides, nsp, e));
-  KILN_TRY(ir_set_attr_ints(g, nid, "pads", pads, 2 * nsp, e));
-  KILN_TRY(ir_set_attr_ints(g, nid, "dilations", dilf, nsp, e));
-  KILN_TRY(ir_set_attr_int(g, nid, "group", 1, e));
   snprintf(name, sizeof name, "%s/flat", g->nodes[gi].name);
   KILN_TRY(ir_add_node(g, KILN_OP_Reshape, name, (int[]){wt, shp1}, 2, &r1, 1, &nid, e));
   snprintf(name, sizeof name, "%s/fold", g->nodes[gi].name);
@@ -287,9 +316,10 @@ static kiln_code fuse_weight_grad(kiln_graph *g, int gi, bool *fused, kiln_err *
   snprintf(name, sizeof name, "%s/cm", g->nodes[gi].name);
   KILN_TRY(ir_add_node(g, KILN_OP_Reshape, name, (int[]){mm, shp2}, 2, &r2, 1, &nid, e));
   int64_t perm[5] = {1, 0, 2, 3, 4};
-  KILN_TRY(fuse_replace(g, &gi, 1, KILN_OP_Transpose, g->nodes[gi].name, (int[]){r2}, 1,
-                        g->nodes[gi].out[0], &nid, e));
+  snprintf(name, sizeof name, "%s/transpose", g->nodes[gi].name);
+  KILN_TRY(ir_add_node(g, KILN_OP_Transpose, name, (int[]){r2}, 1, &dw, 1, &nid, e));
   KILN_TRY(ir_set_attr_ints(g, nid, "perm", perm, nsp + 2, e));
+  KILN_TRY(move_after(g, gi, 4, e));
   *fused = true;
   return KILN_OK;
 }
@@ -311,10 +341,14 @@ kiln_code pass_fuse_train_upsample_conv(kiln_graph *g, kiln_pass_ctx *cx, kiln_p
     } else if (g->nodes[i].op == KILN_OP_ResizeGrad) {
       KILN_TRY(fuse_backward(g, (int)i, &fused, e));
       bwd += fused;
-    } else if (g->nodes[i].op == KILN_OP_ConvGradWeight) {
-      KILN_TRY(fuse_weight_grad(g, (int)i, &fused, e));
-      wgt += fused;
     }
+  }
+  /* backwards: the nodes each rewrite inserts after its node only shift the ones already seen */
+  for (int64_t i = n0 - 1; i >= 0; i--) {
+    bool fused = false;
+    if (g->nodes[i].dead || g->nodes[i].op != KILN_OP_ConvGradWeight) continue;
+    KILN_TRY(fuse_weight_grad(g, (int)i, &fused, e));
+    wgt += fused;
   }
   st->changes = fwd + bwd + wgt;
   snprintf(st->detail, sizeof st->detail,
