@@ -6,7 +6,9 @@
  *    index map is floor(o / s) (asymmetric or half-pixel coordinates with the usual rounding
  *    modes) with stride-1 convolutions and constant weights runs as s^D phase convolutions
  *    on the low-resolution input with weights summed at compile time (performance.md), each
- *    writing every s-th output element; other strides use conv_gen's nearest input transform.
+ *    writing every s-th output element; weights known only at run time (training) are summed
+ *    by a small kernel per phase into scratch first (cg_emit_weight_fold, emit_upconv.h).
+ *    Other strides use conv_gen's nearest input transform.
  *    Other nearest maps (align_corners) and linear modes fill the convolution's zero-padded
  *    input with one gather/interpolation pass from compile-time index and weight tables (what
  *    conv_gen's own padding copy would do), so no separate upsampled tensor exists either.
@@ -21,6 +23,7 @@
 #include "codegen/conv_gen.h"
 #include "codegen/emit_copy.h"
 #include "codegen/emit_elementwise.h"
+#include "codegen/emit_upconv.h"
 #include "ir/ops/fused.h"
 #include "ir/ops/nn_window.h"
 #include "runtime/ref/resize_coords.h"
@@ -316,14 +319,64 @@ done:
 
 static int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
+/* One phase of emit_phases with weights known at run time: the phase's weights (tap j of the
+ * original kernel goes to tap map[d][j] per dim) summed by a kernel into scratch, then the
+ * phase convolution reading them. */
+static kiln_code phase_fold_conv(kiln_emit_ctx *cx, const upconv *u, const cg_conv_geom *pg,
+                                 int64_t (*map)[64], const cg_conv_epilogue *epi, int w_buf,
+                                 int x_buf, int y_buf, kiln_err *e) {
+  const nn_window *t = &u->t;
+  int64_t cg = u->C / u->groups, kk = t->kernel[0] * t->kernel[1] * t->kernel[2];
+  int64_t pk = pg->k[0] * pg->k[1] * pg->k[2], rows = u->OC * cg;
+  int64_t *start = kiln_calloc((size_t)pk + 1, sizeof(int64_t));
+  int64_t *src = kiln_malloc(sizeof(int64_t) * (size_t)(kk ? kk : 1));
+  kiln_code rc = KILN_OK;
+  if (!start || !src) rc = kiln_errf(e, KILN_ERR_NOMEM, "out of memory (phase weights)");
+  if (!rc) { /* each original tap goes to exactly one phase tap: a counting sort, ascending */
+    for (int64_t k0 = 0; k0 < t->kernel[0]; k0++)
+      for (int64_t k1 = 0; k1 < t->kernel[1]; k1++)
+        for (int64_t k2 = 0; k2 < t->kernel[2]; k2++)
+          start[(map[0][k0] * pg->k[1] + map[1][k1]) * pg->k[2] + map[2][k2] + 1]++;
+    for (int64_t i = 0; i < pk; i++) start[i + 1] += start[i];
+    int64_t *fill = kiln_malloc(sizeof(int64_t) * (size_t)(pk ? pk : 1));
+    if (!fill) rc = kiln_errf(e, KILN_ERR_NOMEM, "out of memory (phase weights)");
+    for (int64_t i = 0; fill && i < pk; i++) fill[i] = start[i];
+    for (int64_t k0 = 0; fill && k0 < t->kernel[0]; k0++)
+      for (int64_t k1 = 0; k1 < t->kernel[1]; k1++)
+        for (int64_t k2 = 0; k2 < t->kernel[2]; k2++) {
+          int64_t dst = (map[0][k0] * pg->k[1] + map[1][k1]) * pg->k[2] + map[2][k2];
+          src[fill[dst]++] = (k0 * t->kernel[1] + k1) * t->kernel[2] + k2;
+        }
+    kiln_free(fill);
+  }
+  int pw_buf = -1;
+  if (!rc) {
+    pw_buf = cg_buf_scratch(cx, sizeof(float) * (size_t)(rows * pk > 0 ? rows * pk : 1), e);
+    if (pw_buf < 0) rc = e->code;
+  }
+  if (!rc) {
+    cg_wfold f = {.rows = rows, .src_row = kk, .dst_row = pk, .start = start, .src = src};
+    rc = cg_emit_weight_fold(cx, "upsample_conv_phase_wfold", &f, w_buf, pw_buf, e);
+  }
+  if (!rc) {
+    cg_conv_weights cw = cg_conv_weights_oihw(pg, pw_buf, NULL);
+    rc = cg_emit_conv(cx, "upsample_conv_phase", pg, &cw, epi, x_buf, y_buf, e);
+  }
+  kiln_free(start);
+  kiln_free(src);
+  return rc;
+}
+
 /* Nearest upsampling by s (index map floor(o / s)) then a stride-1 convolution, as prod(s)
  * phase convolutions on the low-resolution input.  Along a dim with scale s, output
  * o = s*i + p reads upsampled position s*i + q (q = p + k*dil - pad_b) for tap k, which is
  * X[i + floor(q / s)] — or zero padding exactly when i + floor(q / s) is outside X, since
  * 0 <= q mod s < s.  So phase p is a convolution over X with one tap per distinct offset
  * a = floor(q / s), its weights the sums of the taps that share it (2 taps for s = 2 and a
- * 3-tap kernel), writing every s-th output from p on.  Dims with s = 1 keep their taps. */
-static kiln_code emit_phases(kiln_emit_ctx *cx, const upconv *u, const float *w,
+ * 3-tap kernel), writing every s-th output from p on.  Dims with s = 1 keep their taps.
+ * Constant weights `w` are summed here (in double); otherwise (w NULL) a kernel sums buffer
+ * w_buf's at run time in float32, in the same tap order. */
+static kiln_code emit_phases(kiln_emit_ctx *cx, const upconv *u, const float *w, int w_buf,
                              const cg_conv_epilogue *epi, int x_buf, int y_buf, kiln_err *e) {
   const nn_window *t = &u->t;
   int64_t cg = u->C / u->groups, kk = t->kernel[0] * t->kernel[1] * t->kernel[2];
@@ -364,6 +417,10 @@ static kiln_code emit_phases(kiln_emit_ctx *cx, const upconv *u, const float *w,
     }
     if (empty) continue;
     int64_t pk = pg.k[0] * pg.k[1] * pg.k[2], total = u->OC * cg * pk;
+    if (!w) {
+      KILN_TRY(phase_fold_conv(cx, u, &pg, map, epi, w_buf, x_buf, y_buf, e));
+      continue;
+    }
     double *acc = kiln_calloc((size_t)(total ? total : 1), sizeof(double));
     float *pw = kiln_malloc(sizeof(float) * (size_t)(total ? total : 1));
     if (!acc || !pw) {
@@ -403,8 +460,12 @@ static kiln_code emit_UpsampleConv(kiln_emit_ctx *cx, const kiln_graph *g, const
   int x_buf = cg_buf_value(cx, n->in[0]), y_buf = cg_buf_value(cx, n->out[0]);
   bool unit = u.t.stride[0] == 1 && u.t.stride[1] == 1 && u.t.stride[2] == 1;
   bool short_k = u.t.kernel[0] <= 64 && u.t.kernel[1] <= 64 && u.t.kernel[2] <= 64;
-  if (u.floor_map && unit && short_k && wc) {
-    rc = emit_phases(cx, &u, wc->data, &epi, x_buf, y_buf, e);
+  /* run-time weights on rows narrower than a vector: the phases (as wide as X's rows) would
+   * leave most lanes idle, so the upsampled rows are read through the nearest transform */
+  bool narrow = !wc && u.s[2] > 1 && u.low[2] < (cg_avx512(cx) ? 16 : 8);
+  if (u.floor_map && unit && short_k && !narrow) {
+    rc = emit_phases(cx, &u, wc ? (const float *)wc->data : NULL, cg_buf_value(cx, n->in[1]),
+                     &epi, x_buf, y_buf, e);
     upconv_free(&u);
     return rc;
   }
@@ -650,4 +711,5 @@ void cg_register_fused(kiln_emit_fn *table) {
   table[KILN_OP_UpsampleConv] = emit_UpsampleConv;
   table[KILN_OP_GapGemm] = emit_GapGemm;
   table[KILN_OP_FusedElementwise] = emit_FusedElementwise;
+  cg_register_upconv_grad(table);
 }

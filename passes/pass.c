@@ -29,7 +29,7 @@ static const char *const default_inference =
 /* In training mode the fusions whose ops have no gradient rule (fuse-elementwise) run only on
  * graphs that already hold their backward pass (kiln_pass_ctx.differentiated). */
 static const char *const default_training =
-    "eliminate-identity,fold,dce,fuse-train-bn,fuse-elementwise,dce";
+    "eliminate-identity,fold,dce,fuse-train-bn,fuse-train-upsample-conv,fuse-elementwise,dce";
 
 const char *kiln_default_pipeline(kiln_pass_mode mode) {
   return mode == KILN_MODE_TRAINING ? default_training : default_inference;

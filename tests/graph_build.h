@@ -207,6 +207,23 @@ static inline int gb_bn(gb *b, const char *name, int x, int64_t c) {
 /* ---- running and comparing ---- */
 
 /* Seeded inputs for every graph input: floats uniform in [-1, 1), bools, ints in [0, 4). */
+/* Nearest Resize (opset 13: X, roi omitted, constant scales [1, 1, s...]) with the given
+ * coordinate transformation and rounding; returns the output's id. */
+static inline int gb_resize_nearest(gb *b, const char *name, int x, int nsp, const int64_t *s,
+                                    const char *coord, const char *nearest) {
+  char nm[128];
+  float sc[5] = {1, 1, 1, 1, 1};
+  for (int d = 0; d < nsp; d++) sc[2 + d] = (float)s[d];
+  snprintf(nm, sizeof nm, "%s.scales", name);
+  int scales = gb_floats(b, nm, nsp + 2, sc), nid;
+  int y = gb_node(b, KILN_OP_Resize, name, IN(x, -1, scales), 1, &nid);
+  if (nid < 0) return -1;
+  ir_set_attr_str(b->g, nid, "mode", "nearest", &b->e);
+  ir_set_attr_str(b->g, nid, "coordinate_transformation_mode", coord, &b->e);
+  ir_set_attr_str(b->g, nid, "nearest_mode", nearest, &b->e);
+  return y;
+}
+
 static inline kiln_code random_inputs(const kiln_graph *g, uint64_t seed, kiln_tensor **in,
                                       kiln_err *e) {
   for (int i = 0; i < g->n_inputs; i++) {
