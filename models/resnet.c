@@ -264,7 +264,8 @@ static kiln_code param(builder *b, const char *name, int rank, const int64_t *di
     int64_t recept = 1;
     for (int i = 2; i < rank; i++)
       recept *= dims[i];
-    int64_t fan = (k == INIT_FAN_OUT ? dims[0] : dims[1]) * recept;
+    /* fan-in initialization is for weights (rank >= 2); a rank-1 tensor counts its one dim */
+    int64_t fan = (k == INIT_FAN_OUT || rank < 2 ? dims[0] : dims[1]) * recept;
     fill_normal(w, t->numel, sqrt(2.0 / (double)fan), b->o->seed, name);
   }
   KILN_TRY(ir_add_const(b->g, name, t, true, id, b->e));
