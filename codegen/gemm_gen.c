@@ -55,7 +55,8 @@ static int64_t round_up(int64_t a, int64_t b) { return div_up(a, b) * b; }
 bool cg_gemm_conv_applicable(kiln_emit_ctx *cx, const cg_conv_geom *g, const cg_conv_weights *w,
                              const cg_conv_epilogue *epi) {
   (void)epi;
-  if (g->groups != 1 || !w->data || g->N < 1 || g->C < 1 || g->OC < 1) return false;
+  (void)w;
+  if (g->groups != 1 || g->N < 1 || g->C < 1 || g->OC < 1) return false;
   int64_t hw = 1, kk = 1;
   bool strided = false;
   for (int d = 0; d < 3; d++) {
@@ -307,6 +308,74 @@ static void astore(gemm_kern *gk, LLVMValueRef v, LLVMValueRef buf, LLVMValueRef
   LLVMSetAlignment(s, (unsigned)gk->p->V * 4);
 }
 
+
+/* Fed weights (training graphs, where they are inputs): a first kernel packs them into
+ * pack_weights's panels on every run, into scratch.  Tiles: (chunk, panel); per row of the
+ * chunk the panel's channels, zeros past OC. */
+static void emit_wpack_rows(cg_kernel *k, const gemm_plan *p, const cg_conv_geom *g,
+                            const cg_conv_weights *w, LLVMValueRef src, LLVMValueRef dst,
+                            LLVMValueRef c, LLVMValueRef g0, LLVMValueRef klen, int ob, int obp) {
+  LLVMBuilderRef b = k->b;
+  bool per_dim = w->tap_strides[0] || w->tap_strides[1] || w->tap_strides[2];
+  LLVMValueRef base = add(k, mulc(k, c, p->OCp * p->KC), cg_mul(k, g0, klen));
+  LLVMValueRef ocb = addc(k, mulc(k, g0, w->oc_stride), w->off);
+  cg_loop l;
+  LLVMValueRef kin = cg_loop_begin(k, &l, c64(k, 0), klen, NULL, "kin");
+  LLVMValueRef kr = add(k, mulc(k, c, p->KC), kin);
+  LLVMValueRef ic = LLVMBuildUDiv(b, kr, c64(k, p->kk), "");
+  LLVMValueRef t = LLVMBuildURem(b, kr, c64(k, p->kk), "");
+  LLVMValueRef toff = mulc(k, t, w->tap_stride);
+  if (per_dim) {
+    LLVMValueRef kw = LLVMBuildURem(b, t, c64(k, g->k[2]), "");
+    LLVMValueRef kh =
+        LLVMBuildURem(b, LLVMBuildUDiv(b, t, c64(k, g->k[2]), ""), c64(k, g->k[1]), "");
+    LLVMValueRef kd = LLVMBuildUDiv(b, t, c64(k, g->k[2] * g->k[1]), "");
+    toff = add(k, add(k, mulc(k, kd, w->tap_strides[0]), mulc(k, kh, w->tap_strides[1])),
+               mulc(k, kw, w->tap_strides[2]));
+  }
+  LLVMValueRef row = add(k, add(k, ocb, mulc(k, ic, w->ic_stride)), toff);
+  LLVMValueRef out = add(k, base, mulc(k, kin, obp));
+  for (int o = 0; o < obp; o++) {
+    LLVMValueRef v = o < ob ? cg_load(k, k->t->f32, src, addc(k, row, o * w->oc_stride))
+                            : LLVMConstNull(k->t->f32);
+    cg_store(k, v, dst, addc(k, out, o));
+  }
+  cg_loop_end(k, &l);
+}
+
+static kiln_code emit_wpack_kernel(kiln_emit_ctx *cx, const char *label, const gemm_plan *p,
+                                   const cg_conv_geom *g, const cg_conv_weights *w, int wk_buf,
+                                   kiln_err *e) {
+  char lbl[96];
+  snprintf(lbl, sizeof lbl, "%s_wpack", label);
+  cg_kernel k;
+  KILN_TRY(cg_kernel_begin(cx, &k, lbl, 2, e));
+  LLVMBuilderRef b = k.b;
+  LLVMValueRef src = cg_arg(&k, 0), dst = cg_arg(&k, 1);
+  int64_t n_pan = div_up(p->OC, p->MR), g0_last = (n_pan - 1) * p->MR;
+  int ob_last = (int)(p->OC - g0_last);
+  int obp_last = (int)(p->OCp - g0_last < p->MR ? p->OCp - g0_last : p->MR);
+  cg_loop lt;
+  LLVMValueRef t = cg_loop_begin(&k, &lt, k.lo, k.hi, NULL, "tile");
+  LLVMValueRef pan = LLVMBuildURem(b, t, c64(&k, n_pan), "");
+  LLVMValueRef c = LLVMBuildUDiv(b, t, c64(&k, n_pan), "");
+  LLVMValueRef klen = cg_select(&k, LLVMBuildICmp(b, LLVMIntEQ, c, c64(&k, p->n_kc - 1), ""),
+                                c64(&k, p->kc_last), c64(&k, p->KC));
+  LLVMValueRef g0 = mulc(&k, pan, p->MR);
+  if (ob_last == p->MR) {
+    emit_wpack_rows(&k, p, g, w, src, dst, c, g0, klen, p->MR, p->MR);
+  } else {
+    cg_ifelse ie;
+    cg_ifelse_begin(&k, &ie, LLVMBuildICmp(b, LLVMIntEQ, pan, c64(&k, n_pan - 1), ""));
+    emit_wpack_rows(&k, p, g, w, src, dst, c, g0, klen, ob_last, obp_last);
+    cg_ifelse_else(&k, &ie);
+    emit_wpack_rows(&k, p, g, w, src, dst, c, g0, klen, p->MR, p->MR);
+    cg_ifelse_end(&k, &ie);
+  }
+  cg_loop_end(&k, &lt);
+  int bufs[2] = {w->buf, wk_buf};
+  return cg_kernel_end(cx, &k, p->n_kc * n_pan, bufs, e);
+}
 
 /* ---- the packing kernel ----
  * Xp[((n * n_pb + pb) * S + s) * xs + kr * NR + j] = Xe(n, row kr, pixel pb*NC + s*NR + j):
@@ -833,8 +902,15 @@ kiln_code cg_gemm_conv_emit(kiln_emit_ctx *cx, const char *label, const cg_conv_
   assert(cg_gemm_conv_applicable(cx, geom, w, epi));
   gemm_plan p;
   make_plan(cx, geom, cg_gemm_kernel(cx), &p);
-  int wk_buf = pack_weights(cx, &p, geom, w, e);
-  if (wk_buf < 0) return e->code;
+  int wk_buf;
+  if (w->data) {
+    wk_buf = pack_weights(cx, &p, geom, w, e);
+    if (wk_buf < 0) return e->code;
+  } else {
+    wk_buf = cg_buf_scratch(cx, sizeof(float) * (size_t)(p.OCp * p.K), e);
+    if (wk_buf < 0) return e->code;
+    KILN_TRY(emit_wpack_kernel(cx, label, &p, geom, w, wk_buf, e));
+  }
   int tab_buf = -1;
   if (p.sub) {
     tab_buf = offset_table(cx, &p, geom, e);

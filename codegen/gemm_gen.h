@@ -4,7 +4,7 @@
  * vectors poorly (small images: ResNet's 28, 14, 7 columns), which it runs well below peak.
  *
  * What it computes is cg_emit_conv's (conv_gen.h) for a geometry with one group, no input
- * transform, no output placement and constant weights.  With K = C * kD*kH*kW rows r =
+ * transform and no output placement.  With K = C * kD*kH*kW rows r =
  * (ic, tap) and p the flattened output pixel, per image n:
  *
  *   acc(oc, p) = sum over r in order (one FMA each, from 0) of W(oc, ic, tap) * Xe(n, ic, p, tap)
@@ -23,7 +23,8 @@
  *    stays in L2; with several, a first kernel packs all of X once into scratch
  *    ([image][pixel block][strip][r][NR]);
  *  - the GEMM tiles over (image, block of MC output channels, block of NC pixels).  The
- *    weights are repacked at compile time into panels of MR output channels ([r][MR] per
+ *    weights are repacked into panels of MR output channels (at compile time when constant,
+ *    else by a first kernel on every run, as training graphs feed them: [r][MR] per
  *    panel: one step of the micro-kernel reads MR adjacent floats; chunk-major, so a tile
  *    streams its block sequentially, the next panel prefetched while one is in use).  Per
  *    chunk of KC rows, every channel panel of the tile (MR x KC floats, in L1) meets every
@@ -56,8 +57,8 @@ enum {
 };
 
 /* Whether cg_gemm_conv_emit takes this convolution (where it is the faster of the two on Zen 3):
- * a checked geometry (conv_gen's check_geom passed) with one group, constant weights, no input
- * transform or output placement, a non-empty output, and either a 1x1 kernel (any stride or
+ * a checked geometry (conv_gen's check_geom passed) with one group, no input transform or
+ * output placement, a non-empty output, and either a 1x1 kernel (any stride or
  * padding) or a wider kernel over at least 32 input channels whose im2col rows stay under
  * 64 MiB, strided or with more than 5% of the direct kernel's lanes along output columns
  * empty (a width that is not a multiple of the vector width). */

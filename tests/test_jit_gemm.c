@@ -4,9 +4,10 @@
  * input-channel chunk tails, single elements, batches), strides, 1-D and 3-D, and every
  * epilogue (bias, residual, each activation), compiled and run at 1, 2 and 3 threads (whose
  * blockings differ); the results must match the reference interpreter within test_jit_nn's
- * tolerance and be bitwise identical at every thread count.  The cases of the channel-
- * vectorized micro-kernel also compile with each micro-kernel forced (kiln_compile_opts.
- * gemm_kernel): the two must agree bitwise too. */
+ * tolerance and be bitwise identical at every thread count.  Fed weights (training graphs)
+ * are packed by a kernel on every run.  The cases of the channel-vectorized micro-kernel also
+ * compile with each micro-kernel forced (kiln_compile_opts.gemm_kernel): the two must agree
+ * bitwise too. */
 #include "codegen/compile.h"
 #include "codegen/gemm_gen.h"
 #pragma GCC diagnostic ignored "-Wunused-function" /* one_node.h helpers this file does not use */
@@ -210,14 +211,15 @@ static void test_conv_strides(void) {
 
 /* Which kernels: with one block of output channels the GEMM packs its input itself (one step,
  * where conv_gen's strided or padded 1x1 takes a copy first), with several a packing kernel
- * runs first (two steps, where conv_gen's unpadded stride-1 1x1 takes one); fed weights and
- * groups stay on conv_gen, as do stride-1 wider kernels and strided ones over few channels. */
+ * runs first (two steps, where conv_gen's unpadded stride-1 1x1 takes one); fed weights take
+ * a weight-packing kernel first; groups stay on conv_gen, as do strided wider kernels over few
+ * channels (stride-1 ones: test_stride1_kernels). */
 static void test_dispatch(void) {
   CASE("gemm stride 2: one step", KILN_OP_Conv, {T(1, 8, 9, 7), T(6, 8, 1, 1)}, 2, 2,
        .steps = 1, .attrs = {AV("strides", 2, 2)});
   CASE("gemm, packing kernel: two steps", KILN_OP_Conv, {T(1, 300, 3, 4), T(280, 300, 1, 1)}, 2,
        2, .steps = 2);
-  CASE("fed weights: one step", KILN_OP_Conv, {T(1, 8, 9, 7), T(6, 8, 1, 1)}, 2, 0, .steps = 1);
+  CASE("fed weights: two steps", KILN_OP_Conv, {T(1, 8, 9, 7), T(6, 8, 1, 1)}, 2, 0, .steps = 2);
   CASE("gemm padded 1x1: one step", KILN_OP_Conv, {T(1, 3, 4, 5), T(2, 3, 1, 1)}, 2, 2,
        .steps = 1, .attrs = {AV("pads", 1, 0, 0, 2)});
   CASE("gemm 3x3 stride 2: one step", KILN_OP_Conv, {T(1, 32, 7, 9), T(5, 32, 3, 3)}, 2, 2,
@@ -346,6 +348,24 @@ static void test_stride1_kernels(void) {
         .attrs = {AV("pads", 1, 1, 1, 1), AS("activation", "relu"), AI("has_residual", 1)});
 }
 
+/* Fed weights (training graphs): packed into the panels by a kernel on every run, read through
+ * the layouts the emitters give (ONNX's, ConvTranspose's flipped and transposed). */
+static void test_fed_weights(void) {
+  KCASE("fed 1x1 7x7", KILN_OP_Conv, {T(1, 40, 7, 7), T(37, 40, 1, 1), T(37)}, 3, 4);
+  KCASE("fed 1x1 chunks, packing kernel", KILN_OP_Conv, {T(1, 300, 3, 3), T(280, 300, 1, 1)}, 2,
+        0);
+  CASE("fed 3x3 s1 4x4", KILN_OP_Conv, {T(2, 32, 4, 4), T(35, 32, 3, 3), T(35)}, 3, 0,
+       .attrs = {AV("pads", 1, 1, 1, 1)});
+  CASE("fed 3x3 s2", KILN_OP_Conv, {T(1, 32, 9, 8), T(13, 32, 3, 3)}, 2, 0,
+       .attrs = {AV("strides", 2, 2), AV("pads", 1, 1, 1, 1)});
+  CASE("fed convT 1x1", KILN_OP_ConvTranspose, {T(2, 6, 4, 3), T(6, 21, 1, 1), T(21)}, 3, 0);
+  CASE("fed convT 3x3 s1 (backward data)", KILN_OP_ConvTranspose,
+       {T(1, 33, 4, 4), T(33, 19, 3, 3)}, 2, 0, .attrs = {AV("pads", 1, 1, 1, 1)});
+  CASE("fed fused 3x3 s1 residual relu", KILN_OP_FusedConv,
+       {T(1, 32, 7, 7), T(20, 32, 3, 3), T(20), T(1, 20, 7, 7)}, 4, 0,
+       .attrs = {AV("pads", 1, 1, 1, 1), AS("activation", "relu"), AI("has_residual", 1)});
+}
+
 /* Non-finite inputs go through the sum and the epilogue as the reference's do. */
 static void test_nonfinite(void) {
   kiln_tensor *x = T(1, 7, 3, 5);
@@ -363,6 +383,7 @@ int main(void) {
   RUN(test_fused_epilogues);
   RUN(test_channel_kernel);
   RUN(test_stride1_kernels);
+  RUN(test_fed_weights);
   RUN(test_nonfinite);
   TEST_MAIN_END();
 }
