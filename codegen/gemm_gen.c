@@ -21,6 +21,7 @@
 /* Floats of a tile's own packed input (KC x NC) at most, on the kernel's stack: 64 KiB. */
 #define XP_MAX 16384
 #define NC_MAX 256  /* pixels per tile at most */
+#define NB_PIX 128  /* pixels of the images of a tile, at least, when images are small */
 #define PACK_CH 32  /* input channels per tile of the packing kernel */
 #define UNROLL 4    /* input channels per iteration of the micro-kernel's loop */
 /* The channel-vectorized kernel when its estimated cycles are under this share of the
@@ -45,6 +46,7 @@ typedef struct gemm_plan {
   int64_t MC, n_mb, mc_last; /* output channels per tile (multiple of MR), blocks, last's */
   int64_t NC, n_pb, nc_last; /* pixels per tile (multiple of NR), blocks, last's */
   int64_t S;               /* strips of NR pixels per pixel block (NC / NR) */
+  int64_t NB, n_nb;        /* images per tile, image blocks */
   bool tile_pack;          /* one channel block: each tile packs its own input (see make_plan) */
   bool pb_inner;           /* tile order: pixel blocks fastest (the weights outweigh X) */
 } gemm_plan;
@@ -190,6 +192,18 @@ static void make_plan(kiln_emit_ctx *cx, const cg_conv_geom *g, int kind, gemm_p
   p->nc_last = p->P - (p->n_pb - 1) * p->NC;
   p->S = p->NC / p->NR;
   p->pb_inner = p->OC > p->P;
+  /* Small images in a batch (training's 4x4 maps): several per tile, so that each weight panel,
+   * in L1, meets the strips of them all instead of streaming in again for each (their partial
+   * sums side by side in the stack buffer).  Each image keeps its own strips and epilogue. */
+  p->NB = 1;
+  if (!p->tile_pack && p->N > 1 && p->n_pb == 1 && p->NC < NB_PIX) {
+    int64_t nb = div_up(NB_PIX, p->NC);
+    if (p->n_kc > 1 && nb > CB_MAX / (p->MC * p->NC)) nb = CB_MAX / (p->MC * p->NC);
+    if (nb > p->N) nb = p->N;
+    while (nb > 1 && div_up(p->N, nb) * p->n_mb < want) nb--;
+    if (nb > 1) p->NB = div_up(p->N, div_up(p->N, nb));
+  }
+  p->n_nb = div_up(p->N, p->NB);
   /* ck: a row's V-lane store overlaps the next row's, which rewrites it; the last row of a
    * strip spills into V floats of room */
   p->xs = (p->tile_pack ? p->KC : p->K) * p->NR + (p->ck ? p->V : 0);
@@ -282,6 +296,8 @@ typedef struct gemm_kern {
   LLVMValueRef cb;             /* stack buffer: partial sums (several chunks only) */
   LLVMTypeRef vty;
   LLVMValueRef n, m0, p0;      /* the tile: image, first output channel, first pixel */
+  LLVMValueRef n0, n1, pb;     /* the tile's images [n0, n1), its pixel block */
+  LLVMValueRef cbo;            /* the image's partial sums in cb (NB > 1), or NULL */
   LLVMValueRef xblk;           /* the tile's packed input: strip 0, input channel 0 */
   LLVMValueRef kc, k0, klen;   /* the chunk: index, first input channel, channels */
   LLVMValueRef mct;            /* channels of the tile */
@@ -295,6 +311,11 @@ static LLVMValueRef addc(cg_kernel *k, LLVMValueRef a, int64_t c) {
 }
 static LLVMValueRef mulc(cg_kernel *k, LLVMValueRef a, int64_t c) {
   return c == 1 ? a : c == 0 ? c64(k, 0) : cg_mul(k, a, c64(k, c));
+}
+
+/* Index idx of the current image's partial sums. */
+static LLVMValueRef cbi(gemm_kern *gk, LLVMValueRef idx) {
+  return gk->cbo ? cg_add(gk->k, idx, gk->cbo) : idx;
 }
 
 /* V floats of a stack buffer at an index that is a multiple of V (aligned). */
@@ -651,8 +672,8 @@ static void emit_micro(gemm_kern *gk, LLVMValueRef r0, int ob, LLVMValueRef s, i
       LLVMValueRef init = LLVMConstNull(gk->vty);
       if (first)
         init = cg_select(k, first, init,
-                         aload(gk, gk->cb, addc(k, add(k, mulc(k, addc(k, r0, o), p->NC), scol),
-                                                (int64_t)v * p->V)));
+                         aload(gk, gk->cb, cbi(gk, addc(k, add(k, mulc(k, addc(k, r0, o), p->NC),
+                                                             scol), (int64_t)v * p->V))));
       LLVMBuildStore(b, init, acc[o * nv + v]);
     }
   LLVMValueRef wb = add(k, mulc(k, gk->k0, p->OCp), cg_mul(k, add(k, gk->m0, r0), gk->klen));
@@ -689,7 +710,7 @@ static void emit_micro(gemm_kern *gk, LLVMValueRef r0, int ob, LLVMValueRef s, i
   for (int o = 0; o < ob; o++)
     for (int v = 0; v < nv; v++)
       astore(gk, cur[o * nv + v], gk->cb,
-             addc(k, add(k, mulc(k, addc(k, r0, o), p->NC), scol), (int64_t)v * p->V));
+             cbi(gk, addc(k, add(k, mulc(k, addc(k, r0, o), p->NC), scol), (int64_t)v * p->V)));
   cg_ifelse_end(k, &ie);
 }
 
@@ -788,8 +809,8 @@ static void emit_micro_ck(gemm_kern *gk, LLVMValueRef r0, int nv, int lanes, LLV
       LLVMValueRef init = LLVMConstNull(gk->vty);
       if (first)
         init = cg_select(k, first, init,
-                         aload(gk, gk->cb, add(k, mulc(k, addc(k, scol, j), p->MC),
-                                               addc(k, r0, (int64_t)v * p->V))));
+                         aload(gk, gk->cb, cbi(gk, add(k, mulc(k, addc(k, scol, j), p->MC),
+                                                       addc(k, r0, (int64_t)v * p->V)))));
       LLVMBuildStore(b, init, acc[j * nv + v]);
     }
   LLVMValueRef wb = add(k, mulc(k, gk->k0, p->OCp), cg_mul(k, add(k, gk->m0, r0), gk->klen));
@@ -825,7 +846,7 @@ static void emit_micro_ck(gemm_kern *gk, LLVMValueRef r0, int nv, int lanes, LLV
   for (int j = 0; j < np; j++)
     for (int v = 0; v < nv; v++)
       astore(gk, cur[j * nv + v], gk->cb,
-             add(k, mulc(k, addc(k, scol, j), p->MC), addc(k, r0, (int64_t)v * p->V)));
+             cbi(gk, add(k, mulc(k, addc(k, scol, j), p->MC), addc(k, r0, (int64_t)v * p->V))));
   cg_ifelse_end(k, &ie);
 }
 
@@ -846,6 +867,25 @@ static void emit_groups_ck(gemm_kern *gk, LLVMValueRef r0, int nv, int lanes, LL
     emit_micro_ck(gk, r0, nv, lanes, ngrp, (int)tail);
     cg_if_end(k, &c);
   }
+}
+
+/* One channel panel (rows [r0, r0 + MR) of the tile, or the narrower last: ob channels, with ck
+ * nv vectors, the last with `lanes`) against the strips of every image of the tile. */
+static void emit_panel(gemm_kern *gk, LLVMValueRef r0, int ob, int nv, int lanes,
+                       LLVMValueRef nstrip, LLVMValueRef last_pb) {
+  cg_kernel *k = gk->k;
+  const gemm_plan *p = gk->p;
+  cg_loop l;
+  if (p->NB > 1) {
+    gk->n = cg_loop_begin(k, &l, gk->n0, gk->n1, NULL, "img");
+    gk->cbo = mulc(k, LLVMBuildNSWSub(k->b, gk->n, gk->n0, ""), p->MC * p->NC);
+  }
+  if (!p->tile_pack) gk->xblk = mulc(k, add(k, mulc(k, gk->n, p->n_pb), gk->pb), p->S * p->xs);
+  if (p->ck)
+    emit_groups_ck(gk, r0, nv, lanes, nstrip, last_pb);
+  else
+    emit_strips(gk, r0, ob, nstrip, last_pb);
+  if (p->NB > 1) cg_loop_end(k, &l);
 }
 
 /* A tile: per chunk (after packing it, when the tile packs), every channel block of the tile
@@ -876,21 +916,14 @@ static void emit_tile(gemm_kern *gk, LLVMValueRef mb, LLVMValueRef pb) {
   int64_t rt = p->OC % p->MR;
   cg_loop lb;
   LLVMValueRef i = cg_loop_begin(k, &lb, c64(k, 0), nblk, NULL, "ob");
-  if (p->ck)
-    emit_groups_ck(gk, mulc(k, i, p->MR), p->NV, p->V, nstrip, last_pb);
-  else
-    emit_strips(gk, mulc(k, i, p->MR), p->MR, nstrip, last_pb);
+  emit_panel(gk, mulc(k, i, p->MR), p->MR, p->NV, p->V, nstrip, last_pb);
   cg_loop_end(k, &lb);
   if (rt) {
     cg_if c;
     cg_if_begin(k, &c, last_mb);
-    if (p->ck) {
-      int nv = (int)div_up(rt, p->V);
-      emit_groups_ck(gk, mulc(k, nblk, p->MR), nv, (int)(rt - (int64_t)(nv - 1) * p->V), nstrip,
-                     last_pb);
-    } else {
-      emit_strips(gk, mulc(k, nblk, p->MR), (int)rt, nstrip, last_pb);
-    }
+    int nv = (int)div_up(rt, p->V);
+    emit_panel(gk, mulc(k, nblk, p->MR), (int)rt, nv, (int)(rt - (int64_t)(nv - 1) * p->V),
+               nstrip, last_pb);
     cg_if_end(k, &c);
   }
   cg_loop_end(k, &l);
@@ -949,13 +982,13 @@ kiln_code cg_gemm_conv_emit(kiln_emit_ctx *cx, const char *label, const cg_conv_
   if (a_shift >= 0) gk.shift = cg_arg(&k, a_shift);
   if (a_res >= 0) gk.res = cg_arg(&k, a_res);
   if (p.n_kc > 1) {
-    gk.cb = cg_entry_alloca(&k, LLVMArrayType(k.t->f32, (unsigned)(p.MC * p.NC)));
+    gk.cb = cg_entry_alloca(&k, LLVMArrayType(k.t->f32, (unsigned)(p.NB * p.MC * p.NC)));
     LLVMSetAlignment(gk.cb, 64);
   }
 
-  /* tile = ((n * n_mb + mb) * n_pb + pb), or with channel blocks fastest
-   * ((n * n_pb + pb) * n_mb + mb) */
-  int64_t n_tiles = p.N * p.n_mb * p.n_pb;
+  /* tile = ((nb * n_mb + mb) * n_pb + pb), or with channel blocks fastest
+   * ((nb * n_pb + pb) * n_mb + mb), over images [nb * NB, + NB) */
+  int64_t n_tiles = p.n_nb * p.n_mb * p.n_pb;
   cg_loop lt;
   LLVMValueRef t = cg_loop_begin(&k, &lt, k.lo, k.hi, NULL, "tile");
   LLVMBuilderRef b = k.b;
@@ -963,11 +996,13 @@ kiln_code cg_gemm_conv_emit(kiln_emit_ctx *cx, const char *label, const cg_conv_
   LLVMValueRef i0 = LLVMBuildURem(b, t, c64(&k, inner), "");
   LLVMValueRef rest = LLVMBuildUDiv(b, t, c64(&k, inner), "");
   LLVMValueRef i1 = LLVMBuildURem(b, rest, c64(&k, outer), "");
-  gk.n = LLVMBuildUDiv(b, rest, c64(&k, outer), "");
+  gk.n0 = mulc(&k, LLVMBuildUDiv(b, rest, c64(&k, outer), ""), p.NB);
+  gk.n1 = cg_min(&k, addc(&k, gk.n0, p.NB), c64(&k, p.N));
+  gk.n = gk.n0;
   LLVMValueRef pb = p.pb_inner ? i0 : i1, mb = p.pb_inner ? i1 : i0;
+  gk.pb = pb;
   gk.m0 = mulc(&k, mb, p.MC);
   gk.p0 = mulc(&k, pb, p.NC);
-  if (!p.tile_pack) gk.xblk = mulc(&k, add(&k, mulc(&k, gk.n, p.n_pb), pb), p.S * p.xs);
   emit_tile(&gk, mb, pb);
   cg_loop_end(&k, &lt);
   return cg_kernel_end(cx, &k, n_tiles, bufs, e);

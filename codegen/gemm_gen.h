@@ -22,7 +22,9 @@
  *    channels each GEMM tile packs its own pixels, chunk by chunk, into a stack buffer that
  *    stays in L2; with several, a first kernel packs all of X once into scratch
  *    ([image][pixel block][strip][r][NR]);
- *  - the GEMM tiles over (image, block of MC output channels, block of NC pixels).  The
+ *  - the GEMM tiles over (image, block of MC output channels, block of NC pixels), small
+ *    images of a batch several to a tile (each weight panel then meets the strips of each in
+ *    turn while in L1: training's 4x4 maps, 8 images, 9.4 -> 7.2 ms on Zen 3).  The
  *    weights are repacked into panels of MR output channels (at compile time when constant,
  *    else by a first kernel on every run, as training graphs feed them: [r][MR] per
  *    panel: one step of the micro-kernel reads MR adjacent floats; chunk-major, so a tile

@@ -311,6 +311,13 @@ static void test_channel_kernel(void) {
         {T(2, 290, 3, 3), T(283, 290, 1, 1), NULL, T(2, 283, 3, 3)}, 4, 2,
         .attrs = {AS("activation", "clip"), AF("act_alpha", -0.3), AF("act_beta", 0.9),
                   AI("has_residual", 1)});
+  /* several small images per tile (the weight panel meets the strips of each in turn), the
+   * last image block shorter */
+  KCASE("ck images per tile, chunks", KILN_OP_Conv, {T(3, 300, 4, 4), T(200, 300, 1, 1), T(200)},
+        3, 6);
+  KCASE("images per tile residual", KILN_OP_FusedConv,
+        {T(5, 40, 3, 5), T(290, 40, 1, 1), T(290), T(5, 290, 3, 5)}, 4, 6,
+        .attrs = {AS("activation", "relu"), AI("has_residual", 1)});
   KCASE("ck sigmoid", KILN_OP_FusedConv, {T(1, 10, 3, 3), T(9, 10, 1, 1), T(9)}, 3, 6,
         .attrs = {AS("activation", "sigmoid")});
   kiln_tensor *x = T(1, 7, 3, 5);
@@ -358,6 +365,8 @@ static void test_fed_weights(void) {
        .attrs = {AV("pads", 1, 1, 1, 1)});
   CASE("fed 3x3 s2", KILN_OP_Conv, {T(1, 32, 9, 8), T(13, 32, 3, 3)}, 2, 0,
        .attrs = {AV("strides", 2, 2), AV("pads", 1, 1, 1, 1)});
+  CASE("fed 3x3 s1 4x4 images per tile", KILN_OP_Conv, {T(8, 32, 4, 4), T(300, 32, 3, 3)}, 2,
+       0, .attrs = {AV("pads", 1, 1, 1, 1)});
   CASE("fed convT 1x1", KILN_OP_ConvTranspose, {T(2, 6, 4, 3), T(6, 21, 1, 1), T(21)}, 3, 0);
   CASE("fed convT 3x3 s1 (backward data)", KILN_OP_ConvTranspose,
        {T(1, 33, 4, 4), T(33, 19, 3, 3)}, 2, 0, .attrs = {AV("pads", 1, 1, 1, 1)});
