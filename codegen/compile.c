@@ -23,6 +23,7 @@ struct kiln_emit_ctx {
   kiln_emit_fn table[KILN_OP_COUNT];
   LLVMModuleRef aot;      /* AOT: every kernel linked into this module */
   kiln_tune_table *tune;  /* measured convolution blocks, or NULL */
+  int gemm_kernel;        /* opts->gemm_kernel */
   bool tune_owned;        /* loaded here from the cache directory */
 };
 
@@ -30,6 +31,7 @@ const cg_types *cg_t(kiln_emit_ctx *cx) { return &cx->t; }
 bool cg_avx512(kiln_emit_ctx *cx) { return kiln_jit_has_avx512(cx->jit); }
 int cg_threads(kiln_emit_ctx *cx) { return cx->threads; }
 kiln_tune_table *cg_tune_table(kiln_emit_ctx *cx) { return cx->tune; }
+int cg_gemm_kernel(kiln_emit_ctx *cx) { return cx->gemm_kernel; }
 int cg_cur_node_id(kiln_emit_ctx *cx) { return cx->cur ? (int)(cx->cur - cx->g->nodes) : -1; }
 int64_t cg_step_count(kiln_emit_ctx *cx) { return cx->p->n_steps; }
 
@@ -273,6 +275,7 @@ kiln_code kiln_compile(kiln_graph *g, const kiln_compile_opts *opts, kiln_progra
   make_types(cx);
   cg_emitters(cx->table);
   cx->tune = opts->tune;
+  cx->gemm_kernel = opts->gemm_kernel;
   if (!cx->tune) {
     rc = load_tune(cx, opts, e);
     if (rc) goto fail;

@@ -24,6 +24,9 @@ typedef struct kiln_compile_opts {
    * join the JIT's warnings.  Given: used as it is (kiln tune's forced blocks and records). */
   struct kiln_tune_table *tune;
   bool no_tune;
+  /* Tests: the micro-kernel of gemm_gen's convolutions (gemm_gen.h: 0 the plan's choice,
+   * CG_GEMM_PIXELS, CG_GEMM_CHANNELS); results are bitwise the same with each. */
+  int gemm_kernel;
 } kiln_compile_opts;
 
 /* Compiles an inferred graph (takes ownership of g, also on failure). */

@@ -635,7 +635,7 @@ kiln_code cg_emit_conv(kiln_emit_ctx *cx, const char *label, const cg_conv_geom 
                        const cg_conv_weights *w, const cg_conv_epilogue *epi, int x_buf,
                        int y_buf, kiln_err *e) {
   KILN_TRY(check_geom(geom, e));
-  /* pointwise convolutions with constant weights: packed GEMM micro-kernels (gemm_gen.h) */
+  /* pointwise, strided and small-image convolutions: packed GEMM micro-kernels (gemm_gen.h) */
   if (cg_gemm_conv_applicable(cx, geom, w, epi))
     return cg_gemm_conv_emit(cx, label, geom, w, epi, x_buf, y_buf, e);
   if ((geom->ostride[0] || geom->ostride[1] || geom->ostride[2]) && epi->residual_buf >= 0)

@@ -88,6 +88,7 @@ bool cg_avx512(kiln_emit_ctx *cx);
 int cg_threads(kiln_emit_ctx *cx); /* the thread count the program will run with */
 /* The compile's tuning table (codegen/tune.h: measured convolution blocks), or NULL. */
 struct kiln_tune_table *cg_tune_table(kiln_emit_ctx *cx);
+int cg_gemm_kernel(kiln_emit_ctx *cx); /* kiln_compile_opts.gemm_kernel (tests) */
 int cg_cur_node_id(kiln_emit_ctx *cx); /* the node being emitted, or -1 */
 int64_t cg_step_count(kiln_emit_ctx *cx); /* program steps emitted so far */
 

@@ -1,11 +1,15 @@
 /* test_jit_gemm.c — differential tests of the convolution GEMM path (gemm_gen.h): one-node
- * Conv, ConvTranspose and FusedConv graphs with 1x1 (and strided wider) kernels over shapes not
- * multiples of the register and cache blocks (channel, pixel and input-channel chunk tails,
- * single elements, batches), strides, 1-D and 3-D, and every epilogue (bias, residual, each
- * activation), compiled and run at 1, 2 and 3 threads (whose blockings differ); the results
- * must match the reference interpreter within test_jit_nn's tolerance and be bitwise
- * identical at every thread count. */
+ * Conv, ConvTranspose and FusedConv graphs with 1x1, strided and small-output stride-1 wider
+ * kernels over shapes not multiples of the register and cache blocks (channel, pixel and
+ * input-channel chunk tails, single elements, batches), strides, 1-D and 3-D, and every
+ * epilogue (bias, residual, each activation), compiled and run at 1, 2 and 3 threads (whose
+ * blockings differ); the results must match the reference interpreter within test_jit_nn's
+ * tolerance and be bitwise identical at every thread count.  Fed weights (training graphs)
+ * are packed by a kernel on every run.  The cases of the channel-vectorized micro-kernel also
+ * compile with each micro-kernel forced (kiln_compile_opts.gemm_kernel): the two must agree
+ * bitwise too. */
 #include "codegen/compile.h"
+#include "codegen/gemm_gen.h"
 #pragma GCC diagnostic ignored "-Wunused-function" /* one_node.h helpers this file does not use */
 #include "one_node.h"
 
@@ -33,6 +37,7 @@ typedef struct tcase {
   int n_in;
   uint32_t const_mask; /* bit i: input i is an initializer */
   int steps;           /* kernel steps the compiled program must have (0: not checked) */
+  bool kinds;          /* also with each micro-kernel forced, bitwise the same */
   attr attrs[8];
 } tcase;
 
@@ -88,7 +93,7 @@ static kiln_code run_ref(const tcase *c, kiln_tensor **got, kiln_err *e) {
   return rc;
 }
 
-static kiln_code run_jit(const tcase *c, int threads, kiln_tensor **got, kiln_err *e) {
+static kiln_code run_jit(const tcase *c, int threads, int kind, kiln_tensor **got, kiln_err *e) {
   one_node t;
   kiln_code rc = build(c, &t);
   if (rc) {
@@ -99,7 +104,7 @@ static kiln_code run_jit(const tcase *c, int threads, kiln_tensor **got, kiln_er
   kiln_tensor *feed[4];
   feeds(&t, feed);
   kiln_program *p = NULL;
-  kiln_compile_opts o = {.threads = threads, .cache_dir = ""};
+  kiln_compile_opts o = {.threads = threads, .cache_dir = "", .gemm_kernel = kind};
   KILN_TRY(kiln_compile(t.g, &o, &p, e)); /* takes the graph */
   if (p->n_fallback) {
     kiln_program_free(p);
@@ -117,19 +122,29 @@ static kiln_code run_jit(const tcase *c, int threads, kiln_tensor **got, kiln_er
 }
 
 /* jit at 1, 2 and 3 threads against ref (|d| <= 1e-5 + 1e-4 |ref|), and bitwise across the
- * thread counts. */
+ * thread counts; with c->kinds the channel-vectorized micro-kernel forced at 1, 2 and 3
+ * threads and the pixel-vectorized one at 1, all bitwise the same. */
 static void check(const tcase *c) {
+  static const char *kind_name[3] = {"auto", "pixels", "channels"};
+  enum { RUNS = 4 };
   kiln_err e = {0};
-  kiln_tensor *ref[1] = {0}, *j[3][1] = {{0}};
+  kiln_tensor *ref[1] = {0}, *j[RUNS][1] = {{0}};
+  int n_runs = c->kinds ? 4 : 3, threads[RUNS] = {1, 2, 3, 1}, kinds[RUNS] = {0};
+  if (c->kinds)
+    for (int r = 0; r < RUNS; r++) kinds[r] = r < 3 ? CG_GEMM_CHANNELS : CG_GEMM_PIXELS;
+  bool all = true;
   CHECK_OK(run_ref(c, ref, &e), &e);
-  for (int t = 0; t < 3; t++)
-    CHECK_MSG(run_jit(c, t + 1, j[t], &e) == KILN_OK, "%s: %s", c->what, e.msg);
-  if (ref[0] && j[0][0] && j[1][0] && j[2][0]) {
+  for (int r = 0; r < n_runs; r++) {
+    CHECK_MSG(run_jit(c, threads[r], kinds[r], j[r], &e) == KILN_OK, "%s: %s", c->what, e.msg);
+    all &= j[r][0] != NULL;
+  }
+  if (ref[0] && all) {
     CHECK_MSG(kiln_shape_eq(&ref[0]->shape, &j[0][0]->shape), "%s: shape", c->what);
     if (kiln_shape_eq(&ref[0]->shape, &j[0][0]->shape)) {
-      for (int t = 1; t < 3; t++)
-        CHECK_MSG(memcmp(j[0][0]->data, j[t][0]->data, kiln_tensor_nbytes(j[0][0])) == 0,
-                  "%s: 1 and %d threads differ", c->what, t + 1);
+      for (int r = 1; r < n_runs; r++)
+        CHECK_MSG(memcmp(j[0][0]->data, j[r][0]->data, kiln_tensor_nbytes(j[0][0])) == 0,
+                  "%s: 1 thread and %d threads (%s) differ", c->what, threads[r],
+                  kind_name[kinds[r]]);
       int bad = 0;
       for (int64_t i = 0; i < ref[0]->numel && bad < 5; i++) {
         double a = ((float *)j[0][0]->data)[i], b = ((float *)ref[0]->data)[i];
@@ -140,7 +155,7 @@ static void check(const tcase *c) {
     }
   }
   kiln_tensor_free(ref[0]);
-  for (int t = 0; t < 3; t++) kiln_tensor_free(j[t][0]);
+  for (int r = 0; r < n_runs; r++) kiln_tensor_free(j[r][0]);
   for (int i = 0; i < c->n_in; i++) kiln_tensor_free(c->in[i]);
 }
 
@@ -196,14 +211,15 @@ static void test_conv_strides(void) {
 
 /* Which kernels: with one block of output channels the GEMM packs its input itself (one step,
  * where conv_gen's strided or padded 1x1 takes a copy first), with several a packing kernel
- * runs first (two steps, where conv_gen's unpadded stride-1 1x1 takes one); fed weights and
- * groups stay on conv_gen, as do stride-1 wider kernels and strided ones over few channels. */
+ * runs first (two steps, where conv_gen's unpadded stride-1 1x1 takes one); fed weights take
+ * a weight-packing kernel first; groups stay on conv_gen, as do strided wider kernels over few
+ * channels (stride-1 ones: test_stride1_kernels). */
 static void test_dispatch(void) {
   CASE("gemm stride 2: one step", KILN_OP_Conv, {T(1, 8, 9, 7), T(6, 8, 1, 1)}, 2, 2,
        .steps = 1, .attrs = {AV("strides", 2, 2)});
   CASE("gemm, packing kernel: two steps", KILN_OP_Conv, {T(1, 300, 3, 4), T(280, 300, 1, 1)}, 2,
        2, .steps = 2);
-  CASE("fed weights: one step", KILN_OP_Conv, {T(1, 8, 9, 7), T(6, 8, 1, 1)}, 2, 0, .steps = 1);
+  CASE("fed weights: two steps", KILN_OP_Conv, {T(1, 8, 9, 7), T(6, 8, 1, 1)}, 2, 0, .steps = 2);
   CASE("gemm padded 1x1: one step", KILN_OP_Conv, {T(1, 3, 4, 5), T(2, 3, 1, 1)}, 2, 2,
        .steps = 1, .attrs = {AV("pads", 1, 0, 0, 2)});
   CASE("gemm 3x3 stride 2: one step", KILN_OP_Conv, {T(1, 32, 7, 9), T(5, 32, 3, 3)}, 2, 2,
@@ -272,6 +288,93 @@ static void test_fused_epilogues(void) {
                  AI("has_residual", 1)});
 }
 
+/* The channel-vectorized micro-kernel (AVX2: 16 channels x 4-6 pixels; the plan takes it for
+ * small images) and the pixel-vectorized one forced on the same shapes, bitwise the same:
+ * pixel counts not multiples of the group, channel counts not multiples of 16 (zero-padded
+ * weight panels, partial vectors in the epilogue), several reduction chunks, the packing kernel
+ * (several channel blocks: its row ranges end on a masked store), batches, every epilogue. */
+#define KCASE(...) check(&(tcase){__VA_ARGS__, .kinds = true})
+static void test_channel_kernel(void) {
+  KCASE("ck 7x7", KILN_OP_Conv, {T(1, 40, 7, 7), T(37, 40, 1, 1), T(37)}, 3, 6);
+  KCASE("ck one pixel", KILN_OP_Conv, {T(2, 17, 1, 1), T(20, 17, 1, 1)}, 2, 2);
+  KCASE("ck 3 channels out", KILN_OP_Conv, {T(1, 9, 5, 5), T(3, 9, 1, 1), T(3)}, 3, 6);
+  KCASE("ck 16 channels, 4x4", KILN_OP_Conv, {T(1, 24, 4, 4), T(16, 24, 1, 1)}, 2, 2);
+  KCASE("ck chunks", KILN_OP_Conv, {T(1, 530, 3, 5), T(21, 530, 1, 1), T(21)}, 3, 6);
+  KCASE("ck packing kernel", KILN_OP_Conv, {T(1, 300, 5, 7), T(280, 300, 1, 1), T(280)}, 3, 6);
+  KCASE("ck batch, stride 2", KILN_OP_Conv, {T(3, 20, 9, 9), T(33, 20, 1, 1)}, 2, 2,
+        .attrs = {AV("strides", 2, 2)});
+  KCASE("ck 3-D", KILN_OP_Conv, {T(1, 4, 2, 3, 5), T(19, 4, 1, 1, 1)}, 2, 2);
+  KCASE("ck residual relu", KILN_OP_FusedConv,
+        {T(1, 30, 7, 7), T(35, 30, 1, 1), T(35), T(1, 35, 7, 7)}, 4, 6,
+        .attrs = {AS("activation", "relu"), AI("has_residual", 1)});
+  KCASE("ck residual chunks packing kernel", KILN_OP_FusedConv,
+        {T(2, 290, 3, 3), T(283, 290, 1, 1), NULL, T(2, 283, 3, 3)}, 4, 2,
+        .attrs = {AS("activation", "clip"), AF("act_alpha", -0.3), AF("act_beta", 0.9),
+                  AI("has_residual", 1)});
+  /* several small images per tile (the weight panel meets the strips of each in turn), the
+   * last image block shorter */
+  KCASE("ck images per tile, chunks", KILN_OP_Conv, {T(3, 300, 4, 4), T(200, 300, 1, 1), T(200)},
+        3, 6);
+  KCASE("images per tile residual", KILN_OP_FusedConv,
+        {T(5, 40, 3, 5), T(290, 40, 1, 1), T(290), T(5, 290, 3, 5)}, 4, 6,
+        .attrs = {AS("activation", "relu"), AI("has_residual", 1)});
+  KCASE("ck sigmoid", KILN_OP_FusedConv, {T(1, 10, 3, 3), T(9, 10, 1, 1), T(9)}, 3, 6,
+        .attrs = {AS("activation", "sigmoid")});
+  kiln_tensor *x = T(1, 7, 3, 5);
+  ((float *)x->data)[3] = INFINITY;
+  ((float *)x->data)[20] = NAN;
+  KCASE("ck inf nan", KILN_OP_FusedConv, {x, T(18, 7, 1, 1), T(18)}, 3, 6,
+        .attrs = {AS("activation", "relu")});
+}
+
+/* Stride-1 wider kernels over at least 32 channels where the direct kernel's vectors along
+ * output columns run partly empty (AVX2: columns not a multiple of 8) go to the GEMM: 'same'
+ * convolutions pack contiguous pixels masked by the offset table, others gather. */
+static void test_stride1_kernels(void) {
+  CASE("3x3 s1 7x7: one step", KILN_OP_Conv, {T(1, 32, 7, 7), T(9, 32, 3, 3), T(9)}, 3, 6,
+       .steps = 1, .attrs = {AV("pads", 1, 1, 1, 1)});
+  CASE("conv_gen 3x3 s1 8x8: two steps", KILN_OP_Conv, {T(1, 32, 8, 8), T(9, 32, 3, 3), T(9)}, 3,
+       6, .steps = 2, .attrs = {AV("pads", 1, 1, 1, 1)});
+  CASE("conv_gen 3x3 s1 7x7, few channels: two steps", KILN_OP_Conv,
+       {T(1, 31, 7, 7), T(9, 31, 3, 3), T(9)}, 3, 6, .steps = 2,
+       .attrs = {AV("pads", 1, 1, 1, 1)});
+  KCASE("3x3 s1 7x7 kernels", KILN_OP_Conv, {T(1, 32, 7, 7), T(19, 32, 3, 3), T(19)}, 3, 6,
+        .attrs = {AV("pads", 1, 1, 1, 1)});
+  KCASE("3x3 s1 chunks batch", KILN_OP_Conv, {T(2, 33, 5, 6), T(17, 33, 3, 3)}, 2, 2,
+        .attrs = {AV("pads", 1, 1, 1, 1)});
+  KCASE("3x3 s1 packing kernel", KILN_OP_Conv, {T(1, 40, 4, 4), T(200, 40, 3, 3), T(200)}, 3, 6,
+        .attrs = {AV("pads", 1, 1, 1, 1)});
+  KCASE("5x5 s1 dilated same", KILN_OP_Conv, {T(1, 32, 9, 7), T(10, 32, 3, 3)}, 2, 2,
+        .attrs = {AV("pads", 2, 2, 2, 2), AV("dilations", 2, 2)});
+  /* not 'same': fewer output than input columns, or asymmetric pads: gathered */
+  KCASE("3x3 s1 unpadded", KILN_OP_Conv, {T(1, 32, 9, 9), T(11, 32, 3, 3), T(11)}, 3, 6);
+  KCASE("3x3 s1 asym pads", KILN_OP_Conv, {T(1, 32, 6, 7), T(11, 32, 3, 3)}, 2, 2,
+        .attrs = {AV("pads", 0, 2, 1, 0)});
+  KCASE("fused 3x3 s1 residual relu", KILN_OP_FusedConv,
+        {T(1, 48, 7, 7), T(20, 48, 3, 3), T(20), T(1, 20, 7, 7)}, 4, 6,
+        .attrs = {AV("pads", 1, 1, 1, 1), AS("activation", "relu"), AI("has_residual", 1)});
+}
+
+/* Fed weights (training graphs): packed into the panels by a kernel on every run, read through
+ * the layouts the emitters give (ONNX's, ConvTranspose's flipped and transposed). */
+static void test_fed_weights(void) {
+  KCASE("fed 1x1 7x7", KILN_OP_Conv, {T(1, 40, 7, 7), T(37, 40, 1, 1), T(37)}, 3, 4);
+  KCASE("fed 1x1 chunks, packing kernel", KILN_OP_Conv, {T(1, 300, 3, 3), T(280, 300, 1, 1)}, 2,
+        0);
+  CASE("fed 3x3 s1 4x4", KILN_OP_Conv, {T(2, 32, 4, 4), T(35, 32, 3, 3), T(35)}, 3, 0,
+       .attrs = {AV("pads", 1, 1, 1, 1)});
+  CASE("fed 3x3 s2", KILN_OP_Conv, {T(1, 32, 9, 8), T(13, 32, 3, 3)}, 2, 0,
+       .attrs = {AV("strides", 2, 2), AV("pads", 1, 1, 1, 1)});
+  CASE("fed 3x3 s1 4x4 images per tile", KILN_OP_Conv, {T(8, 32, 4, 4), T(300, 32, 3, 3)}, 2,
+       0, .attrs = {AV("pads", 1, 1, 1, 1)});
+  CASE("fed convT 1x1", KILN_OP_ConvTranspose, {T(2, 6, 4, 3), T(6, 21, 1, 1), T(21)}, 3, 0);
+  CASE("fed convT 3x3 s1 (backward data)", KILN_OP_ConvTranspose,
+       {T(1, 33, 4, 4), T(33, 19, 3, 3)}, 2, 0, .attrs = {AV("pads", 1, 1, 1, 1)});
+  CASE("fed fused 3x3 s1 residual relu", KILN_OP_FusedConv,
+       {T(1, 32, 7, 7), T(20, 32, 3, 3), T(20), T(1, 20, 7, 7)}, 4, 0,
+       .attrs = {AV("pads", 1, 1, 1, 1), AS("activation", "relu"), AI("has_residual", 1)});
+}
+
 /* Non-finite inputs go through the sum and the epilogue as the reference's do. */
 static void test_nonfinite(void) {
   kiln_tensor *x = T(1, 7, 3, 5);
@@ -287,6 +390,9 @@ int main(void) {
   RUN(test_dispatch);
   RUN(test_strided_kernels);
   RUN(test_fused_epilogues);
+  RUN(test_channel_kernel);
+  RUN(test_stride1_kernels);
+  RUN(test_fed_weights);
   RUN(test_nonfinite);
   TEST_MAIN_END();
 }

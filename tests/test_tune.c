@@ -316,8 +316,10 @@ static void test_forced_blocks(void) {
                         .pads = IV(1, 1, 1, 1), .group = 2});
   check_forced(&(ccase){"dilation", KILN_OP_Conv, {T(1, 2, 12, 26), T(9, 2, 3, 3)}, 2,
                         .dil = IV(2, 3), .pads = IV(2, 1, 1, 2)});
-  /* fed (unpacked) weights, 1x1: one flattened row */
-  check_forced(&(ccase){"1x1 fed weights", KILN_OP_Conv, {T(1, 8, 6, 20), T(10, 8, 1, 1)}, 0});
+  /* fed (unpacked) weights, 1x1: one flattened row (grouped: a single group's go to the GEMM
+   * path, gemm_gen.h) */
+  check_forced(&(ccase){"1x1 fed weights", KILN_OP_Conv, {T(1, 8, 6, 20), T(26, 4, 1, 1)}, 0,
+                        .group = 2});
   /* ConvTranspose stride 2: phases with an output placement */
   check_forced(&(ccase){"convtranspose stride 2", KILN_OP_ConvTranspose,
                         {T(1, 4, 5, 13), T(4, 6, 3, 3), T(6)}, 6, .strides = IV(2, 2),
