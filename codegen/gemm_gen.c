@@ -656,6 +656,34 @@ static void emit_step(gemm_kern *gk, LLVMValueRef *cur, LLVMValueRef wb, LLVMVal
 
 /* The micro-kernel: rows [r0, r0 + ob) of the tile (one weight panel) times strip s (nv
  * vectors, the last with `lanes` valid lanes) over the chunk's input channels. */
+/* One row of the reduction into the accumulators cur[] (emit_step, emit_step_ck); x, y are
+ * the micro-kernel's shape arguments. */
+typedef void (*gemm_step_fn)(gemm_kern *gk, LLVMValueRef *cur, LLVMValueRef wb, LLVMValueRef xb,
+                             LLVMValueRef kk, int x, int y);
+
+/* The chunk's rows: UNROLL per iteration, then the rest one by one; the accumulators live in
+ * the allocas acc[] between iterations (promoted to registers) and end in cur[]. */
+static void emit_kloop(gemm_kern *gk, LLVMValueRef *acc, LLVMValueRef *cur, int n_acc,
+                       LLVMValueRef wb, LLVMValueRef xb, gemm_step_fn step, int x, int y) {
+  cg_kernel *k = gk->k;
+  LLVMBuilderRef b = k->b;
+  LLVMValueRef nmain = LLVMBuildSDiv(b, gk->klen, c64(k, UNROLL), "");
+  for (int pass = 0; pass < 2; pass++) {
+    cg_loop l;
+    LLVMValueRef lo = pass ? mulc(k, nmain, UNROLL) : c64(k, 0);
+    LLVMValueRef hi = pass ? gk->klen : nmain;
+    LLVMValueRef i = cg_loop_begin(k, &l, lo, hi, NULL, pass ? "kr" : "k");
+    for (int a = 0; a < n_acc; a++) cur[a] = LLVMBuildLoad2(b, gk->vty, acc[a], "");
+    if (pass)
+      step(gk, cur, wb, xb, i, x, y);
+    else
+      for (int u = 0; u < UNROLL; u++) step(gk, cur, wb, xb, addc(k, mulc(k, i, UNROLL), u), x, y);
+    for (int a = 0; a < n_acc; a++) LLVMBuildStore(b, cur[a], acc[a]);
+    cg_loop_end(k, &l);
+  }
+  for (int a = 0; a < n_acc; a++) cur[a] = LLVMBuildLoad2(b, gk->vty, acc[a], "");
+}
+
 static void emit_micro(gemm_kern *gk, LLVMValueRef r0, int ob, LLVMValueRef s, int nv,
                        int lanes) {
   cg_kernel *k = gk->k;
@@ -681,23 +709,7 @@ static void emit_micro(gemm_kern *gk, LLVMValueRef r0, int ob, LLVMValueRef s, i
                                  : add(k, add(k, gk->xblk, mulc(k, s, p->xs)),
                                        mulc(k, gk->k0, p->NR));
   gk->pf_dist = prefetch_dist(gk, r0, wb);
-  /* UNROLL channels per iteration, then the rest one by one */
-  LLVMValueRef nmain = LLVMBuildSDiv(b, gk->klen, c64(k, UNROLL), "");
-  for (int pass = 0; pass < 2; pass++) {
-    cg_loop l;
-    LLVMValueRef lo = pass ? mulc(k, nmain, UNROLL) : c64(k, 0);
-    LLVMValueRef hi = pass ? gk->klen : nmain;
-    LLVMValueRef i = cg_loop_begin(k, &l, lo, hi, NULL, pass ? "kr" : "k");
-    for (int a = 0; a < n_acc; a++) cur[a] = LLVMBuildLoad2(b, gk->vty, acc[a], "");
-    if (pass)
-      emit_step(gk, cur, wb, xb, i, ob, nv);
-    else
-      for (int u = 0; u < UNROLL; u++)
-        emit_step(gk, cur, wb, xb, addc(k, mulc(k, i, UNROLL), u), ob, nv);
-    for (int a = 0; a < n_acc; a++) LLVMBuildStore(b, cur[a], acc[a]);
-    cg_loop_end(k, &l);
-  }
-  for (int a = 0; a < n_acc; a++) cur[a] = LLVMBuildLoad2(b, gk->vty, acc[a], "");
+  emit_kloop(gk, acc, cur, n_acc, wb, xb, emit_step, ob, nv);
   LLVMValueRef col0 = add(k, gk->p0, scol);
   if (p->n_kc == 1) {
     emit_epilogue(gk, cur, r0, ob, col0, nv, lanes);
@@ -818,22 +830,7 @@ static void emit_micro_ck(gemm_kern *gk, LLVMValueRef r0, int nv, int lanes, LLV
                                  : add(k, add(k, gk->xblk, mulc(k, s, p->xs)),
                                        mulc(k, gk->k0, p->NR));
   gk->pf_dist = prefetch_dist(gk, r0, wb);
-  LLVMValueRef nmain = LLVMBuildSDiv(b, gk->klen, c64(k, UNROLL), "");
-  for (int pass = 0; pass < 2; pass++) {
-    cg_loop l;
-    LLVMValueRef lo = pass ? mulc(k, nmain, UNROLL) : c64(k, 0);
-    LLVMValueRef hi = pass ? gk->klen : nmain;
-    LLVMValueRef i = cg_loop_begin(k, &l, lo, hi, NULL, pass ? "kr" : "k");
-    for (int a = 0; a < n_acc; a++) cur[a] = LLVMBuildLoad2(b, gk->vty, acc[a], "");
-    if (pass)
-      emit_step_ck(gk, cur, wb, xb, i, nv, np);
-    else
-      for (int u = 0; u < UNROLL; u++)
-        emit_step_ck(gk, cur, wb, xb, addc(k, mulc(k, i, UNROLL), u), nv, np);
-    for (int a = 0; a < n_acc; a++) LLVMBuildStore(b, cur[a], acc[a]);
-    cg_loop_end(k, &l);
-  }
-  for (int a = 0; a < n_acc; a++) cur[a] = LLVMBuildLoad2(b, gk->vty, acc[a], "");
+  emit_kloop(gk, acc, cur, n_acc, wb, xb, emit_step_ck, nv, np);
   LLVMValueRef pix0 = add(k, gk->p0, scol);
   if (p->n_kc == 1) {
     emit_epilogue_ck(gk, cur, r0, nv, lanes, pix0, np);

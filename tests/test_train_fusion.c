@@ -26,6 +26,7 @@
 #include "test.h"
 #include "graph_build.h"
 #include "train/trainer.h"
+#include "train_run.h"
 
 #define DATA_DIR KILN_SOURCE_DIR "/tests/data"
 #define UNFUSED "eliminate-identity,fold,dce"
@@ -103,13 +104,6 @@ static kiln_graph *small_net(void) {
   return b->g;
 }
 
-static kiln_train_config config(kiln_optim optim) {
-  kiln_train_config c = kiln_train_config_default();
-  c.optim = optim;
-  c.lr = optim == KILN_OPTIM_SGD ? 0.05 : 1e-3;
-  c.weight_decay = 1e-4;
-  return c;
-}
 
 /* The small net's training step through `pipeline` (NULL: the training default), with the
  * state updates as extra graph outputs so the reference runtime returns them. */
@@ -119,7 +113,7 @@ static kiln_train_graph *train_graph(const char *pipeline, kiln_optim optim,
   if (!g) return NULL;
   kiln_err e = {0};
   kiln_train_graph *tg = NULL;
-  kiln_train_config cfg = config(optim);
+  kiln_train_config cfg = trun_config(optim);
   CHECK_OK(kiln_train_graph_build(g, &cfg, &tg, &e), &e);
   if (!tg) return NULL;
   CHECK_OK(kiln_train_graph_optimize_ex(tg, pipeline, NULL, res, &e), &e);
@@ -269,78 +263,17 @@ static void test_reference_equal(void) {
 
 /* ---- the compiled step ---- */
 
-typedef struct run_out {
-  double loss[2];
-  int n;
-  kiln_tensor *state[256];
-  char *names[256];
-} run_out;
-
+/* Two steps of the compiled step (tests/train_run.h), with the batch and the state names of
+ * a reference build of the same step. */
 static void run_trainer(const char *model, const char *passes, int threads, run_out *r) {
   memset(r, 0, sizeof *r);
-  kiln_err e = {0};
-  kiln_trainer_opts to = {.cfg = config(KILN_OPTIM_SGD), .threads = threads, .cache_dir = "",
-                          .passes = passes};
-  kiln_trainer *t = NULL;
-  CHECK_OK(kiln_trainer_create(model, 0, &to, &t, &e), &e);
-  if (!t) return;
-  /* the batch and state names from a reference build of the same step */
   kiln_train_graph *tg = train_graph(UNFUSED, KILN_OPTIM_SGD, NULL);
-  if (!tg) {
-    kiln_trainer_free(t);
-    return;
-  }
+  if (!tg) return;
   kiln_tensor *in[256] = {0};
   step_inputs(tg, in);
-  const kiln_tensor *image = NULL, *labels = NULL, *mask = NULL, *present = NULL;
-  for (int i = 0; i < tg->g->n_inputs; i++) {
-    int v = tg->g->inputs[i];
-    if (v == tg->in_image) image = in[i];
-    if (v == tg->in_labels) labels = in[i];
-    if (v == tg->in_mask) mask = in[i];
-    if (v == tg->in_present) present = in[i];
-  }
-  for (int s = 0; s < 2; s++) {
-    kiln_step_result sr;
-    CHECK_OK(kiln_trainer_step(t, image, labels, mask, present, &sr, &e), &e);
-    r->loss[s] = sr.loss;
-  }
-  for (int i = 0; i < tg->n_state && r->n < 256; i++) {
-    const char *name = tg->g->values[tg->state[i].in].name;
-    CHECK_OK(kiln_trainer_get(t, name, &r->state[r->n], &e), &e);
-    r->names[r->n++] = kiln_strdup(name);
-  }
+  trun_run(model, passes, threads, tg, in, r);
   for (int i = 0; i < 256; i++) kiln_tensor_free(in[i]);
   kiln_train_graph_free(tg);
-  kiln_trainer_free(t);
-}
-
-static void free_run(run_out *r) {
-  for (int i = 0; i < r->n; i++) {
-    kiln_tensor_free(r->state[i]);
-    kiln_free(r->names[i]);
-  }
-}
-
-/* Every state tensor of b within tol * max|a| of a's (per tensor), and the losses. */
-static void compare_runs(const run_out *a, const run_out *b, double tol, const char *what) {
-  CHECK_MSG(a->n == b->n && a->n > 0, "%s: %d vs %d state tensors", what, a->n, b->n);
-  for (int s = 0; s < 2; s++)
-    CHECK_MSG(fabs(a->loss[s] - b->loss[s]) <= tol * fmax(1, fabs(a->loss[s])),
-              "%s: loss of step %d: %.9g vs %.9g", what, s + 1, a->loss[s], b->loss[s]);
-  for (int i = 0; i < a->n && i < b->n; i++) {
-    const kiln_tensor *x = a->state[i], *y = b->state[i];
-    if (!x || !y || x->numel != y->numel) {
-      CHECK_MSG(false, "%s: %s missing", what, a->names[i]);
-      continue;
-    }
-    double mx = 0, worst = 0;
-    for (int64_t k = 0; k < x->numel; k++) mx = fmax(mx, fabs(((float *)x->data)[k]));
-    for (int64_t k = 0; k < x->numel; k++)
-      worst = fmax(worst, fabs(((float *)x->data)[k] - ((float *)y->data)[k]));
-    CHECK_MSG(worst <= tol * fmax(mx, 1e-3), "%s: %s differs by %.3g (max |value| %.3g)", what,
-              a->names[i], worst, mx);
-  }
 }
 
 static void test_jit(void) {
