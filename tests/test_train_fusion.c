@@ -170,31 +170,9 @@ static void test_structure(void) {
 
 /* ---- the reference step, fused and unfused ---- */
 
-/* Inputs of a training graph: the batch (seeded), optimizer scalars for step 1, and the
- * state's initial values. */
+/* The step's inputs (tests/train_run.h), images 0, 2, 3, ... with a mask. */
 static void step_inputs(const kiln_train_graph *tg, kiln_tensor **in) {
-  const kiln_graph *g = tg->g;
-  kiln_err e = {0};
-  uint64_t seed = 99;
-  for (int i = 0; i < g->n_inputs; i++) {
-    int v = g->inputs[i];
-    const kiln_value *val = &g->values[v];
-    in[i] = NULL;
-    for (int s = 0; s < tg->n_state; s++)
-      if (tg->state[s].in == v) CHECK_OK(kiln_tensor_clone(tg->state[s].init, &in[i], &e), &e);
-    if (in[i]) continue;
-    CHECK_OK(kiln_tensor_new(val->dtype, &val->shape, &in[i], &e), &e);
-    if (!in[i]) continue;
-    for (int64_t k = 0; k < in[i]->numel; k++) {
-      double u = rng_uniform(&seed), x;
-      if (v == tg->in_labels) x = (double)(k % 3);
-      else if (v == tg->in_mask) x = u > 0.6;
-      else if (v == tg->in_present) x = k % 2 == 0 || k == 3;
-      else x = 2 * u - 1;
-      kiln_tensor_set_f(in[i], k, x);
-    }
-    if (v == tg->in_hyper) kiln_optim_hyper(&tg->cfg, 1, in[i]->data);
-  }
+  trun_step_inputs(tg, in, false);
 }
 
 static void test_reference_equal(void) {

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "graph_build.h"
 #include "test.h"
 #include "train/trainer.h"
 
@@ -18,6 +19,34 @@ static inline kiln_train_config trun_config(kiln_optim optim) {
   c.lr = optim == KILN_OPTIM_SGD ? 0.05 : 1e-3;
   c.weight_decay = 1e-4;
   return c;
+}
+
+/* Inputs of a training graph: the batch (seeded: 3 classes, masks ~40% on), optimizer
+ * scalars for step 1, and the state's initial values.  Every image has a mask when
+ * all_masks, else only images 0, 2, 3, 4, 6, ... (an absent mask exercised). */
+static inline void trun_step_inputs(const kiln_train_graph *tg, kiln_tensor **in, bool all_masks) {
+  const kiln_graph *g = tg->g;
+  kiln_err e = {0};
+  uint64_t seed = 99;
+  for (int i = 0; i < g->n_inputs; i++) {
+    int v = g->inputs[i];
+    const kiln_value *val = &g->values[v];
+    in[i] = NULL;
+    for (int s = 0; s < tg->n_state; s++)
+      if (tg->state[s].in == v) CHECK_OK(kiln_tensor_clone(tg->state[s].init, &in[i], &e), &e);
+    if (in[i]) continue;
+    CHECK_OK(kiln_tensor_new(val->dtype, &val->shape, &in[i], &e), &e);
+    if (!in[i]) continue;
+    for (int64_t k = 0; k < in[i]->numel; k++) {
+      double u = rng_uniform(&seed), x;
+      if (v == tg->in_labels) x = (double)(k % 3);
+      else if (v == tg->in_mask) x = u > 0.6;
+      else if (v == tg->in_present) x = all_masks || k % 2 == 0 || k == 3;
+      else x = 2 * u - 1;
+      kiln_tensor_set_f(in[i], k, x);
+    }
+    if (v == tg->in_hyper) kiln_optim_hyper(&tg->cfg, 1, in[i]->data);
+  }
 }
 
 typedef struct run_out {
