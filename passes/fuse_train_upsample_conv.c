@@ -68,19 +68,9 @@ static bool nearest_floor_scales(const kiln_resize_params *p, const kiln_shape *
 
 /* The forward resize node ri: its scales when it is a nearest floor-map upsampling. */
 static bool forward_resize(const kiln_graph *g, int ri, int64_t *scale) {
-  const kiln_node *r = &g->nodes[ri];
-  if (r->dead || (r->op != KILN_OP_Resize && r->op != KILN_OP_Upsample)) return false;
-  const kiln_value *x = ir_in(g, r, 0);
-  if (!f32(x) || !f32(ir_out(g, r, 0)) || x->shape.rank < 3 || x->shape.rank > 5) return false;
-  const kiln_tensor *in[4] = {NULL};
-  for (int i = 1; i < r->n_in && i < 4; i++) {
-    if (ir_in(g, r, i) && !ir_in_const(g, r, i)) return false;
-    in[i] = ir_in_const(g, r, i);
-  }
   kiln_resize_params p;
-  kiln_err e = {0};
-  if (kiln_resize_params_get(g, r, &x->shape, in, &p, &e)) return false;
-  return nearest_floor_scales(&p, &x->shape, scale);
+  if (!fuse_resize_params(g, ri, &p) || !f32(ir_out(g, &g->nodes[ri], 0))) return false;
+  return nearest_floor_scales(&p, &ir_in(g, &g->nodes[ri], 0)->shape, scale);
 }
 
 static kiln_code set_mapping(kiln_graph *g, int nid, const int64_t *scale, int nsp,

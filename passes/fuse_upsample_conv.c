@@ -30,20 +30,11 @@ typedef struct up_match {
 
 /* Whether node ri (producing the conv's X) is a resize the fused op can absorb. */
 static bool resize_ok(const kiln_graph *g, int ri, up_match *m) {
-  const kiln_node *r = &g->nodes[ri];
-  if (r->dead || (r->op != KILN_OP_Resize && r->op != KILN_OP_Upsample)) return false;
-  const kiln_value *x = ir_in(g, r, 0), *y = ir_out(g, r, 0);
-  if (!x || !y || !x->typed || !y->typed || x->dtype != KILN_F32 || x->shape.rank < 3 ||
-      x->shape.rank > 5)
-    return false;
-  const kiln_tensor *in[4] = {NULL};
-  for (int i = 1; i < r->n_in && i < 4; i++) {
-    if (ir_in(g, r, i) && !ir_in_const(g, r, i)) return false;
-    in[i] = ir_in_const(g, r, i);
-  }
   kiln_resize_params p;
-  kiln_err e = {0};
-  if (kiln_resize_params_get(g, r, &x->shape, in, &p, &e)) return false;
+  if (!fuse_resize_params(g, ri, &p)) return false;
+  const kiln_node *r = &g->nodes[ri];
+  const kiln_value *x = ir_in(g, r, 0), *y = ir_out(g, r, 0);
+  if (!y || !y->typed) return false;
   if (p.mode == KILN_RESIZE_CUBIC || p.exclude_outside) return false;
   bool legacy = r->op == KILN_OP_Upsample || r->opset < 11;
   static const char *const coords[] = {"half_pixel", "pytorch_half_pixel", "align_corners",

@@ -185,3 +185,18 @@ kiln_code fuse_fold_bn(kiln_graph *g, const kiln_node *bn, int w, int b, int *w_
   }
   return fuse_add_const(g, bname, "_bn", nb, b_id, e);
 }
+
+bool fuse_resize_params(const kiln_graph *g, int ri, kiln_resize_params *p) {
+  const kiln_node *r = &g->nodes[ri];
+  if (r->dead || (r->op != KILN_OP_Resize && r->op != KILN_OP_Upsample)) return false;
+  const kiln_value *x = ir_in(g, r, 0);
+  if (!x || !x->typed || x->dtype != KILN_F32 || x->shape.rank < 3 || x->shape.rank > 5)
+    return false;
+  const kiln_tensor *in[4] = {NULL};
+  for (int i = 1; i < r->n_in && i < 4; i++) {
+    if (ir_in(g, r, i) && !ir_in_const(g, r, i)) return false;
+    in[i] = ir_in_const(g, r, i);
+  }
+  kiln_err e = {0};
+  return kiln_resize_params_get(g, r, &x->shape, in, p, &e) == KILN_OK;
+}

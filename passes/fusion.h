@@ -5,6 +5,7 @@
 #define KILN_PASSES_FUSION_H
 
 #include "ir/ops/fused.h"
+#include "ir/ops/resize.h"
 #include "passes/pass.h"
 
 /* Whether live node `n` is an activation a fused convolution can apply (Relu, Clip with
@@ -41,5 +42,10 @@ bool fuse_bn_foldable(const kiln_graph *g, const kiln_node *bn, int64_t c);
  * *b_id named after the originals. */
 kiln_code fuse_fold_bn(kiln_graph *g, const kiln_node *bn, int w, int b, int *w_id, int *b_id,
                        kiln_err *e);
+
+/* Node ri when it is a Resize or Upsample over a float32 X of rank 3 to 5 whose other inputs
+ * (roi, scales, sizes) are all constants: its decoded mapping in *p.  False otherwise (a
+ * mapping that fails to decode included: the node is then simply not fused). */
+bool fuse_resize_params(const kiln_graph *g, int ri, kiln_resize_params *p);
 
 #endif
