@@ -103,7 +103,11 @@ while ((kills < min_kills)); do
       when=$(awk -v ms="$ref_ms" -v f="$f" 'BEGIN { printf "%.3f", ms * f / 1000 }')
     fi
     if attempt "$when"; then
+      # the run finished before this kill point: the next round starts from the next one
+      # (kill points are fractions of the reference run's time, and a later run may be much
+      # faster than the reference was; retrying the same point could then loop for ever)
       done=1
+      i=$((i + 1))
       break
     fi
     kills=$((kills + 1))
