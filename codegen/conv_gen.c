@@ -3,6 +3,7 @@
  * convolution kernel with its epilogue. */
 #include "codegen/conv_gen.h"
 
+#include <assert.h>
 #include <string.h>
 
 #include "codegen/emit_copy.h"
@@ -79,8 +80,6 @@ cg_conv_weights cg_conv_weights_oihw(const cg_conv_geom *geom, int buf, const fl
 
 /* ---- the plan ---- */
 
-#define MAX_ACC 32
-#define KW_UNROLL 16 /* kernel columns unrolled up to this many; a loop beyond */
 
 typedef struct conv_plan {
   cg_conv_geom g;       /* possibly flattened (1x1 stride-1 unpadded: one long row) */
@@ -95,6 +94,8 @@ typedef struct conv_plan {
   int64_t plane;        /* rows[0] * rows[1] * rowlen */
   int64_t sub[3];       /* the copy's subsampling per dim */
   bool mask_x;          /* partial vectors of X must be masked (no slack columns) */
+  int64_t crop[3];      /* X read in place: the offset of the window's origin (-pad_b) */
+  int wph;              /* column phases computed together (1: none) */
   /* blocking */
   int V;                /* vector width */
   int ocb, nv, rb;      /* register block: channels x rows x vectors */
@@ -109,9 +110,13 @@ typedef struct conv_plan {
   /* weights as the kernel reads them */
   bool packed;
   bool pack_rt;          /* packed by a kernel at run time (weights not constant) */
-  int64_t w_o, w_ic;     /* strides (packed: 1, kk*ob; ob = the block's channels) */
+  int64_t w_o, w_ic;     /* strides (packed: 1, kk*wph*ob; ob = the block's channels) */
+  int64_t w_ph;          /* stride between the column phases' weights (packed: ob) */
   int64_t w_ts[3];        /* stride of one step of kd, kh, kw (packed: kh*kw*ob, kw*ob, ob) */
 } conv_plan;
+
+#define MAX_ACC 32
+#define KW_UNROLL 16 /* kernel columns unrolled up to this many; a loop beyond */
 
 static int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -160,6 +165,15 @@ static kiln_code check_geom(const cg_conv_geom *g, kiln_err *e) {
                        d);
   }
   bool placed = g->ostride[0] || g->ostride[1] || g->ostride[2];
+  if (g->wph > 1) {
+    bool ok = g->wph <= CG_MAX_WPH && g->ostride[2] == g->wph && g->ooff[2] == 0 &&
+              g->k[2] <= KW_UNROLL && g->ydims[2] <= g->out[2] * g->wph;
+    for (int64_t ph = 0; ok && ph < g->wph; ph++)
+      ok = 0 <= g->wph_lo[ph] && g->wph_lo[ph] < g->wph_hi[ph] && g->wph_hi[ph] <= g->k[2];
+    if (!ok)
+      return kiln_errf(e, KILN_ERR_INVALID, "convolution: bad column phases (%lld)",
+                       (long long)g->wph);
+  }
   for (int d = 0; d < 3 && placed; d++)
     if (g->ostride[d] < 1 || g->ooff[d] < 0 ||
         (g->out[d] > 0 && (g->out[d] - 1) * g->ostride[d] + g->ooff[d] >= g->ydims[d]))
@@ -183,11 +197,11 @@ typedef struct cost_params {
  * a share of the loads, a spill penalty when accumulators and live input vectors exceed the
  * registers, and loop overhead.  Calibrated on Zen 3 (AVX2) and Sapphire Rapids (AVX-512). */
 static double block_cost(const conv_plan *p, const cost_params *cp, int ob, int rb, int nv) {
-  double fma = (double)ob * rb * nv;
+  double fma = (double)ob * rb * nv * p->wph; /* column phases share the input vectors */
   int64_t kh = p->g.k[1];
   bool shared = p->kst[1] == 1 && kh <= 3 && rb > 1;
   double xrows = shared ? (double)(rb + kh - 1) / (double)kh : rb;
-  double w = ob, x = nv * xrows;
+  double w = (double)ob * p->wph, x = nv * xrows;
   double c = fma / 2;
   if (c < 4) c = 4;
   if (w * cp->w_load + x * cp->x_load > c) c = w * cp->w_load + x * cp->x_load;
@@ -221,7 +235,7 @@ static double tune_cost(const void *p, const void *cp, int ob, int rb, int nv) {
 static void choose_block(conv_plan *p, const cost_params *cp) {
   int64_t ow = p->g.out[2], oh = p->g.out[1], ocg = p->ocg > 0 ? p->ocg : 1;
   int64_t nvec = div_up(ow, p->V);
-  int acc = cp->regs - 3;
+  int acc = (cp->regs - 3) / p->wph;
   double best = -1;
   for (int ob = 1; ob <= MAX_ACC && ob <= ocg; ob++)
     for (int rb = 1; rb <= cp->max_rb && rb <= (oh > 0 ? oh : 1); rb++)
@@ -244,10 +258,11 @@ static void make_plan(kiln_emit_ctx *cx, const cg_conv_geom *geom, const cg_conv
   memset(p, 0, sizeof *p);
   p->g = *geom;
   cg_conv_geom *g = &p->g;
-  bool plain = true, unpadded = true, unit = true, point = true;
+  bool plain = true, unpadded = true, cropped = true, unit = true, point = true;
   for (int d = 0; d < 3; d++) {
     plain &= g->xform[d] == CG_IN_PLAIN || g->xfactor[d] == 1;
     unpadded &= g->pad_b[d] == 0 && g->pad_e[d] == 0;
+    cropped &= g->pad_b[d] <= 0 && g->pad_e[d] <= 0;
     unit &= g->stride[d] == 1;
     point &= g->k[d] == 1;
   }
@@ -267,7 +282,9 @@ static void make_plan(kiln_emit_ctx *cx, const cg_conv_geom *geom, const cg_conv
   p->kk = g->k[0] * g->k[1] * g->k[2];
   bool avx512 = cg_avx512(cx);
   p->V = avx512 ? 16 : 8;
-  p->prep = !(plain && unpadded && g->stride[2] == 1) && p->cg > 0;
+  p->wph = g->wph > 1 ? (int)g->wph : 1;
+  /* no copy where X is read as it is, or cropped (an offset into it) */
+  p->prep = !(plain && cropped && g->stride[2] == 1) && p->cg > 0;
   if (p->prep) {
     for (int d = 0; d < 2; d++) {
       p->sub[d] = g->k[d] == 1 ? g->stride[d] : 1;
@@ -287,6 +304,7 @@ static void make_plan(kiln_emit_ctx *cx, const cg_conv_geom *geom, const cg_conv
     p->sub[2] = p->S = 1;
     p->wq = g->in[2];
     p->mask_x = true;
+    for (int d = 0; d < 3; d++) p->crop[d] = -g->pad_b[d];
   }
   p->rowlen = p->S * p->wq;
   p->plane = p->rows[0] * p->rows[1] * p->rowlen;
@@ -298,7 +316,7 @@ static void make_plan(kiln_emit_ctx *cx, const cg_conv_geom *geom, const cg_conv
   choose_block(p, &cp);
   /* a block `kiln tune` measured faster replaces the model's (tune.h) */
   cg_tune_conv(cx, &(cg_tune_query){.geom = g, .V = p->V, .packed = w->data != NULL,
-                                    .max_acc = cp.regs - 3, .max_rb = cp.max_rb,
+                                    .max_acc = (cp.regs - 3) / p->wph, .max_rb = cp.max_rb,
                                     .cost = tune_cost, .plan = p, .machine = &cp},
                &p->ocb, &p->rb, &p->nv);
   p->n_ocb = div_up(p->ocg, p->ocb);
@@ -307,7 +325,7 @@ static void make_plan(kiln_emit_ctx *cx, const cg_conv_geom *geom, const cg_conv
    * consecutive tiles (each block's weights are read from memory once, then from cache);
    * otherwise the channel blocks of one row group are, and a row group's input rows (about
    * 128 KiB) stay in cache while every channel block reads them. */
-  int64_t w_bytes = p->ocg * p->cg * p->kk * 4, x_bytes = p->cg * p->plane * 4;
+  int64_t w_bytes = p->ocg * p->cg * p->kk * p->wph * 4, x_bytes = p->cg * p->plane * 4;
   p->rows_inner = w_bytes > x_bytes;
   int64_t row_bytes = (p->cg ? p->cg : 1) * p->rowlen * 4;
   int64_t rg = p->rb;
@@ -324,6 +342,13 @@ static void make_plan(kiln_emit_ctx *cx, const cg_conv_geom *geom, const cg_conv
   int64_t rem = ow - p->n_owfull * blk;
   p->nv_tail = (int)div_up(rem, p->V);
   p->lanes_tail = rem ? (int)(rem - (int64_t)(p->nv_tail - 1) * p->V) : 0;
+  /* column phases whose last columns fall past Y: the row's last block stores partly, so it is
+   * emitted as the (compile-time) tail block */
+  if (p->wph > 1 && !rem && p->n_owfull > 0 && ow * p->wph > p->ys[2]) {
+    p->n_owfull--;
+    p->nv_tail = p->nv;
+    p->lanes_tail = p->V;
+  }
   /* Weights that are a sparse sub-kernel of their buffer (one output phase of a strided
    * ConvTranspose) are packed at run time: read in place, every image would stream all of the
    * buffer's cache lines for a fraction of their taps. */
@@ -332,6 +357,7 @@ static void make_plan(kiln_emit_ctx *cx, const cg_conv_geom *geom, const cg_conv
   if (!p->packed) {
     p->w_o = w->oc_stride;
     p->w_ic = w->ic_stride;
+    p->w_ph = w->ph_stride;
     for (int d = 0; d < 3; d++) p->w_ts[d] = w_dim_stride(w, g->k, d);
   }
 }
@@ -340,7 +366,7 @@ static void make_plan(kiln_emit_ctx *cx, const cg_conv_geom *geom, const cg_conv
  * are adjacent, and a block's weights are contiguous. */
 static int pack_weights(kiln_emit_ctx *cx, const conv_plan *p, const cg_conv_weights *w,
                         kiln_err *e) {
-  int64_t G = p->g.groups, total = G * p->ocg * p->cg * p->kk;
+  int64_t G = p->g.groups, total = G * p->ocg * p->cg * p->kk * p->wph;
   float *buf = kiln_malloc(sizeof(float) * (size_t)(total ? total : 1));
   if (!buf) {
     kiln_errf(e, KILN_ERR_NOMEM, "out of memory (packed weights)");
@@ -350,15 +376,18 @@ static int pack_weights(kiln_emit_ctx *cx, const conv_plan *p, const cg_conv_wei
     for (int64_t oc = 0; oc < p->ocg; oc++) {
       int64_t b = oc / p->ocb, o = oc % p->ocb;
       int64_t ob = (b == p->n_ocb - 1 && p->ocb_tail) ? p->ocb_tail : p->ocb;
-      int64_t base = (g * p->ocg + b * p->ocb) * p->cg * p->kk;
+      int64_t base = (g * p->ocg + b * p->ocb) * p->cg * p->kk * p->wph;
       for (int64_t ic = 0; ic < p->cg; ic++)
-        for (int64_t t = 0; t < p->kk; t++) {
-          const int64_t *k = p->g.k;
-          int64_t toff = (t / (k[1] * k[2])) * w_dim_stride(w, k, 0) +
-                         (t / k[2] % k[1]) * w_dim_stride(w, k, 1) + (t % k[2]) * w_dim_stride(w, k, 2);
-          buf[base + (ic * p->kk + t) * ob + o] =
-              w->data[w->off + g * w->g_stride + oc * w->oc_stride + ic * w->ic_stride + toff];
-        }
+        for (int64_t t = 0; t < p->kk; t++)
+          for (int64_t ph = 0; ph < p->wph; ph++) {
+            const int64_t *k = p->g.k;
+            int64_t toff = (t / (k[1] * k[2])) * w_dim_stride(w, k, 0) +
+                           (t / k[2] % k[1]) * w_dim_stride(w, k, 1) +
+                           (t % k[2]) * w_dim_stride(w, k, 2);
+            buf[base + ((ic * p->kk + t) * p->wph + ph) * ob + o] =
+                w->data[w->off + ph * w->ph_stride + g * w->g_stride + oc * w->oc_stride +
+                        ic * w->ic_stride + toff];
+          }
     }
   int id = cg_buf_const(cx, buf, sizeof(float) * (size_t)total, e);
   kiln_free(buf);
@@ -476,33 +505,59 @@ typedef struct conv_kern {
 } conv_kern;
 
 
+/* The column phases' vectors v[0..n) (V lanes each) interleaved into one n*V vector: lane l
+ * of phase ph goes to lane l * n + ph. */
+static LLVMValueRef interleave(cg_kernel *k, const LLVMValueRef *v, int n, unsigned V) {
+  LLVMTypeRef i32 = k->t->i32;
+  LLVMValueRef parts[CG_MAX_WPH];
+  int m = 1;
+  while (m < n) m *= 2;
+  for (int i = 0; i < m; i++) parts[i] = i < n ? v[i] : LLVMGetPoison(LLVMTypeOf(v[0]));
+  LLVMValueRef mask[CG_MAX_WPH * 16];
+  for (unsigned w = V; m > 1; m /= 2, w *= 2) { /* concatenate pairs: phase ph at ph * V */
+    for (unsigned i = 0; i < 2 * w; i++) mask[i] = LLVMConstInt(i32, i, 0);
+    for (int i = 0; i < m / 2; i++)
+      parts[i] = LLVMBuildShuffleVector(k->b, parts[2 * i], parts[2 * i + 1],
+                                        LLVMConstVector(mask, 2 * w), "");
+  }
+  unsigned len = (unsigned)n * V;
+  for (unsigned i = 0; i < len; i++)
+    mask[i] = LLVMConstInt(i32, (i % (unsigned)n) * V + i / (unsigned)n, 0);
+  return LLVMBuildShuffleVector(k->b, parts[0], LLVMGetPoison(LLVMTypeOf(parts[0])),
+                                LLVMConstVector(mask, len), "");
+}
+
 /* One register block: channels [oc0, oc0+ob) of the tile's group, output rows [oh0, oh0+rb),
- * columns [ow0, ow0 + nv*V) of which the last vector has `lanes` lanes. */
+ * columns [ow0, ow0 + nv*V) of which the last vector has `lanes` lanes (of each column phase);
+ * with column phases the last interleaved vector stores `ylanes` elements of Y. */
 static void emit_block(conv_kern *ck, LLVMValueRef oc0, int ob, LLVMValueRef oh0, int rb,
-                       LLVMValueRef ow0, int nv, int lanes) {
+                       LLVMValueRef ow0, int nv, int lanes, int ylanes) {
   cg_kernel *k = ck->k;
   const conv_plan *p = ck->p;
   const cg_conv_geom *g = &p->g;
   LLVMBuilderRef b = k->b;
   unsigned V = (unsigned)p->V;
-  int n_acc = ob * rb * nv;
+  int wph = p->wph;
+  int n_acc = wph * ob * rb * nv;
   LLVMValueRef acc[MAX_ACC * 3];
   LLVMValueRef zero = LLVMConstNull(ck->vty);
   for (int a = 0; a < n_acc; a++) {
     acc[a] = cg_entry_alloca(k, ck->vty);
     LLVMBuildStore(b, zero, acc[a]);
   }
-#define ACC(o, r, v) acc[((o) * rb + (r)) * nv + (v)]
+#define ACC(ph, o, r, v) acc[((((ph) * ob) + (o)) * rb + (r)) * nv + (v)]
   /* weight strides of this block */
-  int64_t w_o = p->packed ? 1 : p->w_o, w_ic = p->packed ? p->kk * ob : p->w_ic;
+  int64_t w_o = p->packed ? 1 : p->w_o, w_ic = p->packed ? p->kk * wph * ob : p->w_ic;
+  int64_t w_ph = p->packed ? ob : p->w_ph;
   int64_t w_ts[3] = {p->w_ts[0], p->w_ts[1], p->w_ts[2]};
-  if (p->packed) w_ts[0] = g->k[1] * g->k[2] * ob, w_ts[1] = g->k[2] * ob, w_ts[2] = ob;
+  if (p->packed)
+    w_ts[0] = g->k[1] * g->k[2] * wph * ob, w_ts[1] = g->k[2] * wph * ob, w_ts[2] = wph * ob;
   LLVMValueRef wblk = add(k, addc(k, mulc(k, ck->grp, ck->w_g), ck->w_off),
-                          mulc(k, oc0, p->packed ? p->cg * p->kk : p->w_o));
+                          mulc(k, oc0, p->packed ? p->cg * p->kk * wph : p->w_o));
   /* X plane of input channel 0 of the group, and the row of tap (0, 0) of row oh0 */
   LLVMValueRef xpl = mulc(k, add(k, mulc(k, ck->n, g->C), mulc(k, ck->grp, p->cg)), p->plane);
-  LLVMValueRef row0 = add(k, mulc(k, mulc(k, ck->od, p->kst[0]), p->rows[1]),
-                          mulc(k, oh0, p->kst[1]));
+  LLVMValueRef row0 = add(k, mulc(k, addc(k, mulc(k, ck->od, p->kst[0]), p->crop[0]), p->rows[1]),
+                          addc(k, mulc(k, oh0, p->kst[1]), p->crop[1]));
   cg_loop lic, lkd, lkh;
   LLVMValueRef ic = cg_loop_begin(k, &lic, c64(k, 0), c64(k, p->cg), NULL, "ic");
   LLVMValueRef xi = add(k, xpl, mulc(k, ic, p->plane));
@@ -513,7 +568,7 @@ static void emit_block(conv_kern *ck, LLVMValueRef oc0, int ob, LLVMValueRef oh0
                                 : c64(k, 0);
   LLVMValueRef row =
       add(k, row0, add(k, mulc(k, kd, g->dil[0] * p->rows[1]), mulc(k, kh, g->dil[1])));
-  LLVMValueRef xr = add(k, add(k, xi, mulc(k, row, p->rowlen)), ow0);
+  LLVMValueRef xr = add(k, add(k, xi, mulc(k, row, p->rowlen)), addc(k, ow0, p->crop[2]));
   LLVMValueRef wt = add(k, wi, add(k, mulc(k, kd, w_ts[0]), mulc(k, kh, w_ts[1])));
   /* kernel columns: unrolled, or a loop when there are many */
   bool unroll = g->k[2] <= KW_UNROLL;
@@ -536,19 +591,26 @@ static void emit_block(conv_kern *ck, LLVMValueRef oc0, int ob, LLVMValueRef oh0
       woff = mulc(k, kwv, w_ts[2]);
     }
     LLVMValueRef xk = add(k, xr, xoff), wk = add(k, wt, woff);
+    bool used = wph == 1;
+    for (int ph = 0; ph < wph && !used; ph++) used = g->wph_lo[ph] <= kw && kw < g->wph_hi[ph];
+    if (!used) continue;
     for (int r = 0; r < rb; r++)
       for (int v = 0; v < nv; v++) {
         unsigned n = (v == nv - 1 && p->mask_x) ? (unsigned)lanes : V;
         xv[r * nv + v] = cg_vload(k, ck->x, addc(k, xk, r * p->kst[1] * p->rowlen + v * p->V), V, n);
       }
-    for (int o = 0; o < ob; o++) {
-      LLVMValueRef ws = cg_load(k, k->t->f32, ck->w, addc(k, wk, o * w_o));
-      LLVMValueRef wv = cg_splat(k, ws, V);
-      for (int r = 0; r < rb; r++)
-        for (int v = 0; v < nv; v++) {
-          LLVMValueRef *c = &cur[(o * rb + r) * nv + v];
-          *c = fmuladd(k, wv, xv[r * nv + v], *c);
-        }
+    /* each accumulator takes its taps in (ic, kd, kh, kw) order, as a phase of its own would */
+    for (int ph = 0; ph < wph; ph++) {
+      if (wph > 1 && (kw < g->wph_lo[ph] || kw >= g->wph_hi[ph])) continue;
+      for (int o = 0; o < ob; o++) {
+        LLVMValueRef ws = cg_load(k, k->t->f32, ck->w, addc(k, wk, ph * w_ph + o * w_o));
+        LLVMValueRef wv = cg_splat(k, ws, V);
+        for (int r = 0; r < rb; r++)
+          for (int v = 0; v < nv; v++) {
+            LLVMValueRef *c = &cur[(((ph * ob) + o) * rb + r) * nv + v];
+            *c = fmuladd(k, wv, xv[r * nv + v], *c);
+          }
+      }
     }
   }
   for (int a = 0; a < n_acc; a++) LLVMBuildStore(b, cur[a], acc[a]);
@@ -571,17 +633,29 @@ static void emit_block(conv_kern *ck, LLVMValueRef oc0, int ob, LLVMValueRef oh0
     for (int r = 0; r < rb; r++)
       for (int v = 0; v < nv; v++) {
         unsigned n = v == nv - 1 ? (unsigned)lanes : V;
-        LLVMValueRef val = LLVMBuildLoad2(b, ck->vty, ACC(o, r, v), "");
-        if (bias) val = LLVMBuildFAdd(b, val, bias, "");
-        if (scale && shift)
-          val = fmuladd(k, val, scale, shift);
-        else if (scale)
-          val = LLVMBuildFMul(b, val, scale, "");
-        else if (shift)
-          val = LLVMBuildFAdd(b, val, shift, "");
+        LLVMValueRef vals[CG_MAX_WPH];
+        for (int ph = 0; ph < wph; ph++) {
+          LLVMValueRef val = LLVMBuildLoad2(b, ck->vty, ACC(ph, o, r, v), "");
+          if (bias) val = LLVMBuildFAdd(b, val, bias, "");
+          if (scale && shift)
+            val = fmuladd(k, val, scale, shift);
+          else if (scale)
+            val = LLVMBuildFMul(b, val, scale, "");
+          else if (shift)
+            val = LLVMBuildFAdd(b, val, shift, "");
+          vals[ph] = val;
+        }
+        LLVMValueRef val = vals[0];
         LLVMValueRef yrow = mulc(k, addc(k, mulc(k, addc(k, oh0, r), p->os[1]), p->oo[1]), OW);
         LLVMValueRef yi = add(k, add(k, plane, yrow),
                               addc(k, mulc(k, addc(k, ow0, v * p->V), p->os[2]), p->oo[2]));
+        if (wph > 1) { /* the phases' columns interleaved: whole vectors of Y */
+          for (int ph = 0; ph < wph && epi->act; ph++) vals[ph] = cg_conv_activate(k, epi, vals[ph]);
+          unsigned len = (unsigned)wph * V;
+          cg_vstore(k, interleave(k, vals, wph, V), ck->y, yi, len,
+                    v == nv - 1 ? (unsigned)ylanes : len);
+          continue;
+        }
         if (ck->res) val = LLVMBuildFAdd(b, val, cg_vload(k, ck->res, yi, V, n), "");
         if (epi->act) val = cg_conv_activate(k, epi, val);
         if (p->os[2] == 1) {
@@ -604,11 +678,17 @@ static void emit_rows(conv_kern *ck, LLVMValueRef oc0, int ob, LLVMValueRef oh0,
   if (p->n_owfull > 0) {
     cg_loop l;
     LLVMValueRef i = cg_loop_begin(k, &l, c64(k, 0), c64(k, p->n_owfull), NULL, "owb");
-    emit_block(ck, oc0, ob, oh0, rb, mulc(k, i, blk), p->nv, p->V);
+    emit_block(ck, oc0, ob, oh0, rb, mulc(k, i, blk), p->nv, p->V, p->wph * p->V);
     cg_loop_end(k, &l);
   }
-  if (p->nv_tail > 0)
-    emit_block(ck, oc0, ob, oh0, rb, c64(k, p->n_owfull * blk), p->nv_tail, p->lanes_tail);
+  if (p->nv_tail > 0) {
+    /* with column phases the last vector's Y columns may end before its lanes do */
+    int64_t col = (p->n_owfull * blk + (int64_t)(p->nv_tail - 1) * p->V) * p->wph;
+    int64_t ylanes = (int64_t)p->lanes_tail * p->wph;
+    if (p->wph > 1 && p->ys[2] - col < ylanes) ylanes = p->ys[2] - col;
+    emit_block(ck, oc0, ob, oh0, rb, c64(k, p->n_owfull * blk), p->nv_tail, p->lanes_tail,
+               (int)ylanes);
+  }
 }
 
 /* The rows of row group `rgi` for one channel block. */
@@ -645,6 +725,8 @@ kiln_code cg_emit_conv(kiln_emit_ctx *cx, const char *label, const cg_conv_geom 
   conv_plan p;
   make_plan(cx, geom, w, &p);
   const cg_conv_geom *g = &p.g;
+  /* column phases read their weights whole (packed here, or in place) */
+  assert(p.wph == 1 || !p.pack_rt);
 
   int xk_buf = x_buf;
   if (p.prep) {
@@ -679,7 +761,7 @@ kiln_code cg_emit_conv(kiln_emit_ctx *cx, const char *label, const cg_conv_geom 
   if (a_shift >= 0) ck.shift = cg_arg(&k, a_shift);
   if (a_res >= 0) ck.res = cg_arg(&k, a_res);
   ck.w_off = p.packed ? 0 : w->off;
-  ck.w_g = p.packed ? p.ocg * p.cg * p.kk : w->g_stride;
+  ck.w_g = p.packed ? p.ocg * p.cg * p.kk * p.wph : w->g_stride;
 
   /* tile = (((n * G + grp) * OD + od) * n_rg + rg) * n_ocb + ocb, or with rows_inner
    * (((n * G + grp) * OD + od) * n_ocb + ocb) * n_rg + rg */

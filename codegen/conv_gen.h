@@ -39,18 +39,32 @@ typedef enum cg_in_transform {
   CG_IN_ZERO_INSERT, /* Xe[i * factor] = X[i], zeros between: size (in - 1) * factor + 1 */
 } cg_in_transform;
 
+#define CG_MAX_WPH 8 /* column phases of one kernel at most */
+
 typedef struct cg_conv_geom {
   int64_t N, C, OC, groups;      /* C and OC divisible by groups */
   int64_t in[3];                 /* X spatial sizes (before the input transform) */
   cg_in_transform xform[3];
   int64_t xfactor[3];            /* the transform's factor (>= 1) */
   int64_t k[3], stride[3], dil[3];
-  int64_t pad_b[3], pad_e[3];    /* may be negative (crop) after a transform */
+  int64_t pad_b[3], pad_e[3];    /* may be negative (crop); with no positive pad, no transform
+                                  * and unit W stride, X is read in place at the crop's offset */
   int64_t out[3];                /* Y spatial sizes: must equal the window arithmetic */
   /* Output placement (all zero: none, Y is (N, OC, out...)).  Otherwise Y is (N, OC, ydims...)
    * and output position o of dim d is stored at o * ostride[d] + ooff[d]: e.g. one phase of an
    * upsampling convolution writes every s-th element.  A placed output takes no residual. */
   int64_t ostride[3], ooff[3], ydims[3];
+  /* Column phases (wph >= 2; 0 or 1: none): one kernel computes wph convolutions that share X
+   * and differ only along W, where phase ph uses kernel columns [wph_lo[ph], wph_hi[ph]) (its
+   * taps keep their positions in the k[2]-wide window, so pad_b[2] is the window's) and its own
+   * weights (cg_conv_weights.ph_stride apart).  Output column o of phase ph is stored at Y
+   * column o * wph + ph (needs ostride[2] == wph and ooff[2] == 0; columns at or past ydims[2],
+   * which must be at most out[2] * wph, are dropped).  The phases' neighbouring outputs are
+   * interleaved in registers and stored as whole vectors, where separate phase kernels would
+   * each store every wph-th element of every line of Y: the column phases of a
+   * nearest-upsampling convolution (emit_fused.c). */
+  int64_t wph;
+  int64_t wph_lo[CG_MAX_WPH], wph_hi[CG_MAX_WPH];
 } cg_conv_geom;
 
 /* Where weight (g, oc, ic, tap) lives in its buffer: oc and ic are local to group g, tap is
@@ -65,6 +79,9 @@ typedef struct cg_conv_weights {
   /* When any is nonzero: the strides of one step of kd, kh, kw, replacing tap * tap_stride
    * (e.g. the taps of one output phase of a strided ConvTranspose, a sub-kernel of W). */
   int64_t tap_strides[3];
+  int64_t ph_stride; /* with column phases (cg_conv_geom.wph): phase ph's weights are at
+                      * + ph * ph_stride (each phase a whole k-wide kernel; the taps outside
+                      * the phase's range are never read) */
 } cg_conv_weights;
 
 typedef enum cg_act {

@@ -317,135 +317,6 @@ done:
   return rc;
 }
 
-static int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
-
-/* One phase of emit_phases with weights known at run time: the phase's weights (tap j of the
- * original kernel goes to tap map[d][j] per dim) summed by a kernel into scratch, then the
- * phase convolution reading them. */
-static kiln_code phase_fold_conv(kiln_emit_ctx *cx, const upconv *u, const cg_conv_geom *pg,
-                                 int64_t (*map)[64], const cg_conv_epilogue *epi, int w_buf,
-                                 int x_buf, int y_buf, kiln_err *e) {
-  const nn_window *t = &u->t;
-  int64_t cg = u->C / u->groups, kk = t->kernel[0] * t->kernel[1] * t->kernel[2];
-  int64_t pk = pg->k[0] * pg->k[1] * pg->k[2], rows = u->OC * cg;
-  int64_t *start = kiln_calloc((size_t)pk + 1, sizeof(int64_t));
-  int64_t *src = kiln_malloc(sizeof(int64_t) * (size_t)(kk ? kk : 1));
-  kiln_code rc = KILN_OK;
-  if (!start || !src) rc = kiln_errf(e, KILN_ERR_NOMEM, "out of memory (phase weights)");
-  if (!rc) { /* each original tap goes to exactly one phase tap: a counting sort, ascending */
-    for (int64_t k0 = 0; k0 < t->kernel[0]; k0++)
-      for (int64_t k1 = 0; k1 < t->kernel[1]; k1++)
-        for (int64_t k2 = 0; k2 < t->kernel[2]; k2++)
-          start[(map[0][k0] * pg->k[1] + map[1][k1]) * pg->k[2] + map[2][k2] + 1]++;
-    for (int64_t i = 0; i < pk; i++) start[i + 1] += start[i];
-    int64_t *fill = kiln_malloc(sizeof(int64_t) * (size_t)(pk ? pk : 1));
-    if (!fill) rc = kiln_errf(e, KILN_ERR_NOMEM, "out of memory (phase weights)");
-    for (int64_t i = 0; fill && i < pk; i++) fill[i] = start[i];
-    for (int64_t k0 = 0; fill && k0 < t->kernel[0]; k0++)
-      for (int64_t k1 = 0; k1 < t->kernel[1]; k1++)
-        for (int64_t k2 = 0; k2 < t->kernel[2]; k2++) {
-          int64_t dst = (map[0][k0] * pg->k[1] + map[1][k1]) * pg->k[2] + map[2][k2];
-          src[fill[dst]++] = (k0 * t->kernel[1] + k1) * t->kernel[2] + k2;
-        }
-    kiln_free(fill);
-  }
-  int pw_buf = -1;
-  if (!rc) {
-    pw_buf = cg_buf_scratch(cx, sizeof(float) * (size_t)(rows * pk > 0 ? rows * pk : 1), e);
-    if (pw_buf < 0) rc = e->code;
-  }
-  if (!rc) {
-    cg_wfold f = {.rows = rows, .src_row = kk, .dst_row = pk, .start = start, .src = src};
-    rc = cg_emit_weight_fold(cx, "upsample_conv_phase_wfold", &f, w_buf, pw_buf, e);
-  }
-  if (!rc) {
-    cg_conv_weights cw = cg_conv_weights_oihw(pg, pw_buf, NULL);
-    rc = cg_emit_conv(cx, "upsample_conv_phase", pg, &cw, epi, x_buf, y_buf, e);
-  }
-  kiln_free(start);
-  kiln_free(src);
-  return rc;
-}
-
-/* Nearest upsampling by s (index map floor(o / s)) then a stride-1 convolution, as prod(s)
- * phase convolutions on the low-resolution input.  Along a dim with scale s, output
- * o = s*i + p reads upsampled position s*i + q (q = p + k*dil - pad_b) for tap k, which is
- * X[i + floor(q / s)] — or zero padding exactly when i + floor(q / s) is outside X, since
- * 0 <= q mod s < s.  So phase p is a convolution over X with one tap per distinct offset
- * a = floor(q / s), its weights the sums of the taps that share it (2 taps for s = 2 and a
- * 3-tap kernel), writing every s-th output from p on.  Dims with s = 1 keep their taps.
- * Constant weights `w` are summed here (in double); otherwise (w NULL) a kernel sums buffer
- * w_buf's at run time in float32, in the same tap order. */
-static kiln_code emit_phases(kiln_emit_ctx *cx, const upconv *u, const float *w, int w_buf,
-                             const cg_conv_epilogue *epi, int x_buf, int y_buf, kiln_err *e) {
-  const nn_window *t = &u->t;
-  int64_t cg = u->C / u->groups, kk = t->kernel[0] * t->kernel[1] * t->kernel[2];
-  int64_t nph = u->s[0] * u->s[1] * u->s[2];
-  for (int64_t ph = 0; ph < nph; ph++) {
-    int64_t p[3] = {ph / (u->s[1] * u->s[2]), ph / u->s[2] % u->s[1], ph % u->s[2]};
-    cg_conv_geom pg = {.N = u->N, .C = u->C, .OC = u->OC, .groups = u->groups};
-    int64_t map[3][64];
-    bool empty = false;
-    for (int d = 0; d < 3; d++) {
-      int64_t s = u->s[d], k = t->kernel[d];
-      pg.in[d] = u->low[d];
-      pg.xform[d] = CG_IN_PLAIN;
-      pg.xfactor[d] = 1;
-      pg.stride[d] = 1;
-      pg.ydims[d] = t->out[d];
-      if (s == 1) {
-        pg.k[d] = k, pg.dil[d] = t->dilation[d];
-        pg.pad_b[d] = t->pad_begin[d], pg.pad_e[d] = t->pad_end[d];
-        pg.out[d] = t->out[d], pg.ostride[d] = 1, pg.ooff[d] = 0;
-        for (int64_t j = 0; j < k; j++) map[d][j] = j;
-        continue;
-      }
-      int64_t amin = INT64_MAX, amax = INT64_MIN;
-      for (int64_t j = 0; j < k; j++) {
-        int64_t a = floor_div(p[d] + j * t->dilation[d] - t->pad_begin[d], s);
-        map[d][j] = a;
-        if (a < amin) amin = a;
-        if (a > amax) amax = a;
-      }
-      for (int64_t j = 0; j < k; j++) map[d][j] -= amin;
-      int64_t n_p = t->out[d] > p[d] ? (t->out[d] - 1 - p[d]) / s + 1 : 0;
-      empty |= n_p == 0;
-      pg.k[d] = amax - amin + 1, pg.dil[d] = 1;
-      pg.pad_b[d] = -amin;
-      pg.pad_e[d] = n_p - 1 + pg.k[d] - u->low[d] + amin;
-      pg.out[d] = n_p, pg.ostride[d] = s, pg.ooff[d] = p[d];
-    }
-    if (empty) continue;
-    int64_t pk = pg.k[0] * pg.k[1] * pg.k[2], total = u->OC * cg * pk;
-    if (!w) {
-      KILN_TRY(phase_fold_conv(cx, u, &pg, map, epi, w_buf, x_buf, y_buf, e));
-      continue;
-    }
-    double *acc = kiln_calloc((size_t)(total ? total : 1), sizeof(double));
-    float *pw = kiln_malloc(sizeof(float) * (size_t)(total ? total : 1));
-    if (!acc || !pw) {
-      kiln_free(acc);
-      kiln_free(pw);
-      return kiln_errf(e, KILN_ERR_NOMEM, "out of memory (phase weights)");
-    }
-    for (int64_t oi = 0; oi < u->OC * cg; oi++)
-      for (int64_t k0 = 0; k0 < t->kernel[0]; k0++)
-        for (int64_t k1 = 0; k1 < t->kernel[1]; k1++)
-          for (int64_t k2 = 0; k2 < t->kernel[2]; k2++) {
-            int64_t src = oi * kk + (k0 * t->kernel[1] + k1) * t->kernel[2] + k2;
-            int64_t dst = oi * pk + (map[0][k0] * pg.k[1] + map[1][k1]) * pg.k[2] + map[2][k2];
-            acc[dst] += w[src];
-          }
-    for (int64_t i = 0; i < total; i++) pw[i] = (float)acc[i];
-    kiln_free(acc);
-    cg_conv_weights cw = cg_conv_weights_oihw(&pg, -1, pw);
-    kiln_code rc = cg_emit_conv(cx, "upsample_conv_phase", &pg, &cw, epi, x_buf, y_buf, e);
-    kiln_free(pw);
-    KILN_TRY(rc);
-  }
-  return KILN_OK;
-}
-
 static kiln_code emit_UpsampleConv(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_node *n,
                                    kiln_err *e) {
   upconv u;
@@ -464,8 +335,13 @@ static kiln_code emit_UpsampleConv(kiln_emit_ctx *cx, const kiln_graph *g, const
    * leave most lanes idle, so the upsampled rows are read through the nearest transform */
   bool narrow = !wc && u.s[2] > 1 && u.low[2] < (cg_avx512(cx) ? 16 : 8);
   if (u.floor_map && unit && short_k && !narrow) {
-    rc = emit_phases(cx, &u, wc ? (const float *)wc->data : NULL, cg_buf_value(cx, n->in[1]),
-                     &epi, x_buf, y_buf, e);
+    cg_upconv pu = {.N = u.N, .C = u.C, .OC = u.OC, .groups = u.groups};
+    for (int d = 0; d < 3; d++) {
+      pu.low[d] = u.low[d], pu.s[d] = u.s[d], pu.k[d] = u.t.kernel[d];
+      pu.dil[d] = u.t.dilation[d], pu.pad_b[d] = u.t.pad_begin[d], pu.out[d] = u.t.out[d];
+    }
+    rc = cg_emit_upconv_phases(cx, &pu, wc ? (const float *)wc->data : NULL,
+                               cg_buf_value(cx, n->in[1]), &epi, x_buf, y_buf, e);
     upconv_free(&u);
     return rc;
   }

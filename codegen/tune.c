@@ -293,6 +293,9 @@ void cg_tune_conv_key(const cg_conv_geom *g, int V, bool packed, char *out, size
     for (int d = 0; d < 3; d++)
       PUT("%s%lld-%lld", d ? ":" : ".y", (long long)g->ostride[d], (long long)g->ydims[d]);
   }
+  if (g->wph > 1) /* column phases: their tap ranges */
+    for (int64_t ph = 0; ph < g->wph && ph < CG_MAX_WPH; ph++)
+      PUT("%s%lld-%lld", ph ? ":" : ".cp", (long long)g->wph_lo[ph], (long long)g->wph_hi[ph]);
   PUT(".v%d.w%d", V, packed ? 1 : 0);
 #undef PUT
   if (n && k >= n) out[0] = 0; /* a truncated key could name another convolution */

@@ -305,6 +305,7 @@ typedef struct kcase {
   const char *coord, *nearest;
   bool bias;
   const char *act;
+  bool const_w; /* weights a constant of the compiled graph (the reference reads them as input) */
 } kcase;
 
 /* Window arithmetic of the forward over the upsampled input: Y's spatial sizes. */
@@ -381,13 +382,21 @@ static void check_case(const kcase *c) {
   }
   ir_graph_free(g);
   const int threads[2] = {1, 3};
+  /* constant weights: the compiled graph's inputs are X (and the bias) */
+  kiln_tensor *run_in[3] = {in[0], c->const_w ? in[2] : in[1], in[2]};
   for (int t = 0; t < 2 && !e.code; t++) {
     kiln_program *p = NULL;
     kiln_compile_opts opt = {.threads = threads[t], .cache_dir = ""};
-    CHECK_OK(kiln_compile(kcase_graph(c, in, n_in, &e), &opt, &p, &e), &e);
+    kiln_graph *cg = kcase_graph(c, in, n_in, &e);
+    if (c->const_w && !e.code) {
+      kiln_tensor *wc = NULL;
+      CHECK_OK(kiln_tensor_clone(in[1], &wc, &e), &e);
+      if (wc) CHECK_OK(ir_bind_input_const(cg, "in1", wc, &e), &e);
+    }
+    CHECK_OK(kiln_compile(cg, &opt, &p, &e), &e);
     if (!p) continue;
     CHECK_MSG(p->n_fallback == 0, "%s: no compiled kernel", c->what);
-    CHECK_OK(kiln_program_run(p, in, got[t], false, &e), &e);
+    CHECK_OK(kiln_program_run(p, run_in, got[t], false, &e), &e);
     kiln_program_free(p);
   }
   if (want[0] && got[0][0] && got[1][0]) {
@@ -437,6 +446,32 @@ static void test_kernels(void) {
       {"fwd x2 dilation 2 group 2", F, 4, 2, 4, 6, 2, {3, 12}, {2, 2}, {3, 3}, {2, 2},
        {2, 2, 2, 2}},
       {"fwd 1-D x4 k5", F, 3, 2, 3, 2, 1, {18}, {4}, {5}, {1}, {1, 3}},
+      {"fwd x3 k3 unpadded ragged", F, 4, 2, 3, 4, 1, {4, 19}, {3, 3}, {3, 3}, {1, 1},
+       {0, 0, 0, 0}},
+      /* constant weights: phases summed at compile time, the W phases of one kernel
+       * interleaved (conv_gen's column phases), one padded copy of X read at each phase's
+       * offset; rows of several vectors with tails, phases of unequal widths (Y's last column
+       * block stored partly), scales past the merged limit, 1-D and 3-D */
+      {"const x2 3x3 wide bias relu", F, 4, 2, 5, 6, 1, {9, 37}, {2, 2}, {3, 3}, {1, 1},
+       {1, 1, 1, 1}, NULL, NULL, true, "relu", true},
+      {"const x3 3x3 unpadded ragged", F, 4, 2, 3, 4, 1, {4, 19}, {3, 3}, {3, 3}, {1, 1},
+       {0, 0, 0, 0}, NULL, NULL, false, NULL, true},
+      {"const x2 k2 15 columns", F, 4, 1, 3, 5, 1, {3, 8}, {2, 2}, {2, 2}, {1, 1},
+       {0, 0, 0, 0}, NULL, NULL, true, NULL, true},
+      {"const x2 k2 31 columns", F, 4, 1, 3, 5, 1, {3, 16}, {2, 2}, {2, 2}, {1, 1},
+       {0, 0, 0, 0}, NULL, NULL, false, "sigmoid", true},
+      {"const x4 k5 asymmetric pads", F, 4, 2, 3, 4, 1, {5, 21}, {4, 4}, {5, 5}, {1, 1},
+       {2, 1, 0, 3}, NULL, NULL, true, NULL, true},
+      {"const x(2,9) past the merged limit", F, 4, 1, 2, 3, 1, {2, 3}, {2, 9}, {3, 3}, {1, 1},
+       {1, 1, 1, 1}, NULL, NULL, false, NULL, true},
+      {"const x(2,1) dilation (1,2)", F, 4, 2, 3, 4, 1, {4, 20}, {2, 1}, {3, 3}, {1, 2},
+       {1, 2, 1, 2}, NULL, NULL, false, NULL, true},
+      {"const x2 dilation 2 group 2", F, 4, 2, 4, 6, 2, {3, 12}, {2, 2}, {3, 3}, {2, 2},
+       {2, 2, 2, 2}, NULL, NULL, true, NULL, true},
+      {"const 1-D x4 k5", F, 3, 2, 3, 2, 1, {18}, {4}, {5}, {1}, {1, 3}, NULL, NULL, false, NULL,
+       true},
+      {"const 3-D x2", F, 5, 1, 2, 3, 1, {3, 4, 9}, {2, 2, 2}, {3, 3, 3}, {1, 1, 1},
+       {1, 1, 1, 1, 1, 1}, NULL, NULL, true, NULL, true},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_case(&cases[i]);
 }
