@@ -331,9 +331,11 @@ static kiln_code emit_UpsampleConv(kiln_emit_ctx *cx, const kiln_graph *g, const
   int x_buf = cg_buf_value(cx, n->in[0]), y_buf = cg_buf_value(cx, n->out[0]);
   bool unit = u.t.stride[0] == 1 && u.t.stride[1] == 1 && u.t.stride[2] == 1;
   bool short_k = u.t.kernel[0] <= 64 && u.t.kernel[1] <= 64 && u.t.kernel[2] <= 64;
-  /* run-time weights on rows narrower than a vector: the phases (as wide as X's rows) would
-   * leave most lanes idle, so the upsampled rows are read through the nearest transform */
-  bool narrow = !wc && u.s[2] > 1 && u.low[2] < (cg_avx512(cx) ? 16 : 8);
+  /* run-time weights on rows of at most half a vector: the phases (as wide as X's rows) would
+   * leave most lanes idle, so the upsampled rows are read through the nearest transform
+   * (training step at 128, SPN's first block, 4 columns: 8.4 ms by the transform, 9.2-12 by
+   * phases; at 224, 7 columns: 33-35 ms by the transform, 18-23 by phases; Zen 3, 2 threads) */
+  bool narrow = !wc && u.s[2] > 1 && 2 * u.low[2] <= (cg_avx512(cx) ? 16 : 8);
   if (u.floor_map && unit && short_k && !narrow) {
     cg_upconv pu = {.N = u.N, .C = u.C, .OC = u.OC, .groups = u.groups};
     for (int d = 0; d < 3; d++) {

@@ -441,6 +441,7 @@ static void test_kernels(void) {
       {"fwd x2 3x3 wide", F, 4, 2, 5, 4, 1, {4, 17}, {2, 2}, {3, 3}, {1, 1}, {1, 1, 1, 1}},
       {"fwd x2 3x3 narrow bias relu", F, 4, 2, 5, 4, 1, {4, 4}, {2, 2}, {3, 3}, {1, 1},
        {1, 1, 1, 1}, NULL, NULL, true, "relu"},
+      {"fwd x2 3x3 7 columns", F, 4, 2, 5, 4, 1, {3, 7}, {2, 2}, {3, 3}, {1, 1}, {1, 1, 1, 1}},
       {"fwd x3 k(2,5) pads bias", F, 4, 1, 4, 3, 1, {3, 11}, {3, 3}, {2, 5}, {1, 1}, {0, 2, 1, 1},
        NULL, NULL, true},
       {"fwd x2 dilation 2 group 2", F, 4, 2, 4, 6, 2, {3, 12}, {2, 2}, {3, 3}, {2, 2},
