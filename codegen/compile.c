@@ -11,6 +11,7 @@
 #include "codegen/cache.h"
 #include "codegen/emit.h"
 #include "codegen/tune.h"
+#include "passes/batch_split.h"
 #include "passes/memplan.h"
 
 struct kiln_emit_ctx {
@@ -261,6 +262,11 @@ kiln_code kiln_compile(kiln_graph *g, const kiln_compile_opts *opts, kiln_progra
   }
   p->g = g;
   p->status_buf = -1;
+  p->micro = 1;
+  if (opts->micro_batch > 0 && !opts->aot && opts->n_state == 0) {
+    rc = kiln_batch_split(g, opts->micro_batch, &p->micro, NULL, 0, e);
+    if (rc) goto fail;
+  }
   p->threads = opts->threads > 0 ? opts->threads : kiln_default_threads();
   kiln_jit_opts jo = {.cache_dir = opts->cache_dir};
   kiln_jit *jit = NULL;

@@ -27,6 +27,11 @@ typedef struct kiln_compile_opts {
   /* Tests: the micro-kernel of gemm_gen's convolutions (gemm_gen.h: 0 the plan's choice,
    * CG_GEMM_PIXELS, CG_GEMM_CHANNELS); results are bitwise the same with each. */
   int gemm_kernel;
+  /* Micro-batching (passes/batch_split.h): when > 0 and the graph keeps its samples apart
+   * (inference, every input and output batched along axis 0), the program is compiled for
+   * slices of this many samples and runs over the batch slice by slice (p->micro times).
+   * 0: the whole batch at once.  Ignored for AOT and for programs with state. */
+  int64_t micro_batch;
 } kiln_compile_opts;
 
 /* Compiles an inferred graph (takes ownership of g, also on failure). */

@@ -74,6 +74,12 @@ typedef struct kiln_options {
    * loaded; "default": the default inference pipeline (folding and fusion, docs/passes.md);
    * else a comma-separated pipeline ("fold,dce,fold-bn"). */
   const char *passes;
+  /* Micro-batching (JIT): when the graph keeps the samples of its batch apart (inference;
+   * every input and output batched along axis 0; docs/architecture.md), compile it for
+   * slices of this many samples and run the batch slice by slice: the same outputs, with the
+   * working set (and the arena) of the slice.  kiln_options_default(): 1; 0: the whole batch
+   * in one pass. */
+  int micro_batch;
 } kiln_options;
 /* The default inference pipeline without its fusion passes (folding, BatchNorm folding). */
 #define KILN_PIPELINE_NO_FUSE "eliminate-identity,fold,dce,fold-bn,dce"
@@ -93,6 +99,8 @@ typedef struct kiln_session_stats {
   int64_t unplanned_bytes;     /* sum of all intermediate tensors */
   int64_t steps;               /* kernel calls per run */
   int fallback_steps;          /* steps running a reference kernel */
+  int64_t passes;              /* micro-batching: the steps run this many times per call, each
+                                * on a slice of the batch (1: the whole batch at once) */
   int kernels_compiled, kernels_cached, kernels_reused;
   double compile_seconds;      /* LLVM time in this session's compile */
   int threads;

@@ -30,6 +30,7 @@ kiln_options kiln_options_default(void) {
   kiln_options o;
   memset(&o, 0, sizeof o);
   o.backend = KILN_BACKEND_JIT;
+  o.micro_batch = 1;
   return o;
 }
 
@@ -166,7 +167,8 @@ kiln_code kiln_session_create(const kiln_model *m, const kiln_options *opts, kil
     kiln_compile_opts co = {.threads = opts->threads,
                             .cache_dir = opts->cache_dir,
                             .allow_fallback = opts->allow_fallback != 0,
-                            .no_inplace = opts->no_inplace != 0};
+                            .no_inplace = opts->no_inplace != 0,
+                            .micro_batch = opts->micro_batch > 0 ? opts->micro_batch : 0};
     rc = kiln_compile(g, &co, &s->prog, e); /* takes g */
     if (rc) {
       kiln_free(s);
@@ -202,6 +204,7 @@ void kiln_session_get_stats(const kiln_session *s, kiln_session_stats *st) {
   st->unplanned_bytes = p->unplanned_bytes;
   st->steps = p->n_steps;
   st->fallback_steps = p->n_fallback;
+  st->passes = p->micro > 1 ? p->micro : 1;
   const kiln_jit_stats *js = kiln_program_jit_stats(p);
   if (js) {
     st->kernels_compiled = js->kernels_compiled;
@@ -230,7 +233,7 @@ kiln_code kiln_session_profile(kiln_session *s, kiln_tensor *const *inputs, kiln
     s->profile[i].label = p->steps[i].label;
     s->profile[i].op = p->steps[i].node ? p->steps[i].node->def->name : "?";
     s->profile[i].seconds = p->step_seconds[i];
-    s->profile[i].macs = p->steps[i].macs;
+    s->profile[i].macs = p->steps[i].macs * (p->micro > 1 ? p->micro : 1); /* all passes */
     s->profile[i].node = p->steps[i].node ? (int64_t)(p->steps[i].node - p->g->nodes) : -1;
   }
   s->n_profile = p->n_steps;

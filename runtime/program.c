@@ -92,49 +92,24 @@ static double cpu_now_s(void) {
   return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-kiln_code kiln_program_run(kiln_program *p, kiln_tensor *const *inputs, kiln_tensor **outputs,
-                           bool profile, kiln_err *e) {
+kiln_shape kiln_program_io_shape(const kiln_program *p, int value_id) {
+  kiln_shape s = p->g->values[value_id].shape;
+  if (p->micro > 1 && s.rank >= 1) s.d[0] *= p->micro;
+  return s;
+}
+
+/* The steps in order, once, with graph inputs at input_ptrs. */
+static kiln_code run_steps(kiln_program *p, void **input_ptrs, bool profile, kiln_err *e) {
   const kiln_graph *g = p->g;
   kiln_code rc = KILN_OK;
-  void **input_ptrs = kiln_calloc((size_t)(p->n_bufs ? p->n_bufs : 1), sizeof(void *));
   void *argv_store[256];
-  for (int i = 0; i < g->n_outputs; i++) outputs[i] = NULL;
-  if (!input_ptrs) return kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
-  for (int i = 0; i < g->n_inputs; i++) {
-    const kiln_value *v = &g->values[g->inputs[i]];
-    char a[160], b[160];
-    if (p->bufs[g->inputs[i]].kind == KILN_BUF_STATE) continue; /* program-owned */
-    if (!inputs[i]) {
-      rc = kiln_errf(e, KILN_ERR_INVALID, "input '%s' was not given", v->name);
-      goto done;
-    }
-    if (inputs[i]->dtype != v->dtype || !kiln_shape_eq(&inputs[i]->shape, &v->shape)) {
-      rc = kiln_errf(e, KILN_ERR_SHAPE, "input '%s' is %s %s; the model expects %s %s", v->name,
-                     kiln_dtype_name(inputs[i]->dtype), kiln_shape_str(&inputs[i]->shape, a, sizeof a),
-                     kiln_dtype_name(v->dtype), kiln_shape_str(&v->shape, b, sizeof b));
-      goto done;
-    }
-    input_ptrs[g->inputs[i]] = inputs[i]->data;
-  }
-  if (profile && !p->step_seconds) {
-    p->step_seconds = kiln_calloc((size_t)(p->n_steps ? p->n_steps : 1), sizeof(double));
-    p->step_cpu_seconds = kiln_calloc((size_t)(p->n_steps ? p->n_steps : 1), sizeof(double));
-    if (!p->step_seconds || !p->step_cpu_seconds) {
-      kiln_free(p->step_seconds);
-      kiln_free(p->step_cpu_seconds);
-      p->step_seconds = p->step_cpu_seconds = NULL;
-      rc = kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
-      goto done;
-    }
-  }
   int32_t *status = p->status_buf >= 0 ? (int32_t *)buf_ptr(p, p->status_buf, input_ptrs) : NULL;
   if (status) *status = 0;
   for (int64_t s = 0; s < p->n_steps; s++) {
     kiln_step *st = &p->steps[s];
     double t0 = profile ? now_s() : 0, c0 = profile ? cpu_now_s() : 0;
     if (st->n_args > 256) {
-      rc = kiln_errf(e, KILN_ERR_LIMIT, "step %s has too many arguments", st->label);
-      goto done;
+      return kiln_errf(e, KILN_ERR_LIMIT, "step %s has too many arguments", st->label);
     }
     for (int a = 0; a < st->n_args; a++)
       argv_store[a] = st->bufs[a] < 0 ? NULL : buf_ptr(p, st->bufs[a], input_ptrs);
@@ -144,7 +119,7 @@ kiln_code kiln_program_run(kiln_program *p, kiln_tensor *const *inputs, kiln_ten
         char lbl[200];
         rc = kiln_errf(e, KILN_ERR_INVALID, "%s: %s", st->node ? ir_node_label(st->node, lbl, sizeof lbl) : st->label,
                        st->error);
-        goto done;
+        return rc;
       }
     } else {
       /* Reference-kernel step: wrap the buffers as tensors. Args are the node's
@@ -182,7 +157,7 @@ kiln_code kiln_program_run(kiln_program *p, kiln_tensor *const *inputs, kiln_ten
       if (rc) {
         char lbl[200];
         kiln_err_prefix(e, "%s", ir_node_label(n, lbl, sizeof lbl));
-        goto done;
+        return rc;
       }
     }
     if (profile) {
@@ -190,19 +165,73 @@ kiln_code kiln_program_run(kiln_program *p, kiln_tensor *const *inputs, kiln_ten
       p->step_cpu_seconds[s] += cpu_now_s() - c0;
     }
   }
-  /* state updates become the next run's state */
-  for (int i = 0; i < p->n_state; i++) {
-    const kiln_buf *bo = &p->bufs[p->state_out[i]];
-    void *dst = p->bufs[p->state_in[i]].data;
-    const void *src = buf_ptr(p, p->state_out[i], input_ptrs);
-    if (dst != src && bo->bytes) memcpy(dst, src, (size_t)bo->bytes);
+  return KILN_OK;
+}
+
+kiln_code kiln_program_run(kiln_program *p, kiln_tensor *const *inputs, kiln_tensor **outputs,
+                           bool profile, kiln_err *e) {
+  const kiln_graph *g = p->g;
+  kiln_code rc = KILN_OK;
+  int64_t passes = p->micro > 1 ? p->micro : 1;
+  void **input_ptrs = kiln_calloc((size_t)(p->n_bufs ? p->n_bufs : 1), sizeof(void *));
+  for (int i = 0; i < g->n_outputs; i++) outputs[i] = NULL;
+  if (!input_ptrs) return kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
+  for (int i = 0; i < g->n_inputs; i++) {
+    const kiln_value *v = &g->values[g->inputs[i]];
+    char a[160], b[160];
+    if (p->bufs[g->inputs[i]].kind == KILN_BUF_STATE) continue; /* program-owned */
+    if (!inputs[i]) {
+      rc = kiln_errf(e, KILN_ERR_INVALID, "input '%s' was not given", v->name);
+      goto done;
+    }
+    kiln_shape want = kiln_program_io_shape(p, g->inputs[i]);
+    if (inputs[i]->dtype != v->dtype || !kiln_shape_eq(&inputs[i]->shape, &want)) {
+      rc = kiln_errf(e, KILN_ERR_SHAPE, "input '%s' is %s %s; the model expects %s %s", v->name,
+                     kiln_dtype_name(inputs[i]->dtype), kiln_shape_str(&inputs[i]->shape, a, sizeof a),
+                     kiln_dtype_name(v->dtype), kiln_shape_str(&want, b, sizeof b));
+      goto done;
+    }
+  }
+  if (profile && !p->step_seconds) {
+    p->step_seconds = kiln_calloc((size_t)(p->n_steps ? p->n_steps : 1), sizeof(double));
+    p->step_cpu_seconds = kiln_calloc((size_t)(p->n_steps ? p->n_steps : 1), sizeof(double));
+    if (!p->step_seconds || !p->step_cpu_seconds) {
+      kiln_free(p->step_seconds);
+      kiln_free(p->step_cpu_seconds);
+      p->step_seconds = p->step_cpu_seconds = NULL;
+      rc = kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
+      goto done;
+    }
   }
   for (int i = 0; i < g->n_outputs; i++) {
     const kiln_value *v = &g->values[g->outputs[i]];
-    rc = kiln_tensor_new(v->dtype, &v->shape, &outputs[i], e);
+    kiln_shape s = kiln_program_io_shape(p, g->outputs[i]);
+    rc = kiln_tensor_new(v->dtype, &s, &outputs[i], e);
     if (rc) goto done;
-    const void *src = v->data ? v->data->data : buf_ptr(p, g->outputs[i], input_ptrs);
-    if (kiln_tensor_nbytes(outputs[i])) memcpy(outputs[i]->data, src, kiln_tensor_nbytes(outputs[i]));
+  }
+  /* micro-batched: each pass reads and writes one slice of the batch (its samples are
+   * contiguous: axis 0 is the outermost) */
+  for (int64_t pass = 0; pass < passes; pass++) {
+    for (int i = 0; i < g->n_inputs; i++) {
+      if (p->bufs[g->inputs[i]].kind == KILN_BUF_STATE) continue;
+      int64_t slice = kiln_tensor_nbytes(inputs[i]) / passes;
+      input_ptrs[g->inputs[i]] = (char *)inputs[i]->data + pass * slice;
+    }
+    rc = run_steps(p, input_ptrs, profile, e);
+    if (rc) goto done;
+    /* state updates become the next run's state */
+    for (int i = 0; i < p->n_state; i++) {
+      const kiln_buf *bo = &p->bufs[p->state_out[i]];
+      void *dst = p->bufs[p->state_in[i]].data;
+      const void *src = buf_ptr(p, p->state_out[i], input_ptrs);
+      if (dst != src && bo->bytes) memcpy(dst, src, (size_t)bo->bytes);
+    }
+    for (int i = 0; i < g->n_outputs; i++) {
+      const kiln_value *v = &g->values[g->outputs[i]];
+      int64_t slice = kiln_tensor_nbytes(outputs[i]) / passes;
+      const void *src = v->data ? v->data->data : buf_ptr(p, g->outputs[i], input_ptrs);
+      if (slice) memcpy((char *)outputs[i]->data + pass * slice, src, (size_t)slice);
+    }
   }
 done:
   if (rc)

@@ -73,7 +73,15 @@ typedef struct kiln_program {
   int *state_in, *state_out;
   int n_state;
   int status_buf;          /* buffer id of the int32 status word, or -1 */
+  /* Micro-batching (kiln_compile_opts.micro_batch): g was rewritten to a slice of the batch;
+   * the graph's inputs and outputs are micro times larger along axis 0 than g says, and a
+   * run executes the steps micro times over consecutive slices.  1: no slicing. */
+  int64_t micro;
 } kiln_program;
+
+/* The shape the caller sees for graph input or output value_id: g's, with axis 0 scaled by
+ * p->micro. */
+kiln_shape kiln_program_io_shape(const kiln_program *p, int value_id);
 
 /* Appends a step; bufs is copied. */
 kiln_code kiln_program_add_step(kiln_program *p, kiln_kernel_fn fn, const kiln_node *node,

@@ -31,6 +31,9 @@ static void usage(FILE *f) {
           "  --passes LIST       graph passes before compiling: 'default' (folding and fusion,\n"
           "                      docs/passes.md) or a pipeline; default none (the model as given)\n"
           "  --no-fuse           the default pipeline without its fusion passes\n"
+          "  --micro-batch N     samples per pass when the graph keeps its samples apart\n"
+          "                      (default 1: a batch runs one sample at a time, in the cache;\n"
+          "                      0: the whole batch at once)\n"
           "  --peak GFLOPS|measure  the machine's fp32 FMA peak at these threads (measure: run\n"
           "                      kiln_peak from beside this binary); adds each kernel's share of it\n"
           "  --compare           run bench/compare.sh instead: kiln, ONNX Runtime and PyTorch on the\n"
@@ -215,7 +218,7 @@ static uint64_t mix(uint64_t *s) {
 int cmd_bench(int argc, char **argv) {
   const char *model = NULL, *val, *op = NULL, *shape = NULL, *attrs = NULL, *backend = "jit";
   const char *binds[32], *passes = NULL;
-  int n_binds = 0, iters = 20, warmup = 3, threads = 0, top = 25;
+  int n_binds = 0, iters = 20, warmup = 3, threads = 0, top = 25, micro = 1;
   int64_t oc = 0;
   bool json = false, bad = false, compare = false;
   double peak = 0;
@@ -251,6 +254,8 @@ int cmd_bench(int argc, char **argv) {
       passes = val;
     } else if (!strcmp(argv[i], "--no-fuse")) {
       passes = KILN_PIPELINE_NO_FUSE;
+    } else if (cli_opt(argc, argv, &i, "--micro-batch", &val, &bad)) {
+      micro = cli_int("--micro-batch", val, 0, 1 << 30, &bad);
     } else if (!strcmp(argv[i], "--compare")) {
       compare = true;
     } else if (!strcmp(argv[i], "--json")) {
@@ -287,6 +292,7 @@ int cmd_bench(int argc, char **argv) {
   kiln_options o = kiln_options_default();
   o.threads = threads;
   o.passes = passes;
+  o.micro_batch = micro;
   o.backend = strcmp(backend, "ref") ? KILN_BACKEND_JIT : KILN_BACKEND_REF;
   kiln_session *s = NULL;
   int n_in = kiln_model_num_inputs(m), n_out = kiln_model_num_outputs(m);
@@ -324,6 +330,9 @@ int cmd_bench(int argc, char **argv) {
   int64_t macs = kiln_model_macs(m);
   kiln_session_stats st;
   kiln_session_get_stats(s, &st);
+  char micro_note[96];
+  snprintf(micro_note, sizeof micro_note, " (%lld passes of a %lld-sample slice)",
+           (long long)st.passes, (long long)micro);
   if (peak_measure && (peak = measure_peak(st.threads)) <= 0)
     fprintf(stderr, "kiln bench: could not run kiln_peak beside this binary (make kiln_peak); "
                     "no share of peak\n");
@@ -352,9 +361,10 @@ int cmd_bench(int argc, char **argv) {
   if (json) {
     printf("{\"model\": \"%s\", \"backend\": \"%s\", \"threads\": %d, \"iters\": %d, \"min_ms\": %.4f, "
            "\"median_ms\": %.4f, \"cpu_median_ms\": %.4f, \"macs\": %lld, \"gflops_at_min\": %.3f, "
-           "\"planned_peak_bytes\": %lld, \"passes\": \"%s\", ",
+           "\"planned_peak_bytes\": %lld, \"passes\": \"%s\", \"micro_passes\": %lld, ",
            model, backend, st.threads, iters, tmin * 1e3, tmed * 1e3, cmed * 1e3, (long long)macs,
-           2.0 * (double)macs / tmin / 1e9, (long long)st.planned_peak_bytes, passes ? passes : "");
+           2.0 * (double)macs / tmin / 1e9, (long long)st.planned_peak_bytes, passes ? passes : "",
+           (long long)st.passes);
     if (peak > 0) printf("\"peak_gflops\": %.2f, ", peak);
     printf("\"nodes\": [");
     for (int64_t i = 0; rows && i < n_rows; i++)
@@ -372,8 +382,9 @@ int cmd_bench(int argc, char **argv) {
       printf("peak: %.1f GFLOP/s at %d threads; the model at min runs at %.1f%% of it\n", peak, st.threads,
              100.0 * 2.0 * (double)macs / tmin / 1e9 / peak);
     if (o.backend == KILN_BACKEND_JIT)
-      printf("planned arena: %.2f MiB; %lld kernel calls, %d on reference kernels\n",
-             (double)st.planned_peak_bytes / 1048576.0, (long long)st.steps, st.fallback_steps);
+      printf("planned arena: %.2f MiB; %lld kernel calls, %d on reference kernels%s\n",
+             (double)st.planned_peak_bytes / 1048576.0, (long long)(st.steps * st.passes),
+             st.fallback_steps, st.passes > 1 ? micro_note : "");
     if (n_prof) {
       printf("\n%-48s %-18s %10s %10s %7s%s %4s\n", "node (profiled run)", "op", "ms", "GFLOP/s",
              "share", peak > 0 ? "   %peak" : "", "kern");
