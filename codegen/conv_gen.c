@@ -440,39 +440,20 @@ static kiln_code emit_pack_weights(kiln_emit_ctx *cx, const char *label, const c
 }
 
 /* The preparation copy: X -> (N*C, rows0, rows1, S*wq) with zeros outside the input. */
+static int64_t prep_map(int d, int64_t i, const void *user) {
+  const conv_plan *p = user;
+  int64_t pos = d < 2 ? i : (i / p->wq) + p->S * (i % p->wq); /* W: phase, column */
+  return src_index(&p->g, d, pos * p->sub[d] - p->g.pad_b[d]);
+}
+
 static kiln_code emit_prep(kiln_emit_ctx *cx, const char *label, const conv_plan *p, int x_buf,
                            int xp_buf, kiln_err *e) {
   const cg_conv_geom *g = &p->g;
-  int64_t len[3] = {p->rows[0], p->rows[1], p->rowlen};
-  int64_t sstride[3] = {g->in[1] * g->in[2], g->in[2], 1};
-  int64_t *tab[3] = {0};
-  kiln_code rc = KILN_OK;
-  for (int d = 0; d < 3 && !rc; d++) {
-    tab[d] = kiln_malloc(sizeof(int64_t) * (size_t)(len[d] ? len[d] : 1));
-    if (!tab[d]) {
-      rc = kiln_errf(e, KILN_ERR_NOMEM, "out of memory (convolution tables)");
-      break;
-    }
-    for (int64_t i = 0; i < len[d]; i++) {
-      int64_t pos = d < 2 ? i : (i / p->wq) + p->S * (i % p->wq); /* W: phase, column */
-      int64_t s = src_index(g, d, pos * p->sub[d] - g->pad_b[d]);
-      tab[d][i] = s < 0 ? -1 : s * sstride[d];
-    }
-  }
-  if (!rc) {
-    char lbl[96];
-    snprintf(lbl, sizeof lbl, "%s_prep", label);
-    cg_copy c = {.label = lbl, .dtype = KILN_F32, .rank = 4,
-                 .dims = {g->N * g->C, len[0], len[1], len[2]},
-                 .src_stride = {g->in[0] * g->in[1] * g->in[2], 0, 0, 0},
-                 .src_tab = {NULL, tab[0], tab[1], tab[2]},
-                 .bufs = (int[]){x_buf, xp_buf}, .n_bufs = 2, .src_arg = 0, .dst_arg = 1,
-                 .fill_arg = -1, .fill_bits = 0};
-    cg_contig_strides(4, c.dims, c.dst_stride);
-    rc = cg_emit_copy(cx, &c, e);
-  }
-  for (int d = 0; d < 3; d++) kiln_free(tab[d]);
-  return rc;
+  char lbl[96];
+  snprintf(lbl, sizeof lbl, "%s_prep", label);
+  return cg_emit_plane_gather(cx, lbl, g->N * g->C, g->in,
+                              (int64_t[]){p->rows[0], p->rows[1], p->rowlen}, prep_map, p, x_buf,
+                              xp_buf, e);
 }
 
 /* ---- vector helpers ---- */

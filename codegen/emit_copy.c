@@ -455,3 +455,31 @@ kiln_code cg_emit_copy(kiln_emit_ctx *cx, const cg_copy *c, kiln_err *e) {
   }
   return cg_kernel_end(cx, &k, rp.n_tiles, bufs, e);
 }
+
+kiln_code cg_emit_plane_gather(kiln_emit_ctx *cx, const char *label, int64_t planes,
+                               const int64_t src_dims[3], const int64_t len[3], cg_plane_map map,
+                               const void *user, int src_buf, int dst_buf, kiln_err *e) {
+  int64_t *tab[3] = {0};
+  int64_t sstride[3] = {src_dims[1] * src_dims[2], src_dims[2], 1};
+  kiln_code rc = KILN_OK;
+  for (int d = 0; d < 3 && !rc; d++) {
+    tab[d] = kiln_malloc(sizeof(int64_t) * (size_t)(len[d] > 0 ? len[d] : 1));
+    if (!tab[d]) rc = kiln_errf(e, KILN_ERR_NOMEM, "out of memory (%s tables)", label);
+    for (int64_t i = 0; !rc && i < len[d]; i++) {
+      int64_t s = map(d, i, user);
+      tab[d][i] = s < 0 ? -1 : s * sstride[d];
+    }
+  }
+  if (!rc) {
+    cg_copy c = {.label = label, .dtype = KILN_F32, .rank = 4,
+                 .dims = {planes, len[0], len[1], len[2]},
+                 .src_stride = {src_dims[0] * src_dims[1] * src_dims[2], 0, 0, 0},
+                 .src_tab = {NULL, tab[0], tab[1], tab[2]},
+                 .bufs = (int[]){src_buf, dst_buf}, .n_bufs = 2, .src_arg = 0, .dst_arg = 1,
+                 .fill_arg = -1, .fill_bits = 0};
+    cg_contig_strides(4, c.dims, c.dst_stride);
+    rc = cg_emit_copy(cx, &c, e);
+  }
+  for (int d = 0; d < 3; d++) kiln_free(tab[d]);
+  return rc;
+}

@@ -42,6 +42,16 @@ void cg_contig_strides(int rank, const int64_t *dims, int64_t *strides);
 /* Emits the kernel of a copy (nothing when the box is empty). */
 kiln_code cg_emit_copy(kiln_emit_ctx *cx, const cg_copy *c, kiln_err *e);
 
+/* A float32 gather of planes: dst (planes, len[0], len[1], len[2]), contiguous, element
+ * (p, i0, i1, i2) = src[p * plane + sum_d map(d, i_d) * stride_d] where plane and stride_d
+ * come from the source planes' sizes src_dims, or 0 where any map(d, i_d) is negative: the
+ * zero-padded (and possibly resampled) copies that convolutions read.  `map` is called once
+ * per (d, i) at compile time. */
+typedef int64_t (*cg_plane_map)(int d, int64_t i, const void *user);
+kiln_code cg_emit_plane_gather(kiln_emit_ctx *cx, const char *label, int64_t planes,
+                               const int64_t src_dims[3], const int64_t len[3], cg_plane_map map,
+                               const void *user, int src_buf, int dst_buf, kiln_err *e);
+
 /* ---- row/chunk tiling ----
  * A kernel's iteration space is n_rows rows of `inner` elements.  Tiles are groups of whole rows
  * (about CG_TILE_ELEMS elements), or, when rows are long, chunks of one row, so that a few long

@@ -155,36 +155,19 @@ static cg_conv_geom upconv_geom(const upconv *u, bool padded_input) {
 }
 
 /* Generic nearest: copy X through the index tables into the zero-padded upsampled layout. */
+static int64_t nearest_src(int d, int64_t i, const void *user) {
+  const upconv *u = user;
+  int64_t o = i - u->t.pad_begin[d];
+  return o < 0 || o >= u->t.in[d] ? -1 : u->idx[d][o];
+}
+
 static kiln_code fill_nearest(kiln_emit_ctx *cx, const upconv *u, int x_buf, int dst_buf,
                               kiln_err *e) {
   const nn_window *t = &u->t;
-  int64_t P[3], *tab[3] = {0};
-  int64_t lstride[3] = {u->low[1] * u->low[2], u->low[2], 1};
-  kiln_code rc = KILN_OK;
-  for (int d = 0; d < 3 && !rc; d++) {
-    P[d] = t->in[d] + t->pad_begin[d] + t->pad_end[d];
-    tab[d] = kiln_malloc(sizeof(int64_t) * (size_t)(P[d] ? P[d] : 1));
-    if (!tab[d]) {
-      rc = kiln_errf(e, KILN_ERR_NOMEM, "out of memory (resize tables)");
-      break;
-    }
-    for (int64_t i = 0; i < P[d]; i++) {
-      int64_t o = i - t->pad_begin[d];
-      tab[d][i] = o < 0 || o >= t->in[d] ? -1 : u->idx[d][o] * lstride[d];
-    }
-  }
-  if (!rc) {
-    cg_copy c = {.label = "upsample_pad", .dtype = KILN_F32, .rank = 4,
-                 .dims = {u->N * u->C, P[0], P[1], P[2]},
-                 .src_stride = {u->low[0] * u->low[1] * u->low[2], 0, 0, 0},
-                 .src_tab = {NULL, tab[0], tab[1], tab[2]},
-                 .bufs = (int[]){x_buf, dst_buf}, .n_bufs = 2, .src_arg = 0, .dst_arg = 1,
-                 .fill_arg = -1, .fill_bits = 0};
-    cg_contig_strides(4, c.dims, c.dst_stride);
-    rc = cg_emit_copy(cx, &c, e);
-  }
-  for (int d = 0; d < 3; d++) kiln_free(tab[d]);
-  return rc;
+  int64_t P[3];
+  for (int d = 0; d < 3; d++) P[d] = t->in[d] + t->pad_begin[d] + t->pad_end[d];
+  return cg_emit_plane_gather(cx, "upsample_pad", u->N * u->C, u->low, P, nearest_src, u, x_buf,
+                              dst_buf, e);
 }
 
 /* The linear taps (at most 2) of upsampled position o along dim d, as the reference computes

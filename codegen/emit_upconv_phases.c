@@ -62,31 +62,13 @@ bool cg_upconv_phases_ok(const cg_upconv *u) {
 }
 
 /* The zero-padded copy of X (N*C planes of L[0] x L[1] x L[2]; X starts at pb). */
-static kiln_code emit_pad_copy(kiln_emit_ctx *cx, const cg_upconv *u, const int64_t *pb,
-                               const int64_t *L, int x_buf, int xp_buf, kiln_err *e) {
-  int64_t *tab[3] = {0};
-  int64_t sstride[3] = {u->low[1] * u->low[2], u->low[2], 1};
-  kiln_code rc = KILN_OK;
-  for (int d = 0; d < 3 && !rc; d++) {
-    tab[d] = kiln_malloc(sizeof(int64_t) * (size_t)(L[d] ? L[d] : 1));
-    if (!tab[d]) rc = kiln_errf(e, KILN_ERR_NOMEM, "out of memory (upsample-conv tables)");
-    for (int64_t i = 0; !rc && i < L[d]; i++) {
-      int64_t s = i - pb[d];
-      tab[d][i] = s < 0 || s >= u->low[d] ? -1 : s * sstride[d];
-    }
-  }
-  if (!rc) {
-    cg_copy c = {.label = "upsample_conv_pad", .dtype = KILN_F32, .rank = 4,
-                 .dims = {u->N * u->C, L[0], L[1], L[2]},
-                 .src_stride = {u->low[0] * u->low[1] * u->low[2], 0, 0, 0},
-                 .src_tab = {NULL, tab[0], tab[1], tab[2]},
-                 .bufs = (int[]){x_buf, xp_buf}, .n_bufs = 2, .src_arg = 0, .dst_arg = 1,
-                 .fill_arg = -1, .fill_bits = 0};
-    cg_contig_strides(4, c.dims, c.dst_stride);
-    rc = cg_emit_copy(cx, &c, e);
-  }
-  for (int d = 0; d < 3; d++) kiln_free(tab[d]);
-  return rc;
+typedef struct pad_map {
+  const int64_t *pb, *low;
+} pad_map;
+static int64_t pad_src(int d, int64_t i, const void *user) {
+  const pad_map *m = user;
+  int64_t s = i - m->pb[d];
+  return s < 0 || s >= m->low[d] ? -1 : s;
 }
 
 /* The weights of one (D, H) phase with its W phases: rows (oc, ic) of [wph][pk] taps, tap j of
@@ -191,7 +173,9 @@ kiln_code cg_emit_upconv_phases(kiln_emit_ctx *cx, const cg_upconv *u, const flo
       return kiln_errf(e, KILN_ERR_INVALID, "upsample-conv: padded input too large");
     xp_buf = cg_buf_scratch(cx, (size_t)bytes, e);
     if (xp_buf < 0) return e->code;
-    KILN_TRY(emit_pad_copy(cx, u, pb, L, x_buf, xp_buf, e));
+    pad_map pm = {pb, u->low};
+    KILN_TRY(cg_emit_plane_gather(cx, "upsample_conv_pad", u->N * u->C, u->low, L, pad_src, &pm,
+                                  x_buf, xp_buf, e));
   }
   for (int64_t p0 = 0; p0 < nph[0]; p0++)
     for (int64_t p1 = 0; p1 < nph[1]; p1++)
