@@ -22,6 +22,8 @@ static void usage(FILE *f) {
           "  --seed N             seed for random inputs (default 1)\n"
           "  --backend jit|ref    compiled kernels (default) or the reference interpreter\n"
           "  --threads N          threads for the jit backend (default: all cores)\n"
+          "  --micro-batch N      jit: samples per pass when the graph keeps its samples apart\n"
+          "                       (default 1; 0: the whole batch at once)\n"
           "  --print N            print the first N values of each output (default 8)\n");
 }
 
@@ -69,7 +71,7 @@ static void summarize(const char *name, const kiln_tensor *t, int show) {
 
 int cmd_run(int argc, char **argv) {
   const char *model = NULL, *outdir = NULL, *format = "pb", *backend = "jit", *val;
-  int threads = 0;
+  int threads = 0, micro = 1;
   const char *binds[32], *feeds[64];
   int n_binds = 0, n_feeds = 0, show = 8;
   uint64_t seed = 1;
@@ -90,6 +92,8 @@ int cmd_run(int argc, char **argv) {
       backend = val;
     } else if (cli_opt(argc, argv, &i, "--threads", &val, &bad)) {
       threads = (int)cli_int("--threads", val, 0, 4096, &bad);
+    } else if (cli_opt(argc, argv, &i, "--micro-batch", &val, &bad)) {
+      micro = (int)cli_int("--micro-batch", val, 0, 1 << 30, &bad);
     } else if (cli_opt(argc, argv, &i, "--seed", &val, &bad)) {
       seed = cli_u64("--seed", val, &bad);
     } else if (cli_opt(argc, argv, &i, "--print", &val, &bad)) {
@@ -157,6 +161,7 @@ int cmd_run(int argc, char **argv) {
     kiln_options opt = kiln_options_default();
     opt.backend = strcmp(backend, "ref") ? KILN_BACKEND_JIT : KILN_BACKEND_REF;
     opt.threads = threads;
+    opt.micro_batch = micro;
     opt.allow_fallback = 1; /* reported below, never silent */
     kiln_model *m = kiln_model_from_graph(g);
     if (!m) {
