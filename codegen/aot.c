@@ -5,6 +5,8 @@
  *
  * Plan (int64 words):
  *   magic, version, n_bufs, arena_bytes, n_steps, n_inputs, n_outputs, weights_bytes, status_buf,
+ *   passes (micro-batching: the steps run this many times per call, each on the next slice of
+ *           the inputs and outputs along axis 0; 1: the whole batch at once),
  *   n_bufs x {kind, bytes, offset}            kind: runtime/aot_rt.h KILN_AOT_BUF_*
  *   n_steps x {kernel index, n_tiles, n_args, args[n_args]}
  *   (n_inputs + n_outputs) x {buf, dtype, rank, d[8], name_len, name (padded to 8 bytes)} */
@@ -30,12 +32,13 @@ static kiln_code push(words *w, int64_t x, kiln_err *e) {
   return KILN_OK;
 }
 
-static kiln_code push_tensor(words *w, const kiln_graph *g, int v, kiln_err *e) {
-  const kiln_value *val = &g->values[v];
+static kiln_code push_tensor(words *w, const kiln_program *p, int v, kiln_err *e) {
+  const kiln_value *val = &p->g->values[v];
+  kiln_shape s = kiln_program_io_shape(p, v); /* the caller's (whole batch) */
   KILN_TRY(push(w, v, e));
   KILN_TRY(push(w, val->dtype, e));
-  KILN_TRY(push(w, val->shape.rank, e));
-  for (int d = 0; d < 8; d++) KILN_TRY(push(w, d < val->shape.rank ? val->shape.d[d] : 0, e));
+  KILN_TRY(push(w, s.rank, e));
+  for (int d = 0; d < 8; d++) KILN_TRY(push(w, d < s.rank ? s.d[d] : 0, e));
   int64_t len = (int64_t)strlen(val->name);
   KILN_TRY(push(w, len, e));
   for (int64_t i = 0; i < (len + 7) / 8; i++) {
@@ -109,12 +112,14 @@ static kiln_code write_header(const kiln_program *p, const char *path, const cha
   for (int io = 0; io < 2; io++) {
     int n = io ? g->n_outputs : g->n_inputs;
     for (int i = 0; i < n; i++) {
-      const kiln_value *v = &g->values[io ? g->outputs[i] : g->inputs[i]];
+      int id = io ? g->outputs[i] : g->inputs[i];
+      const kiln_value *v = &g->values[id];
+      kiln_shape s = kiln_program_io_shape(p, id);
       char shp[160];
       int64_t numel = 1;
-      for (int d = 0; d < v->shape.rank; d++) numel *= v->shape.d[d];
+      for (int d = 0; d < s.rank; d++) numel *= s.d[d];
       OUT("/* %s %d: \"%s\", %s %s, %lld elements */\n", io ? "output" : "input", i, v->name, c_type(v->dtype),
-          kiln_shape_str(&v->shape, shp, sizeof shp), (long long)numel);
+          kiln_shape_str(&s, shp, sizeof shp), (long long)numel);
       OUT("#define %s_%s%d_NAME \"%s\"\n#define %s_%s%d_ELEMENTS %lld\n#define %s_%s%d_BYTES %lld\n", up,
           io ? "OUTPUT" : "INPUT", i, v->name, up, io ? "OUTPUT" : "INPUT", i, (long long)numel, up,
           io ? "OUTPUT" : "INPUT", i, (long long)(numel * (int64_t)kiln_dtype_size(v->dtype)));
@@ -179,8 +184,9 @@ kiln_code kiln_aot_write(kiln_program *p, kiln_jit *jit, const kiln_aot_opts *o,
   kiln_free(used);
   /* the plan */
   int64_t head[] = {KILN_AOT_MAGIC, KILN_AOT_VERSION, p->n_bufs,    p->arena_bytes, p->n_steps,
-                    g->n_inputs,    g->n_outputs,     wbytes,       p->status_buf};
-  for (int i = 0; i < 9 && !rc; i++) rc = push(&plan, head[i], e);
+                    g->n_inputs,    g->n_outputs,     wbytes,       p->status_buf,
+                    p->micro > 1 ? p->micro : 1};
+  for (int i = 0; i < 10 && !rc; i++) rc = push(&plan, head[i], e);
   for (int64_t b = 0; b < p->n_bufs && !rc; b++) {
     const kiln_buf *buf = &p->bufs[b];
     const kiln_buf *root = buf;
@@ -204,8 +210,8 @@ kiln_code kiln_aot_write(kiln_program *p, kiln_jit *jit, const kiln_aot_opts *o,
     if (!rc) rc = push(&plan, st->n_args, e);
     for (int a = 0; a < st->n_args && !rc; a++) rc = push(&plan, st->bufs[a], e);
   }
-  for (int i = 0; i < g->n_inputs && !rc; i++) rc = push_tensor(&plan, g, g->inputs[i], e);
-  for (int i = 0; i < g->n_outputs && !rc; i++) rc = push_tensor(&plan, g, g->outputs[i], e);
+  for (int i = 0; i < g->n_inputs && !rc; i++) rc = push_tensor(&plan, p, g->inputs[i], e);
+  for (int i = 0; i < g->n_outputs && !rc; i++) rc = push_tensor(&plan, p, g->outputs[i], e);
   if (rc) goto done;
   /* globals: plan, kernel table, weights */
   {

@@ -263,7 +263,7 @@ kiln_code kiln_compile(kiln_graph *g, const kiln_compile_opts *opts, kiln_progra
   p->g = g;
   p->status_buf = -1;
   p->micro = 1;
-  if (opts->micro_batch > 0 && !opts->aot && opts->n_state == 0) {
+  if (opts->micro_batch > 0 && opts->n_state == 0) {
     rc = kiln_batch_split(g, opts->micro_batch, &p->micro, NULL, 0, e);
     if (rc) goto fail;
   }

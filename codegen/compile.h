@@ -30,7 +30,7 @@ typedef struct kiln_compile_opts {
   /* Micro-batching (passes/batch_split.h): when > 0 and the graph keeps its samples apart
    * (inference, every input and output batched along axis 0), the program is compiled for
    * slices of this many samples and runs over the batch slice by slice (p->micro times).
-   * 0: the whole batch at once.  Ignored for AOT and for programs with state. */
+   * 0: the whole batch at once.  Ignored for programs with state. */
   int64_t micro_batch;
 } kiln_compile_opts;
 

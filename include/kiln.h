@@ -130,6 +130,7 @@ typedef struct kiln_library_options {
   const char *prefix;       /* entry points <prefix>_create/_run/_destroy (default "model") */
   const char *weights_path; /* NULL: weights embedded in the library; else a side file */
   const char *runtime_lib;  /* libkiln_aot_rt.a (NULL: the one built with kiln, or $KILN_AOT_RT) */
+  int micro_batch;          /* samples per pass, as kiln_options.micro_batch (0: the whole batch) */
 } kiln_library_options;
 /* Compiles every kernel of the model into one shared library with a plain C API;
  * the library needs no LLVM (and no kiln) at run time. */

@@ -18,6 +18,7 @@ typedef struct aot_step {
 typedef struct aot_model {
   const int64_t *plan;
   int64_t n_bufs, n_steps, n_in, n_out, arena_bytes, status_buf;
+  int64_t passes; /* micro-batching: runs of the steps per call, one slice of the batch each */
   const int64_t *bufs; /* n_bufs x (kind, bytes, offset) */
   aot_step *steps;
   int64_t *in_buf, *out_buf;
@@ -55,7 +56,8 @@ int kiln_aot_create(const int64_t *plan, const kiln_aot_kernel *kernels, const u
   m->n_out = plan[6];
   int64_t weights_bytes = plan[7];
   m->status_buf = plan[8];
-  const int64_t *p = plan + 9;
+  m->passes = plan[9] > 1 ? plan[9] : 1;
+  const int64_t *p = plan + 10;
   m->bufs = p;
   p += 3 * m->n_bufs;
   m->steps = calloc((size_t)(m->n_steps ? m->n_steps : 1), sizeof *m->steps);
@@ -127,11 +129,8 @@ void kiln_aot_set_threads(void *mp, int threads) {
   if (threads > 0) m->threads = threads;
 }
 
-int kiln_aot_run(void *mp, const void *const *inputs, void *const *outputs) {
-  aot_model *m = mp;
-  for (int64_t i = 0; i < m->n_in; i++) m->ptrs[m->in_buf[i]] = (void *)inputs[i];
-  int32_t *status = m->status_buf >= 0 ? (int32_t *)m->ptrs[m->status_buf] : NULL;
-  if (status) *status = 0;
+/* The steps once, over inputs already bound in m->ptrs. */
+static void run_steps(aot_model *m) {
   for (int64_t s = 0; s < m->n_steps; s++) {
     const aot_step *st = &m->steps[s];
     for (int64_t a = 0; a < st->n_args; a++) m->argv[a] = st->args[a] < 0 ? NULL : m->ptrs[st->args[a]];
@@ -151,12 +150,27 @@ int kiln_aot_run(void *mp, const void *const *inputs, void *const *outputs) {
       st->fn(m->argv, lo, hi);
     }
   }
-  for (int64_t i = 0; i < m->n_out; i++) {
-    int64_t b = m->out_buf[i];
-    memcpy(outputs[i], m->ptrs[b], (size_t)m->bufs[3 * b + 1]);
+}
+
+int kiln_aot_run(void *mp, const void *const *inputs, void *const *outputs) {
+  aot_model *m = mp;
+  int32_t *status = m->status_buf >= 0 ? (int32_t *)m->ptrs[m->status_buf] : NULL;
+  /* micro-batched: the plan's buffers hold one slice; pass k reads and writes slice k */
+  for (int64_t k = 0; k < m->passes; k++) {
+    for (int64_t i = 0; i < m->n_in; i++) {
+      int64_t b = m->in_buf[i];
+      m->ptrs[b] = (void *)((const uint8_t *)inputs[i] + k * m->bufs[3 * b + 1]);
+    }
+    if (status) *status = 0;
+    run_steps(m);
+    for (int64_t i = 0; i < m->n_out; i++) {
+      int64_t b = m->out_buf[i], bytes = m->bufs[3 * b + 1];
+      memcpy((uint8_t *)outputs[i] + k * bytes, m->ptrs[b], (size_t)bytes);
+    }
+    /* a kernel found invalid data (an index or label out of range): outputs are not valid */
+    if (status && *status) return 2;
   }
-  /* a kernel found invalid data (an index or label out of range): outputs are not valid */
-  return status && *status ? 2 : 0;
+  return 0;
 }
 
 void kiln_aot_destroy(void *mp) {

@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 #define KILN_AOT_MAGIC 0x31544f414e4c494bll /* "KILNAOT1" */
-#define KILN_AOT_VERSION 1
+#define KILN_AOT_VERSION 2
 
 typedef void (*kiln_aot_kernel)(void **args, int64_t lo, int64_t hi);
 

@@ -252,7 +252,8 @@ kiln_code kiln_compile_library(const kiln_model *m, const kiln_library_options *
   kiln_graph *g = NULL;
   KILN_TRY(clone_graph(m->g, &g, e));
   kiln_program *p = NULL;
-  kiln_compile_opts co = {.aot = true, .cache_dir = ""};
+  kiln_compile_opts co = {.aot = true, .cache_dir = "",
+                          .micro_batch = o->micro_batch > 0 ? o->micro_batch : 0};
   KILN_TRY(kiln_compile(g, &co, &p, e));
   kiln_aot_opts ao = {.so_path = o->so_path,
                       .header_path = o->header_path,

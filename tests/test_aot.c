@@ -34,7 +34,9 @@ static void test_library_matches_jit(void) {
   char so[512], hdr[512];
   snprintf(so, sizeof so, "%s/libmodel.so", dir);
   snprintf(hdr, sizeof hdr, "%s/model.h", dir);
-  kiln_library_options lo = {.so_path = so, .header_path = hdr, .prefix = "model"};
+  /* one sample per pass (micro-batching): the library's arena holds one, its header the batch */
+  kiln_library_options lo = {.so_path = so, .header_path = hdr, .prefix = "model",
+                             .micro_batch = 1};
   kiln_code rc = kiln_compile_library(m, &lo, &e);
   CHECK_OK(rc, &e);
   if (rc) {
@@ -48,6 +50,7 @@ static void test_library_matches_jit(void) {
   kiln_session *s = NULL;
   kiln_options opt = kiln_options_default();
   opt.cache_dir = "";
+  opt.micro_batch = 0; /* the JIT runs the whole batch at once */
   CHECK_OK(kiln_session_create(m, &opt, &s, &e), &e);
   if (s) CHECK_OK(kiln_session_run(s, &x, out, &e), &e);
   snprintf(path, sizeof path, "%s/in.bin", dir);

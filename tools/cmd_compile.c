@@ -24,7 +24,10 @@ static void usage(FILE *f) {
              "  --passes LIST      graph passes before compiling (not with -o): 'default'\n"
              "                     (folding and fusion) or a pipeline; default none\n"
              "  --no-fuse          the default pipeline without its fusion passes\n"
-             "  --threads N        thread count the program is planned for\n");
+             "  --threads N        thread count the program is planned for\n"
+             "  --micro-batch N    samples per pass when the graph keeps its samples apart\n"
+             "                     (default 1: a batch runs one sample at a time, the library's\n"
+             "                     arena sized for one; 0: the whole batch at once)\n");
 }
 
 static double now_s(void) {
@@ -56,7 +59,7 @@ int cmd_compile(int argc, char **argv) {
   const char *model = NULL, *val, *cache_dir = NULL, *so = NULL, *header = NULL, *prefix = "model",
              *weights = NULL;
   const char *binds[32], *passes = NULL;
-  int n_binds = 0, threads = 0;
+  int n_binds = 0, threads = 0, micro = 1;
   bool stats = false, bad = false, fallback = false;
   for (int i = 1; i < argc; i++) {
     if (cli_is_help(argv[i])) {
@@ -66,6 +69,8 @@ int cmd_compile(int argc, char **argv) {
       if (n_binds < 32) binds[n_binds++] = val;
     } else if (cli_opt(argc, argv, &i, "--threads", &val, &bad)) {
       threads = (int)cli_int("--threads", val, 0, 4096, &bad);
+    } else if (cli_opt(argc, argv, &i, "--micro-batch", &val, &bad)) {
+      micro = (int)cli_int("--micro-batch", val, 0, 1 << 30, &bad);
     } else if (cli_opt(argc, argv, &i, "--cache-dir", &val, &bad)) {
       cache_dir = val;
     } else if (cli_opt(argc, argv, &i, "-o", &val, &bad)) {
@@ -99,7 +104,8 @@ int cmd_compile(int argc, char **argv) {
   kiln_load_options lo = {.binds = binds, .n_binds = n_binds};
   if (kiln_model_load(model, &lo, &m, &e)) return cli_fail(&e);
   if (so) {
-    kiln_library_options lo2 = {.so_path = so, .header_path = header, .prefix = prefix, .weights_path = weights};
+    kiln_library_options lo2 = {.so_path = so, .header_path = header, .prefix = prefix,
+                                .weights_path = weights, .micro_batch = micro};
     double t0 = now_s();
     kiln_code rc2 = kiln_compile_library(m, &lo2, &e);
     kiln_model_free(m);
@@ -113,6 +119,7 @@ int cmd_compile(int argc, char **argv) {
   o.allow_fallback = fallback;
   o.cache_dir = cache_dir;
   o.passes = passes;
+  o.micro_batch = micro;
   char tmpdir[] = "/tmp/kiln-cold-cache-XXXXXX";
   kiln_session_stats cold, warm;
   double tc = 0, tw = 0;
