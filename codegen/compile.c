@@ -115,11 +115,14 @@ kiln_code cg_kernel_end(kiln_emit_ctx *cx, cg_kernel *k, int64_t n_tiles, const 
     KILN_TRY(kiln_program_add_step(cx->p, NULL, cx->cur, bufs, n_args, n_tiles, e));
     kiln_step *st = &cx->p->steps[cx->p->n_steps - 1];
     snprintf(st->kernel, sizeof st->kernel, "%s", name);
+    snprintf(st->what, sizeof st->what, "%s", k->label);
     return KILN_OK;
   }
   kiln_code rc = kiln_jit_add_kernel(cx->jit, mod, k->fn, &fn, e);
   if (rc) return rc;
-  return kiln_program_add_step(cx->p, fn, cx->cur, bufs, n_args, n_tiles, e);
+  KILN_TRY(kiln_program_add_step(cx->p, fn, cx->cur, bufs, n_args, n_tiles, e));
+  snprintf(cx->p->steps[cx->p->n_steps - 1].what, sizeof cx->p->steps[0].what, "%s", k->label);
+  return KILN_OK;
 }
 
 int cg_buf_value(kiln_emit_ctx *cx, int value_id) { return value_id; }

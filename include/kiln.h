@@ -118,6 +118,8 @@ typedef struct kiln_step_profile {
   int64_t macs;       /* of the whole node: a node compiled to several kernels (an input
                        * copy, a packing pass, the convolution) has them on each of its steps */
   int64_t node;       /* the graph node it computes (-1: none); a node's steps are adjacent */
+  const char *kernel; /* what the step's kernel does (its emitter's label, e.g. "fused_conv",
+                       * "fused_conv_prep": the padded input copy); "" for a reference kernel */
 } kiln_step_profile;
 /* Runs once with timing of every step; *steps points into the session. */
 kiln_code kiln_session_profile(kiln_session *s, kiln_tensor *const *inputs, kiln_tensor **outputs,

@@ -235,6 +235,7 @@ kiln_code kiln_session_profile(kiln_session *s, kiln_tensor *const *inputs, kiln
     s->profile[i].seconds = p->step_seconds[i];
     s->profile[i].macs = p->steps[i].macs * (p->micro > 1 ? p->micro : 1); /* all passes */
     s->profile[i].node = p->steps[i].node ? (int64_t)(p->steps[i].node - p->g->nodes) : -1;
+    s->profile[i].kernel = p->steps[i].what;
   }
   s->n_profile = p->n_steps;
   *steps = s->profile;

@@ -42,6 +42,8 @@ typedef struct kiln_step {
   int64_t macs;            /* for bench: MACs of the node (0 if not compute) */
   char label[96];
   char kernel[48];         /* the kernel's symbol (kiln_k_<hash>); for AOT */
+  char what[48];           /* what the kernel does, its emitter's label ("fused_conv_prep",
+                            * "gemm_conv_pack", ...); empty for reference-kernel steps */
   /* Data-dependent errors a kernel can detect but not return (an index out of
    * range): the kernel sets the program's status word and the runner reports
    * this message with the step's node. NULL when the step never flags. */

@@ -44,6 +44,12 @@ grep -q "^node (profiled run) .* kern$" "$dir/bench.txt" || no "bench: no per-no
 calls=$(sed -n 's/.*; \([0-9]*\) kernel calls.*/\1/p' "$dir/bench.txt")
 rows=$(awk '/^node \(profiled run\)/{on=1; next} on && NF {s += $NF} END {print s + 0}' "$dir/bench.txt")
 [ -n "$calls" ] && [ "$calls" = "$rows" ] || no "bench: rows count $rows kernels, run had ${calls:-?}"
+# --kernels: the same kernels by kind (the convolutions' own loops, their input copies, ...)
+"$kiln" bench "$dir/a.onnx" --passes default --iters 2 --warmup 1 --threads 1 --top 0 --kernels \
+  > "$dir/kinds.txt" || no "kiln bench --kernels failed"
+grep -q "^fused_conv " "$dir/kinds.txt" || no "bench --kernels: no fused_conv row"
+ksteps=$(awk '/^kernel kind \(profiled run\)/{on=1; next} on && NF {s += $NF} END {print s + 0}' "$dir/kinds.txt")
+[ "$ksteps" = "$calls" ] || no "bench --kernels: kinds count $ksteps steps, run had ${calls:-?}"
 "$kiln" bench "$dir/a.onnx" --passes default --iters 2 --warmup 1 --threads 1 --json \
   > "$dir/bench.json" || no "kiln bench --json failed"
 grep -q '"nodes": \[{"label": "[^"]*", "op": "[^"]*", "ms": [0-9.]*, "macs": [0-9]*, "kernels": [0-9]' \

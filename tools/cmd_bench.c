@@ -27,6 +27,9 @@ static void usage(FILE *f) {
           "--op builds a one-node Conv graph and times it alone.\n"
           "  --backend jit|ref   what to time (default jit)\n"
           "  --top N             rows of the per-node table (default 25; 0 = all)\n"
+          "  --kernels           also a table by kernel kind (its emitter's label: e.g. the\n"
+          "                      convolutions' padded-input copies '*_prep', GEMM packing\n"
+          "                      '*_pack', the phase weight folds '*_wfold'), summed over nodes\n"
           "  --bind NAME=SIZE    give a symbolic input dimension a size\n"
           "  --passes LIST       graph passes before compiling: 'default' (folding and fusion,\n"
           "                      docs/passes.md) or a pipeline; default none (the model as given)\n"
@@ -39,6 +42,38 @@ static void usage(FILE *f) {
           "  --compare           run bench/compare.sh instead: kiln, ONNX Runtime and PyTorch on the\n"
           "                      same model in one run, with ratios (passes --iters, --warmup,\n"
           "                      --threads, and --bind's size as --batch)\n");
+}
+
+/* Time by kernel kind (the step's kernel label), summed over the nodes: where a run spends
+ * its time apart from the convolutions' own loops (copies, packing, folds). */
+typedef struct kind_row {
+  const char *kind;
+  double seconds;
+  int64_t steps;
+} kind_row;
+static int cmp_kind(const void *a, const void *b) {
+  double x = ((const kind_row *)a)->seconds, y = ((const kind_row *)b)->seconds;
+  return x < y ? 1 : x > y ? -1 : 0;
+}
+static void print_kernel_kinds(const kiln_step_profile *prof, int64_t n, double total, int top) {
+  kind_row *k = calloc((size_t)(n > 0 ? n : 1), sizeof *k);
+  int64_t nk = 0;
+  if (!k) return;
+  for (int64_t i = 0; i < n; i++) {
+    const char *kind = prof[i].kernel && prof[i].kernel[0] ? prof[i].kernel : "(reference kernel)";
+    int64_t j = 0;
+    while (j < nk && strcmp(k[j].kind, kind)) j++;
+    if (j == nk) k[nk++] = (kind_row){.kind = kind};
+    k[j].seconds += prof[i].seconds;
+    k[j].steps++;
+  }
+  qsort(k, (size_t)nk, sizeof *k, cmp_kind);
+  printf("\n%-48s %10s %7s %6s\n", "kernel kind (profiled run)", "ms", "share", "steps");
+  for (int64_t j = 0; j < nk && (top <= 0 || j < top); j++)
+    printf("%-48.48s %10.3f %6.1f%% %6lld\n", k[j].kind, k[j].seconds * 1e3,
+           total > 0 ? 100.0 * k[j].seconds / total : 0.0, (long long)k[j].steps);
+  if (top > 0 && nk > top) printf("(%lld more)\n", (long long)(nk - top));
+  free(k);
 }
 
 static double now_s(void) {
@@ -220,7 +255,7 @@ int cmd_bench(int argc, char **argv) {
   const char *binds[32], *passes = NULL;
   int n_binds = 0, iters = 20, warmup = 3, threads = 0, top = 25, micro = 1;
   int64_t oc = 0;
-  bool json = false, bad = false, compare = false;
+  bool json = false, bad = false, compare = false, by_kernel = false;
   double peak = 0;
   bool peak_measure = false;
   for (int i = 1; i < argc; i++) {
@@ -260,6 +295,8 @@ int cmd_bench(int argc, char **argv) {
       compare = true;
     } else if (!strcmp(argv[i], "--json")) {
       json = true;
+    } else if (!strcmp(argv[i], "--kernels")) {
+      by_kernel = true;
     } else if (argv[i][0] == '-') {
       return cli_usage_error("bench", "unknown option '%s'", argv[i]);
     } else if (!model) {
@@ -398,6 +435,7 @@ int cmd_bench(int argc, char **argv) {
       }
       if (top > 0 && n_rows > top) printf("(%lld more)\n", (long long)(n_rows - top));
     }
+    if (n_prof && by_kernel) print_kernel_kinds(prof, n_prof, total, top);
   }
   free(rows);
   rc = 0;
