@@ -101,8 +101,11 @@ kiln_code kiln_trainer_create(const char *model_path, int64_t batch, const kiln_
     t->state_index[i] = idx;
     int64_t bytes;
     void *dst = kiln_program_state_data(t->prog, idx, &bytes);
-    const kiln_tensor *src = s->init; /* the model's weights, or a checkpoint's moments */
+    kiln_tensor *src = s->init; /* the model's weights, or a checkpoint's moments */
     if (src && (int64_t)kiln_tensor_nbytes(src) == bytes) memcpy(dst, src->data, (size_t)bytes);
+    /* the program holds the state now: the copy would double it for the whole run */
+    kiln_tensor_free(src);
+    s->init = NULL;
   }
   const char *st = ir_get_meta(t->model, "kiln.step");
   if (st) t->steps = strtoll(st, NULL, 10);
@@ -254,11 +257,13 @@ kiln_code kiln_trainer_profile(const kiln_trainer *t, kiln_trainer_prof **rows, 
 }
 
 /* Replaces (or adds) the constant `name` of the model with a copy of `src`. */
-static kiln_code put_const(kiln_graph *m, const char *name, const void *data, const kiln_value *like, kiln_err *e) {
+/* Sets constant `name` of the model graph to a view of `data` (the program's state storage,
+ * which outlives every save: the model is only written from): a checkpoint costs no copy of
+ * the weights and moments, which would double the state at the end of a run. */
+static kiln_code put_const(kiln_graph *m, const char *name, void *data, const kiln_value *like, kiln_err *e) {
   int v = ir_find_value(m, name);
   kiln_tensor *t;
-  KILN_TRY(kiln_tensor_new(like->dtype, &like->shape, &t, e));
-  memcpy(t->data, data, kiln_tensor_nbytes(t));
+  KILN_TRY(kiln_tensor_wrap(like->dtype, &like->shape, data, &t, e));
   if (v >= 0) {
     kiln_tensor_free(m->values[v].data);
     m->values[v].data = t;
