@@ -6,6 +6,9 @@
 #include <llvm-c/Linker.h>
 
 #include <stdlib.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <string.h>
 
 #include "codegen/cache.h"
@@ -249,6 +252,39 @@ static void end_tune(kiln_emit_ctx *cx) {
 static void jit_free_cb(void *j) { kiln_jit_free(j); }
 static void aot_free_cb(void *m) { LLVMDisposeModule((LLVMModuleRef)m); }
 
+/* Frees the graph's constant data that no step reads (weights the emitters repacked into
+ * constant buffers of their own) and that is no graph output: it would otherwise stay
+ * beside its packed copy for the program's life. */
+static void release_unread_constants(kiln_program *p) {
+  kiln_graph *g = p->g;
+  bool *read = kiln_calloc((size_t)(g->n_values ? g->n_values : 1), sizeof(bool));
+  if (!read) return; /* only a saving */
+  bool freed = false;
+  for (int64_t s = 0; s < p->n_steps; s++)
+    for (int a = 0; a < p->steps[s].n_args; a++) {
+      int b = p->steps[s].bufs[a];
+      for (; b >= 0 && b < p->n_bufs; b = p->bufs[b].alias_of) {
+        if (b < g->n_values) read[b] = true;
+        if (p->bufs[b].alias_of < 0) break;
+      }
+    }
+  for (int i = 0; i < g->n_outputs; i++) read[g->outputs[i]] = true;
+  for (int64_t v = 0; v < g->n_values; v++) {
+    kiln_value *val = &g->values[v];
+    if (read[v] || !val->data || p->bufs[v].kind != KILN_BUF_CONST) continue;
+    kiln_tensor_free(val->data);
+    val->data = NULL;
+    p->bufs[v].data = NULL;
+    p->bufs[v].kind = KILN_BUF_NONE;
+    freed = true;
+  }
+  kiln_free(read);
+#ifdef __GLIBC__
+  /* the weights sat among other allocations: hand their pages back to the system */
+  if (freed) malloc_trim(0);
+#endif
+}
+
 kiln_code kiln_compile(kiln_graph *g, const kiln_compile_opts *opts, kiln_program **out, kiln_err *e) {
   kiln_compile_opts def = {0};
   if (!opts) opts = &def;
@@ -386,6 +422,7 @@ kiln_code kiln_compile(kiln_graph *g, const kiln_compile_opts *opts, kiln_progra
     goto fail;
   }
   memset(p->arena, 0, (size_t)p->arena_bytes);
+  if (opts->release_constants) release_unread_constants(p);
   end_tune(cx);
   kiln_free(cx);
   *out = p;

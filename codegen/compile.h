@@ -32,6 +32,10 @@ typedef struct kiln_compile_opts {
    * slices of this many samples and runs over the batch slice by slice (p->micro times).
    * 0: the whole batch at once.  Ignored for programs with state. */
   int64_t micro_batch;
+  /* Free the graph's constant data that no compiled step reads (weights repacked into the
+   * kernels' own constant buffers), so the program does not hold them twice.  For callers
+   * that do not read p->g's constants after compiling (the C API's sessions). */
+  bool release_constants;
 } kiln_compile_opts;
 
 /* Compiles an inferred graph (takes ownership of g, also on failure). */

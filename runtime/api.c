@@ -168,7 +168,8 @@ kiln_code kiln_session_create(const kiln_model *m, const kiln_options *opts, kil
                             .cache_dir = opts->cache_dir,
                             .allow_fallback = opts->allow_fallback != 0,
                             .no_inplace = opts->no_inplace != 0,
-                            .micro_batch = opts->micro_batch > 0 ? opts->micro_batch : 0};
+                            .micro_batch = opts->micro_batch > 0 ? opts->micro_batch : 0,
+                            .release_constants = true};
     rc = kiln_compile(g, &co, &s->prog, e); /* takes g */
     if (rc) {
       kiln_free(s);

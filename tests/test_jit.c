@@ -1,13 +1,15 @@
 /* test_jit.c — the JIT path end to end on hand-built graphs: compiled results
  * equal the reference bit for bit at 1 and 2 threads, the memory planner keeps
- * overlapping lifetimes apart, and the kernel cache survives corrupt entries
- * and unwritable directories. */
+ * overlapping lifetimes apart, the kernel cache survives corrupt entries
+ * and unwritable directories, and release_constants frees only the constants no step
+ * reads. */
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "codegen/cache.h"
 #include "codegen/compile.h"
+#include "graph_build.h"
 #include "runtime/ref.h"
 #include "test.h"
 
@@ -109,9 +111,52 @@ static void test_unwritable_cache(void) {
   CHECK(st.kernels_compiled > 0);
 }
 
+/* A Conv whose weights the generator repacks (released), a bias it reads in place (kept) and
+ * a constant that is itself a graph output (kept). */
+static kiln_graph *conv_graph(void) {
+  gb bb, *b = &bb;
+  gb_begin(b, 13, 11);
+  int x = gb_input(b, "x", KILN_F32, 4, IV(1, 4, 6, 6)), nid;
+  int w = gb_rand(b, "w", 4, IV(8, 4, 3, 3), -1, 1), bias = gb_rand(b, "bias", 1, IV(8), -1, 1);
+  int y = gb_node(b, KILN_OP_Conv, "conv", IN(x, w, bias), 1, &nid);
+  gb_ints_attr(b, nid, "pads", 4, IV(1, 1, 1, 1));
+  gb_output(b, y);
+  gb_output(b, gb_rand(b, "table", 1, IV(5), 0, 1));
+  CHECK_OK(b->e.code, &b->e);
+  CHECK_OK(ir_infer(b->g, NULL, &b->e), &b->e);
+  return b->g;
+}
+
+static void test_release_constants(void) {
+  kiln_err e = {0};
+  kiln_tensor *in[1] = {0}, *got[2][2] = {{0}};
+  kiln_graph *g0 = conv_graph();
+  CHECK_OK(random_inputs(g0, 5, in, &e), &e);
+  ir_graph_free(g0);
+  for (int r = 0; r < 2; r++) {
+    kiln_program *p = NULL;
+    kiln_compile_opts co = {.threads = 1, .release_constants = r == 1};
+    CHECK_OK(kiln_compile(conv_graph(), &co, &p, &e), &e);
+    if (!p) return;
+    if (r == 1) {
+      CHECK_MSG(!p->g->values[ir_find_value(p->g, "w")].data, "the repacked weights were kept");
+      CHECK_MSG(p->g->values[ir_find_value(p->g, "table")].data, "a constant output was freed");
+    }
+    CHECK_OK(kiln_program_run(p, in, got[r], false, &e), &e);
+    kiln_program_free(p);
+  }
+  for (int i = 0; i < 2; i++)
+    CHECK_MSG(tensors_same(got[0][i], got[1][i]), "output %d differs with released constants", i);
+  CHECK(got[1][1] && kiln_tensor_get_f(got[1][1], 4) >= 0 && kiln_tensor_get_f(got[1][1], 4) < 1);
+  free_tensors(got[0], 2);
+  free_tensors(got[1], 2);
+  free_tensors(in, 1);
+}
+
 int main(void) {
   RUN(test_threads);
   RUN(test_cache);
   RUN(test_unwritable_cache);
+  RUN(test_release_constants);
   TEST_MAIN_END();
 }
