@@ -238,6 +238,41 @@ static bool analyse(split_cx *c, bool *batched) {
   return true;
 }
 
+/* PyTorch's x.view(x.size(0), -1) folds to a Reshape to the constant [N, -1]: where the
+ * input carries the batch, the batch entry becomes 0 ("copy the input's size", ONNX's
+ * allowzero = 0), the same reshape at any batch.  Each rewritten node's old shape input is
+ * recorded in old_shape[node] for undoing (-1: untouched).  Returns false on out of memory. */
+static bool batch_free_reshapes(kiln_graph *g, const bool *batched, int64_t N, int *old_shape,
+                                kiln_err *e) {
+  for (int64_t i = 0; i < g->n_nodes; i++) {
+    kiln_node *n = &g->nodes[i];
+    old_shape[i] = -1;
+    if (n->dead || n->op != KILN_OP_Reshape || n->n_in < 2 || n->in[1] < 0 ||
+        !batched[n->in[0]] || attr_int(n, "allowzero", 0) != 0)
+      continue;
+    const kiln_tensor *s = g->values[n->in[1]].data;
+    if (!s || s->dtype != KILN_I64 || s->numel < 1 || ((const int64_t *)s->data)[0] != N ||
+        g->values[n->in[0]].shape.d[0] != N)
+      continue;
+    kiln_tensor *t = NULL;
+    char *name = NULL;
+    int id = -1;
+    if (ir_unique_name(g, "batch_free_shape", &name, e)) return false;
+    if (kiln_tensor_clone(s, &t, e)) {
+      kiln_free(name);
+      return false;
+    }
+    ((int64_t *)t->data)[0] = 0;
+    kiln_code rc = ir_add_const(g, name, t, false, &id, e); /* takes t */
+    kiln_free(name);
+    if (rc) return false;
+    n = &g->nodes[i]; /* (values grew, nodes did not) */
+    old_shape[i] = n->in[1];
+    n->in[1] = id;
+  }
+  return true;
+}
+
 typedef struct saved_value {
   kiln_dtype dtype;
   kiln_shape shape;
@@ -261,6 +296,14 @@ kiln_code kiln_batch_split(kiln_graph *g, int64_t m, int64_t *passes, char *why,
   if (ok && (c.N % m || c.N == m))
     ok = refuse(&c, NULL, "a batch of %lld does not split into slices of %lld", (long long)c.N,
                 (long long)m);
+  int *old_shape = ok ? kiln_malloc(sizeof(int) * (size_t)(g->n_nodes ? g->n_nodes : 1)) : NULL;
+  if (ok && (!old_shape || !batch_free_reshapes(g, batched, c.N, old_shape, e))) {
+    kiln_code rc = old_shape ? e->code : kiln_errf(e, KILN_ERR_NOMEM, "out of memory (batch split)");
+    kiln_free(old_shape);
+    kiln_free(batched);
+    kiln_free(saved);
+    return rc;
+  }
   if (ok) {
     for (int64_t v = 0; v < nv; v++) {
       kiln_value *x = &g->values[v];
@@ -280,14 +323,18 @@ kiln_code kiln_batch_split(kiln_graph *g, int64_t m, int64_t *passes, char *why,
           (x->typed && (x->dtype != saved[v].dtype || !kiln_shape_eq(&x->shape, &want))))
         ok = refuse(&c, NULL, "value '%s' does not scale with the batch", x->name);
     }
-    if (!ok)
+    if (!ok) {
       for (int64_t v = 0; v < nv; v++) {
         kiln_value *x = &g->values[v];
         x->dtype = saved[v].dtype;
         x->shape = saved[v].shape;
         x->typed = saved[v].typed;
       }
+      for (int64_t i = 0; i < g->n_nodes; i++) /* the new shape constants stay, unread */
+        if (old_shape[i] >= 0) g->nodes[i].in[1] = old_shape[i];
+    }
   }
+  kiln_free(old_shape);
   if (ok) *passes = c.N / m;
   kiln_free(batched);
   kiln_free(saved);

@@ -17,7 +17,9 @@
  *    A's rows, Softmax/Concat/Transpose/reductions that leave axis 0 alone, reshapes that keep
  *    it); an op without a rule (or a rule that fails) keeps the graph whole;
  *  - shape inference at batch m: every batched value must come out with its shape at batch N
- *    except axis 0 (a Reshape to a constant [N, -1] does not), every other value unchanged.
+ *    except axis 0 (a Squeeze of every size-1 axis does not), every other value unchanged.
+ *    A Reshape of a batched value to a constant [N, ...] (PyTorch's x.view(x.size(0), -1),
+ *    folded) first gets 0 for N, "the input's size": the same reshape at any batch.
  * Outputs at batch m are then the same computation per sample; the kernels may differ in
  * blocking (not in what they compute). */
 #ifndef KILN_PASSES_BATCH_SPLIT_H

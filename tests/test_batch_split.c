@@ -4,9 +4,10 @@
  *    whole batch, a smaller arena;
  *  - a small classifier (Conv, BatchNormalization, MaxPool, Flatten, Gemm, Softmax, ReduceMean
  *    over H and W, Concat along channels) splits too;
+ *  - PyTorch's x.view(x.size(0), -1), a Reshape to the constant [N, -1], splits too;
  *  - graphs that mix the samples of a batch stay whole, unchanged, with a reason naming the
- *    node: Transpose moving axis 0, Reshape to a constant [N, -1] (only shape inference at the
- *    slice's batch finds it), Squeeze of every size-1 axis (likewise), reductions and Softmax
+ *    node: Transpose moving axis 0, Squeeze of every size-1 axis (only shape inference at the
+ *    slice's batch finds it; also after a Reshape to [N, 6, 1], which is restored), reductions and Softmax
  *    and Concat along axis 0, a constant operand with a row per sample, training-mode
  *    BatchNormalization, MaxPool's Indices, inputs with different batches, a batch of 1, and
  *    slices that do not divide the batch. */
@@ -134,6 +135,37 @@ static void test_classifier(void) {
   ir_graph_free(gref);
 }
 
+/* PyTorch's x.view(x.size(0), -1): a Reshape to the constant [N, -1] (its batch entry becomes
+ * 0, "the input's size"), then Gemm. */
+static kiln_graph *view_net(void) {
+  gb bb, *b = &bb;
+  gb_begin(b, 13, 6);
+  int x = gb_input(b, "x", KILN_F32, 4, IV(3, 2, 4, 4)), nid;
+  int c = gb_node(b, KILN_OP_Conv, "conv", IN(x, gb_rand(b, "w", 4, IV(4, 2, 3, 3), -1, 1)), 1,
+                  &nid);
+  gb_ints_attr(b, nid, "pads", 4, IV(1, 1, 1, 1));
+  int v = NODE(b, Reshape, "view", c, gb_ints(b, "view.shape", 1, 2, IV(3, -1)));
+  gb_output(b, NODE(b, Gemm, "fc", v, gb_rand(b, "fc.w", 2, IV(64, 5), -1, 1)));
+  CHECK_OK(b->e.code, &b->e);
+  CHECK_OK(ir_infer(b->g, NULL, &b->e), &b->e);
+  return b->g;
+}
+
+static void test_view_reshape(void) {
+  kiln_graph *gref = view_net();
+  kiln_err e = {0};
+  kiln_tensor *in[1] = {0}, *want[1] = {0}, *got[1] = {0};
+  CHECK_OK(random_inputs(gref, 4, in, &e), &e);
+  kiln_ref_ctx ctx = {.g = gref};
+  CHECK_OK(kiln_ref_run(gref, &ctx, in, want, &e), &e);
+  CHECK(run_split(view_net(), 1, 1, in, got, NULL) == 3);
+  CHECK(tensors_close(got[0], want[0], 1e-5, "view + Gemm in slices"));
+  free_tensors(got, 1);
+  free_tensors(want, 1);
+  free_tensors(in, 1);
+  ir_graph_free(gref);
+}
+
 /* ---- graphs that stay whole ---- */
 
 typedef enum mixer {
@@ -143,7 +175,8 @@ typedef enum mixer {
 } mixer;
 
 static const char *const k_why[MIX_COUNT] = {
-    "transpose", "at batch 1", "'squeeze' does not scale with the batch", "mean0",
+    "transpose", "'squeeze' does not scale with the batch",
+    "'squeeze' does not scale with the batch", "mean0",
     "softmax0", "cat0", "input 1 broadcasts along the batch axis", "training mode",
     "indexes across the batch", "inputs differ in axis 0", "a batch of 1",
     "does not split into slices of 3"};
@@ -159,8 +192,9 @@ static kiln_graph *mixing(mixer k) {
     gb_ints_attr(b, nid, "perm", 2, IV(1, 0));
     y = NODE(b, Transpose, "back", y); /* reversed axes: [4, 6] again */
     break;
-  case MIX_RESHAPE_CONST:
-    y = NODE(b, Reshape, "reshape", x, gb_ints(b, "shape", 1, 3, IV(4, 3, 2)));
+  case MIX_RESHAPE_CONST: /* [N, 6, 1]: rewritten to [0, 6, 1], then the Squeeze fails */
+    y = NODE(b, Reshape, "reshape", x, gb_ints(b, "shape", 1, 3, IV(4, 6, 1)));
+    y = NODE(b, Squeeze, "squeeze", y);
     break;
   case MIX_SQUEEZE_ALL:
     y = NODE(b, Reshape, "r1", x, gb_ints(b, "shape", 1, 3, IV(-1, 1, 6)));
@@ -227,6 +261,10 @@ static void test_mixing_graphs(void) {
     for (int64_t v = 0; v < nv; v++)
       CHECK_MSG(kiln_shape_eq(&before[v], &g->values[v].shape), "case %d: value %s changed", k,
                 g->values[v].name);
+    for (int64_t i = 0; i < g->n_nodes; i++) /* a rewritten Reshape is restored */
+      if (g->nodes[i].op == KILN_OP_Reshape)
+        CHECK_MSG(g->nodes[i].in[1] == ir_find_value(g, "shape"), "case %d: Reshape not restored",
+                  k);
     ir_graph_free(g);
   }
 }
@@ -234,6 +272,7 @@ static void test_mixing_graphs(void) {
 int main(void) {
   RUN(test_seed_network);
   RUN(test_classifier);
+  RUN(test_view_reshape);
   RUN(test_mixing_graphs);
   TEST_MAIN_END();
 }
