@@ -303,7 +303,7 @@ kiln_code kiln_compile(kiln_graph *g, const kiln_compile_opts *opts, kiln_progra
   p->status_buf = -1;
   p->micro = 1;
   if (opts->micro_batch > 0 && opts->n_state == 0) {
-    rc = kiln_batch_split(g, opts->micro_batch, &p->micro, NULL, 0, e);
+    rc = kiln_batch_split(g, opts->micro_batch, &p->micro, p->micro_why, sizeof p->micro_why, e);
     if (rc) goto fail;
   }
   p->threads = opts->threads > 0 ? opts->threads : kiln_default_threads();

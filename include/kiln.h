@@ -101,6 +101,8 @@ typedef struct kiln_session_stats {
   int fallback_steps;          /* steps running a reference kernel */
   int64_t passes;              /* micro-batching: the steps run this many times per call, each
                                 * on a slice of the batch (1: the whole batch at once) */
+  const char *micro_why;       /* micro-batching was asked for but the graph runs whole: why
+                                * (the node that mixes samples, ...); "" otherwise */
   int kernels_compiled, kernels_cached, kernels_reused;
   double compile_seconds;      /* LLVM time in this session's compile */
   int threads;

@@ -206,6 +206,7 @@ void kiln_session_get_stats(const kiln_session *s, kiln_session_stats *st) {
   st->steps = p->n_steps;
   st->fallback_steps = p->n_fallback;
   st->passes = p->micro > 1 ? p->micro : 1;
+  st->micro_why = p->micro_why;
   const kiln_jit_stats *js = kiln_program_jit_stats(p);
   if (js) {
     st->kernels_compiled = js->kernels_compiled;

@@ -79,6 +79,7 @@ typedef struct kiln_program {
    * the graph's inputs and outputs are micro times larger along axis 0 than g says, and a
    * run executes the steps micro times over consecutive slices.  1: no slicing. */
   int64_t micro;
+  char micro_why[200];     /* micro-batching was asked for and not done: why (else empty) */
 } kiln_program;
 
 /* The shape the caller sees for graph input or output value_id: g's, with axis 0 scaled by

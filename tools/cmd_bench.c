@@ -422,6 +422,11 @@ int cmd_bench(int argc, char **argv) {
       printf("planned arena: %.2f MiB; %lld kernel calls, %d on reference kernels%s\n",
              (double)st.planned_peak_bytes / 1048576.0, (long long)(st.steps * st.passes),
              st.fallback_steps, st.passes > 1 ? micro_note : "");
+    /* a batch that could have run in slices, and why it did not */
+    const kiln_shape *s0 = n_in ? kiln_model_input_shape(m, 0) : NULL;
+    if (o.backend == KILN_BACKEND_JIT && micro > 0 && st.passes == 1 && st.micro_why &&
+        st.micro_why[0] && s0 && s0->rank >= 1 && s0->d[0] > micro)
+      printf("micro-batching: off, the whole batch at once (%s)\n", st.micro_why);
     if (n_prof) {
       printf("\n%-48s %-18s %10s %10s %7s%s %4s\n", "node (profiled run)", "op", "ms", "GFLOP/s",
              "share", peak > 0 ? "   %peak" : "", "kern");
