@@ -261,13 +261,9 @@ static void release_unread_constants(kiln_program *p) {
   if (!read) return; /* only a saving */
   bool freed = false;
   for (int64_t s = 0; s < p->n_steps; s++)
-    for (int a = 0; a < p->steps[s].n_args; a++) {
-      int b = p->steps[s].bufs[a];
-      for (; b >= 0 && b < p->n_bufs; b = p->bufs[b].alias_of) {
+    for (int a = 0; a < p->steps[s].n_args; a++) /* the buffer and those it shares storage with */
+      for (int b = p->steps[s].bufs[a]; b >= 0 && b < p->n_bufs; b = p->bufs[b].alias_of)
         if (b < g->n_values) read[b] = true;
-        if (p->bufs[b].alias_of < 0) break;
-      }
-    }
   for (int i = 0; i < g->n_outputs; i++) read[g->outputs[i]] = true;
   for (int64_t v = 0; v < g->n_values; v++) {
     kiln_value *val = &g->values[v];

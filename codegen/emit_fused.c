@@ -313,18 +313,17 @@ static kiln_code emit_UpsampleConv(kiln_emit_ctx *cx, const kiln_graph *g, const
   const kiln_tensor *wc = ir_in_const(g, n, 1);
   int x_buf = cg_buf_value(cx, n->in[0]), y_buf = cg_buf_value(cx, n->out[0]);
   bool unit = u.t.stride[0] == 1 && u.t.stride[1] == 1 && u.t.stride[2] == 1;
-  bool short_k = u.t.kernel[0] <= 64 && u.t.kernel[1] <= 64 && u.t.kernel[2] <= 64;
+  cg_upconv pu = {.N = u.N, .C = u.C, .OC = u.OC, .groups = u.groups};
+  for (int d = 0; d < 3; d++) {
+    pu.low[d] = u.low[d], pu.s[d] = u.s[d], pu.k[d] = u.t.kernel[d];
+    pu.dil[d] = u.t.dilation[d], pu.pad_b[d] = u.t.pad_begin[d], pu.out[d] = u.t.out[d];
+  }
   /* run-time weights on rows of at most half a vector: the phases (as wide as X's rows) would
    * leave most lanes idle, so the upsampled rows are read through the nearest transform
    * (training step at 128, SPN's first block, 4 columns: 8.4 ms by the transform, 9.2-12 by
    * phases; at 224, 7 columns: 33-35 ms by the transform, 18-23 by phases; Zen 3, 2 threads) */
   bool narrow = !wc && u.s[2] > 1 && 2 * u.low[2] <= (cg_avx512(cx) ? 16 : 8);
-  if (u.floor_map && unit && short_k && !narrow) {
-    cg_upconv pu = {.N = u.N, .C = u.C, .OC = u.OC, .groups = u.groups};
-    for (int d = 0; d < 3; d++) {
-      pu.low[d] = u.low[d], pu.s[d] = u.s[d], pu.k[d] = u.t.kernel[d];
-      pu.dil[d] = u.t.dilation[d], pu.pad_b[d] = u.t.pad_begin[d], pu.out[d] = u.t.out[d];
-    }
+  if (u.floor_map && unit && cg_upconv_phases_ok(&pu) && !narrow) {
     rc = cg_emit_upconv_phases(cx, &pu, wc ? (const float *)wc->data : NULL,
                                cg_buf_value(cx, n->in[1]), &epi, x_buf, y_buf, e);
     upconv_free(&u);

@@ -120,20 +120,25 @@ static kiln_graph *classifier(void) {
   return b->g;
 }
 
-static void test_classifier(void) {
-  kiln_graph *gref = classifier();
+/* The graph `build` makes, compiled in one-sample slices (threads), takes `passes` passes and
+ * gives the reference's outputs. */
+static void check_split(kiln_graph *(*build)(void), int threads, int64_t passes, const char *what) {
+  kiln_graph *gref = build();
   kiln_err e = {0};
   kiln_tensor *in[1] = {0}, *want[1] = {0}, *got[1] = {0};
   CHECK_OK(random_inputs(gref, 3, in, &e), &e);
   kiln_ref_ctx ctx = {.g = gref};
   CHECK_OK(kiln_ref_run(gref, &ctx, in, want, &e), &e);
-  CHECK(run_split(classifier(), 1, 2, in, got, NULL) == 3);
-  CHECK(tensors_close(got[0], want[0], 1e-5, "classifier in slices"));
+  CHECK_MSG(run_split(build(), 1, threads, in, got, NULL) == passes, "%s: not %lld passes", what,
+            (long long)passes);
+  CHECK_MSG(tensors_close(got[0], want[0], 1e-5, what), "%s: differs from the reference", what);
   free_tensors(got, 1);
   free_tensors(want, 1);
   free_tensors(in, 1);
   ir_graph_free(gref);
 }
+
+static void test_classifier(void) { check_split(classifier, 2, 3, "classifier in slices"); }
 
 /* PyTorch's x.view(x.size(0), -1): a Reshape to the constant [N, -1] (its batch entry becomes
  * 0, "the input's size"), then Gemm. */
@@ -151,20 +156,7 @@ static kiln_graph *view_net(void) {
   return b->g;
 }
 
-static void test_view_reshape(void) {
-  kiln_graph *gref = view_net();
-  kiln_err e = {0};
-  kiln_tensor *in[1] = {0}, *want[1] = {0}, *got[1] = {0};
-  CHECK_OK(random_inputs(gref, 4, in, &e), &e);
-  kiln_ref_ctx ctx = {.g = gref};
-  CHECK_OK(kiln_ref_run(gref, &ctx, in, want, &e), &e);
-  CHECK(run_split(view_net(), 1, 1, in, got, NULL) == 3);
-  CHECK(tensors_close(got[0], want[0], 1e-5, "view + Gemm in slices"));
-  free_tensors(got, 1);
-  free_tensors(want, 1);
-  free_tensors(in, 1);
-  ir_graph_free(gref);
-}
+static void test_view_reshape(void) { check_split(view_net, 1, 3, "view + Gemm in slices"); }
 
 /* ---- graphs that stay whole ---- */
 

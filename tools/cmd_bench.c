@@ -44,38 +44,6 @@ static void usage(FILE *f) {
           "                      --threads, and --bind's size as --batch)\n");
 }
 
-/* Time by kernel kind (the step's kernel label), summed over the nodes: where a run spends
- * its time apart from the convolutions' own loops (copies, packing, folds). */
-typedef struct kind_row {
-  const char *kind;
-  double seconds;
-  int64_t steps;
-} kind_row;
-static int cmp_kind(const void *a, const void *b) {
-  double x = ((const kind_row *)a)->seconds, y = ((const kind_row *)b)->seconds;
-  return x < y ? 1 : x > y ? -1 : 0;
-}
-static void print_kernel_kinds(const kiln_step_profile *prof, int64_t n, double total, int top) {
-  kind_row *k = calloc((size_t)(n > 0 ? n : 1), sizeof *k);
-  int64_t nk = 0;
-  if (!k) return;
-  for (int64_t i = 0; i < n; i++) {
-    const char *kind = prof[i].kernel && prof[i].kernel[0] ? prof[i].kernel : "(reference kernel)";
-    int64_t j = 0;
-    while (j < nk && strcmp(k[j].kind, kind)) j++;
-    if (j == nk) k[nk++] = (kind_row){.kind = kind};
-    k[j].seconds += prof[i].seconds;
-    k[j].steps++;
-  }
-  qsort(k, (size_t)nk, sizeof *k, cmp_kind);
-  printf("\n%-48s %10s %7s %6s\n", "kernel kind (profiled run)", "ms", "share", "steps");
-  for (int64_t j = 0; j < nk && (top <= 0 || j < top); j++)
-    printf("%-48.48s %10.3f %6.1f%% %6lld\n", k[j].kind, k[j].seconds * 1e3,
-           total > 0 ? 100.0 * k[j].seconds / total : 0.0, (long long)k[j].steps);
-  if (top > 0 && nk > top) printf("(%lld more)\n", (long long)(nk - top));
-  free(k);
-}
-
 static double now_s(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
@@ -105,6 +73,29 @@ typedef struct prof_row {
 static int cmp_prof(const void *a, const void *b) {
   double x = ((const prof_row *)a)->seconds, y = ((const prof_row *)b)->seconds;
   return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Time by kernel kind (the step's kernel label), summed over the nodes: where a run spends
+ * its time apart from the convolutions' own loops (copies, packing, folds).  One row per
+ * kind: its first step, the time summed, the step count. */
+static void print_kernel_kinds(const kiln_step_profile *prof, int64_t n, double total, int top) {
+  prof_row *k = calloc((size_t)(n > 0 ? n : 1), sizeof *k);
+  int64_t nk = 0;
+  if (!k) return;
+  for (int64_t i = 0; i < n; i++) {
+    int64_t j = 0;
+    while (j < nk && strcmp(k[j].p->kernel, prof[i].kernel)) j++;
+    if (j == nk) k[nk++] = (prof_row){.p = &prof[i]};
+    k[j].seconds += prof[i].seconds;
+    k[j].kernels++;
+  }
+  qsort(k, (size_t)nk, sizeof *k, cmp_prof);
+  printf("\n%-48s %10s %7s %6s\n", "kernel kind (profiled run)", "ms", "share", "steps");
+  for (int64_t j = 0; j < nk && (top <= 0 || j < top); j++)
+    printf("%-48.48s %10.3f %6.1f%% %6d\n", k[j].p->kernel[0] ? k[j].p->kernel : "(reference kernel)",
+           k[j].seconds * 1e3, total > 0 ? 100.0 * k[j].seconds / total : 0.0, k[j].kernels);
+  if (top > 0 && nk > top) printf("(%lld more)\n", (long long)(nk - top));
+  free(k);
 }
 
 /* Builds a one-node Conv graph from --shape/--out-channels/--attrs. */
