@@ -32,11 +32,6 @@ typedef struct kiln_attr {
   size_t opaque_len;
 } kiln_attr;
 
-typedef enum kiln_layout {
-  KILN_LAYOUT_PLAIN = 0, /* row-major as ONNX defines it (NCHW for images) */
-  KILN_LAYOUT_NCHW16C,   /* channel-blocked, set by the layout pass */
-} kiln_layout;
-
 typedef struct kiln_value {
   char *name;
   kiln_dtype dtype;
@@ -51,7 +46,6 @@ typedef struct kiln_value {
   bool is_output;                 /* a graph output */
   bool listed_as_input;           /* an initializer that was also listed in graph.input */
   bool trainable;                 /* a parameter that training updates */
-  kiln_layout layout;
   char *doc;
 } kiln_value;
 

@@ -36,6 +36,9 @@ typedef struct kiln_pass_ctx {
    * kiln_train_graph_build), so fusions into ops without gradient rules are safe */
   bool differentiated;
   FILE *print_to;
+  /* the target's float vector width (8 with AVX2, 16 with AVX-512): the channel block of the
+   * layout pass; 0 = 8 */
+  int vector_floats;
 } kiln_pass_ctx;
 
 typedef kiln_code (*kiln_pass_fn)(kiln_graph *g, kiln_pass_ctx *cx, kiln_pass_stats *st, kiln_err *e);

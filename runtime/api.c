@@ -342,7 +342,6 @@ static kiln_code clone_graph(const kiln_graph *src, kiln_graph **out, kiln_err *
     dv->is_initializer = sv->is_initializer;
     dv->listed_as_input = sv->listed_as_input;
     dv->trainable = sv->trainable;
-    dv->layout = sv->layout;
     if (sv->data) rc = kiln_tensor_clone(sv->data, &dv->data, e);
   }
   for (int64_t i = 0; i < src->n_nodes && !rc; i++) {

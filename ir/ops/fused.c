@@ -414,10 +414,6 @@ static int64_t macs_gap_gemm(const kiln_graph *g, const kiln_node *n) {
 
 /* ---- descriptors ---- */
 
-#define CONV_ATTRS                                                                                 \
-  A_STR("auto_pad", "NOTSET"), A_INTS("dilations"), A_INT("group", 1), A_INTS("kernel_shape"),     \
-      A_INTS("pads"), A_INTS("strides")
-#define ACT_ATTRS A_STR("activation", "none"), A_FLOAT("act_alpha", 0.01), A_FLOAT("act_beta", 0.0)
 
 static const kiln_attr_spec fused_conv_attrs[] = {CONV_ATTRS, ACT_ATTRS,
                                                   A_INT("has_residual", 0)};

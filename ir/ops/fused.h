@@ -27,6 +27,13 @@ extern const char *const kiln_fused_act_names[5];
  * clip without both bounds. */
 kiln_code kiln_fused_act_get(const kiln_node *n, kiln_fused_act_params *p, kiln_err *e);
 
+/* Attribute schema entries (ir/ops/common.h's A_* shorthands) of the ops built on Conv with an
+ * activation epilogue: FusedConv, UpsampleConv, BlockedConv. */
+#define CONV_ATTRS                                                                                 \
+  A_STR("auto_pad", "NOTSET"), A_INTS("dilations"), A_INT("group", 1), A_INTS("kernel_shape"),     \
+      A_INTS("pads"), A_INTS("strides")
+#define ACT_ATTRS A_STR("activation", "none"), A_FLOAT("act_alpha", 0.01), A_FLOAT("act_beta", 0.0)
+
 /* ---- UpsampleConv: the resize in front of the convolution ---- */
 typedef struct kiln_upconv_params {
   int nsp;                  /* spatial dims (1..3) */
