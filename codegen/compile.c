@@ -190,6 +190,7 @@ void cg_emitters(kiln_emit_fn *table) {
   cg_register_train(table);
   cg_register_fused(table);
   cg_register_optim(table);
+  cg_register_layout(table);
 }
 
 int kiln_list_fallbacks(const kiln_graph *g, int *count_per_op) {

@@ -153,6 +153,7 @@ void cg_register_grad_pool(kiln_emit_fn *table);
 void cg_register_train(kiln_emit_fn *table);
 void cg_register_fused(kiln_emit_fn *table);
 void cg_register_optim(kiln_emit_fn *table);
+void cg_register_layout(kiln_emit_fn *table);
 /* Fills `table` (KILN_OP_COUNT entries) with every family's emitters; NULL = none. */
 void cg_emitters(kiln_emit_fn *table);
 

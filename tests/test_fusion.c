@@ -123,6 +123,7 @@ typedef struct fcase {
   kiln_tensor *const *want;   /* also compare with these (recorded outputs), or NULL */
   double tol;
   bool no_jit;
+  int vector_floats; /* kiln_pass_ctx.vector_floats (the layout pass's block) */
 } fcase;
 
 #define MAXIO 32
@@ -152,7 +153,8 @@ static void fuse_run(kiln_graph *g, const fcase *c, kiln_pipeline_result *res) {
   }
   text0 = ir_text(g);
   CHECK_OK(run_ref(g, in, before, &e), &e);
-  kiln_pass_ctx cx = {.mode = c->mode, .ev = &ev, .verify = true};
+  kiln_pass_ctx cx = {.mode = c->mode, .ev = &ev, .verify = true,
+                      .vector_floats = c->vector_floats};
   CHECK_OK(kiln_run_pipeline(g, c->pipeline, &cx, res, &e), &e);
   if (e.code) goto done;
   if (c->golden) {
@@ -717,6 +719,96 @@ static void test_kiln_model(void) {
   }
 }
 
+/* ---- the layout pass ---- */
+
+#define LAYOUT_PIPELINE                                                                        \
+  "eliminate-identity,fold,dce,fold-bn,fuse-conv-act,fuse-conv-add-relu,fuse-upsample-conv,"    \
+  "fuse-gap-gemm,fuse-elementwise,dce,layout-blocked"
+
+/* Convolutions of every kind the blocked kernel has (3x3 same with bias and ReLU, strided with
+ * asymmetric pads, 1x1 with a residual add and ReLU, dilated 5x3, clip and sigmoid epilogues,
+ * columns that leave a tail block) around ones that stay plain (grouped, a 3-channel stem,
+ * channels not a multiple of the block), with plain readers (MaxPool, graph outputs) of
+ * blocked results. */
+static kiln_graph *build_layout(int64_t c, kiln_err *e) {
+  gb b;
+  gb_begin(&b, 13, 31);
+  int x = gb_input(&b, "x", KILN_F32, 4, IV(2, c, 9, 13));
+  int x3 = gb_input(&b, "x3", KILN_F32, 4, IV(1, 3, 8, 8));
+  int c1 = gb_conv(&b, "c1", x, c, IV(3, 3), true, 1, IV(1, 1, 1, 1), NULL, NULL);
+  int r1 = NODE(&b, Relu, "r1", c1);
+  int c2 = gb_conv(&b, "c2", r1, 2 * c, IV(3, 3), false, 1, IV(1, 0, 0, 1), IV(2, 2), NULL);
+  int c3 = gb_conv(&b, "c3", c2, 2 * c, IV(1, 1), true, 1, NULL, NULL, NULL);
+  int a3 = NODE(&b, Add, "a3", c3, c2);
+  int r3 = NODE(&b, Relu, "r3", a3);
+  int c4 = gb_conv(&b, "c4", r3, c, IV(5, 3), true, 1, IV(4, 1, 3, 0), NULL, IV(2, 1));
+  int lo = gb_scalar(&b, "lo", KILN_F32, -0.2), hi = gb_scalar(&b, "hi", KILN_F32, 0.3);
+  int k4 = NODE(&b, Clip, "k4", c4, lo, hi);
+  int c5 = gb_conv(&b, "c5", k4, c, IV(3, 3), true, 1, IV(1, 1, 1, 1), IV(1, 2), NULL);
+  int s5 = NODE(&b, Sigmoid, "s5", c5);
+  int c6 = gb_conv(&b, "c6", r3, 2 * c, IV(3, 3), false, 2, IV(1, 1, 1, 1), NULL, NULL);
+  int c7 = gb_conv(&b, "c7", r3, c + 4, IV(1, 1), false, 1, NULL, NULL, NULL);
+  int nid;
+  int mp = gb_node(&b, KILN_OP_MaxPool, "mp", IN(r1), 1, &nid);
+  gb_ints_attr(&b, nid, "kernel_shape", 2, IV(2, 2));
+  gb_ints_attr(&b, nid, "strides", 2, IV(2, 2));
+  int stem = gb_conv(&b, "stem", x3, c, IV(3, 3), true, 1, IV(1, 1, 1, 1), NULL, NULL);
+  int sr = NODE(&b, Relu, "sr", stem);
+  int s2 = gb_conv(&b, "s2", sr, c, IV(3, 3), true, 1, IV(1, 1, 1, 1), NULL, NULL);
+  gb_output(&b, s5);
+  gb_output(&b, c6);
+  gb_output(&b, c7);
+  gb_output(&b, mp);
+  gb_output(&b, c3);
+  gb_output(&b, s2);
+  *e = b.e;
+  if (b.e.code) {
+    ir_graph_free(b.g);
+    return NULL;
+  }
+  return b.g;
+}
+
+static void test_layout_blocked(void) {
+  for (int vf = 8; vf <= 16; vf *= 2) {
+    kiln_err e = {0};
+    kiln_graph *g = build_layout(16, &e);
+    CHECK_OK(e.code, &e);
+    if (!g) return;
+    kiln_pipeline_result res;
+    fuse_run(g, &(fcase){.pipeline = LAYOUT_PIPELINE, .vector_floats = vf, .tol = 2e-4}, &res);
+    /* c1..c5 and s2; c6 (2 groups), c7 (20 outputs) and the stem stay plain */
+    CHECK_MSG(changes_of(&res, "layout-blocked") == 6, "block %d: %s", vf,
+              detail_of(&res, "layout-blocked"));
+    CHECK(count_op(g, KILN_OP_BlockedConv) == 6 && count_fused_conv(g, false) == 1);
+    CHECK(count_op(g, KILN_OP_Conv) == 2);
+    /* c3 is a graph output, so its residual Add and Relu stay plain ops: in are x, the stem's
+     * output and r3 (for c4); out are r1 (MaxPool), c2 and c3 (the Add), s5 and s2 */
+    CHECK_MSG(count_op(g, KILN_OP_ToBlocked) == 3, "%s", detail_of(&res, "layout-blocked"));
+    CHECK_MSG(count_op(g, KILN_OP_FromBlocked) == 5, "%s", detail_of(&res, "layout-blocked"));
+    ir_graph_free(g);
+  }
+  /* the study's network: the trunk runs blocked, the stem and the SPN's upsample blocks plain */
+  kiln_model_opts o;
+  kiln_model_defaults(&o);
+  o.classes = 8;
+  o.image_size = 64;
+  o.width = 8;
+  o.cnet_hidden = 16;
+  o.batch = 2;
+  o.seed = 3;
+  kiln_err e = {0};
+  kiln_graph *g = NULL;
+  CHECK_OK(kiln_model_build(&o, &g, &e), &e);
+  if (!g) return;
+  randomize_bn(g);
+  kiln_pipeline_result res;
+  fuse_run(g, &(fcase){.pipeline = LAYOUT_PIPELINE, .tol = 2e-4}, &res);
+  CHECK_MSG(changes_of(&res, "layout-blocked") == 19, "%s", detail_of(&res, "layout-blocked"));
+  CHECK(count_op(g, KILN_OP_ToBlocked) == 1 && count_op(g, KILN_OP_UpsampleConv) == 5);
+  ir_graph_free(g);
+}
+
 static bool file_exists(const char *p) {
   struct stat st;
   return stat(p, &st) == 0;
@@ -875,6 +967,7 @@ int main(void) {
   RUN(test_elementwise);
   RUN(test_bad_attributes);
   RUN(test_kiln_model);
+  RUN(test_layout_blocked);
   RUN(test_torch_spn);
   RUN(test_conformance_models);
   RUN(test_failing_allocator);
