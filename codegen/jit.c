@@ -160,6 +160,13 @@ const char *kiln_jit_cpu(const kiln_jit *j) { return j->cpu; }
 const char *kiln_jit_features(const kiln_jit *j) { return j->features; }
 bool kiln_jit_has_avx512(const kiln_jit *j) { return strstr(j->features, "+avx512f") != NULL; }
 
+int kiln_host_vector_floats(void) {
+  char *f = LLVMGetHostCPUFeatures();
+  int w = f && strstr(f, "+avx512f") ? 16 : 8;
+  LLVMDisposeMessage(f);
+  return w;
+}
+
 LLVMModuleRef kiln_jit_new_module(kiln_jit *j, const char *name) {
   LLVMModuleRef m = LLVMModuleCreateWithNameInContext(name, j->ctx);
   LLVMSetTarget(m, j->triple);

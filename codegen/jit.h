@@ -69,6 +69,9 @@ const char *kiln_jit_cpu(const kiln_jit *j);
 const char *kiln_jit_features(const kiln_jit *j);
 /* True when the target has AVX-512F (kernels choose 16-wide vectors). */
 bool kiln_jit_has_avx512(const kiln_jit *j);
+/* The host's float vector width as the kernels use it (16 with AVX-512F, else 8), without a
+ * JIT: what the layout pass blocks channels by (kiln_pass_ctx.vector_floats). */
+int kiln_host_vector_floats(void);
 
 /* The allow-list: name -> address of every function JIT'd code may call. */
 typedef struct kiln_jit_symbol {

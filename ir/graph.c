@@ -23,6 +23,53 @@ void ir_attr_free(kiln_attr *a) {
   memset(a, 0, sizeof *a);
 }
 
+kiln_code ir_attr_clone(const kiln_attr *a, kiln_attr *o, kiln_err *e) {
+  memset(o, 0, sizeof *o);
+  *o = *a;
+  o->name = NULL;
+  o->s = NULL;
+  o->t = NULL;
+  o->floats = NULL;
+  o->ints = NULL;
+  o->strings = NULL;
+  o->opaque = NULL;
+  o->name = kiln_strdup(a->name);
+  if (!o->name) goto oom;
+  if (a->s) {
+    o->s = kiln_malloc(a->s_len + 1);
+    if (!o->s) goto oom;
+    memcpy(o->s, a->s, a->s_len + 1);
+  }
+  if (a->t && kiln_tensor_clone(a->t, &o->t, e)) goto fail;
+  if (a->floats) {
+    o->floats = kiln_malloc(sizeof(double) * (size_t)(a->n ? a->n : 1));
+    if (!o->floats) goto oom;
+    memcpy(o->floats, a->floats, sizeof(double) * (size_t)a->n);
+  }
+  if (a->ints) {
+    o->ints = kiln_malloc(sizeof(int64_t) * (size_t)(a->n ? a->n : 1));
+    if (!o->ints) goto oom;
+    memcpy(o->ints, a->ints, sizeof(int64_t) * (size_t)a->n);
+  }
+  if (a->strings) {
+    o->strings = kiln_calloc((size_t)(a->n ? a->n : 1), sizeof(char *));
+    if (!o->strings) goto oom;
+    for (int64_t i = 0; i < a->n; i++)
+      if (!(o->strings[i] = kiln_strdup(a->strings[i]))) goto oom;
+  }
+  if (a->opaque) {
+    o->opaque = kiln_malloc(a->opaque_len ? a->opaque_len : 1);
+    if (!o->opaque) goto oom;
+    memcpy(o->opaque, a->opaque, a->opaque_len);
+  }
+  return KILN_OK;
+oom:
+  kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
+fail:
+  ir_attr_free(o);
+  return e->code;
+}
+
 void ir_graph_free(kiln_graph *g) {
   if (!g) return;
   for (int64_t i = 0; i < g->n_values; i++) {

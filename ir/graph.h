@@ -131,6 +131,8 @@ kiln_code ir_set_attr_tensor(kiln_graph *g, int node, const char *name, kiln_ten
 /* Appends an attribute record (used by the frontend); takes ownership of its pointers. */
 kiln_code ir_push_attr(kiln_graph *g, int node, kiln_attr *a, kiln_err *e);
 void ir_attr_free(kiln_attr *a);
+/* A deep copy of attribute a (every kind: strings, tensors and opaque records too). */
+kiln_code ir_attr_clone(const kiln_attr *a, kiln_attr *copy, kiln_err *e);
 
 const kiln_attr *ir_attr_find(const kiln_node *n, const char *name);
 bool ir_attr_has(const kiln_node *n, const char *name);

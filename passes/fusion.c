@@ -63,43 +63,12 @@ kiln_code fuse_replace(kiln_graph *g, const int *dead, int n_dead, kiln_op op, c
   return rc;
 }
 
-/* A deep copy of attribute a. */
-static kiln_code attr_clone(const kiln_attr *a, kiln_attr *c, kiln_err *e) {
-  memset(c, 0, sizeof *c);
-  c->name = kiln_strdup(a->name);
-  c->kind = a->kind;
-  c->f = a->f;
-  c->i = a->i;
-  c->n = a->n;
-  bool ok = c->name != NULL;
-  if (ok && a->s) {
-    c->s = kiln_malloc(a->s_len + 1);
-    ok = c->s != NULL;
-    if (ok) memcpy(c->s, a->s, a->s_len + 1), c->s_len = a->s_len;
-  }
-  if (ok && a->ints) {
-    c->ints = kiln_malloc(sizeof(int64_t) * (size_t)(a->n ? a->n : 1));
-    ok = c->ints != NULL;
-    if (ok && a->n) memcpy(c->ints, a->ints, sizeof(int64_t) * (size_t)a->n);
-  }
-  if (ok && a->floats) {
-    c->floats = kiln_malloc(sizeof(double) * (size_t)(a->n ? a->n : 1));
-    ok = c->floats != NULL;
-    if (ok && a->n) memcpy(c->floats, a->floats, sizeof(double) * (size_t)a->n);
-  }
-  if (!ok) {
-    ir_attr_free(c);
-    return kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
-  }
-  return KILN_OK;
-}
-
 kiln_code fuse_copy_attrs(kiln_graph *g, int from, int to, const char *const *names, kiln_err *e) {
   for (int k = 0; names[k]; k++) {
     const kiln_attr *a = ir_attr_find(&g->nodes[from], names[k]);
     if (!a) continue;
     kiln_attr c;
-    KILN_TRY(attr_clone(a, &c, e));
+    KILN_TRY(ir_attr_clone(a, &c, e));
     KILN_TRY(ir_push_attr(g, to, &c, e));
   }
   return KILN_OK;

@@ -19,6 +19,8 @@
 #include "ir/ops/layout.h"
 #include "passes/fusion.h"
 
+#define EW_MAX_IN 64 /* inputs of an elementwise node the pass moves (FusedElementwise's most) */
+
 typedef struct lay {
   kiln_graph *g;
   int64_t b;
@@ -38,6 +40,16 @@ static bool eligible(const kiln_graph *g, const kiln_node *n, int64_t b) {
   return true;
 }
 
+/* Adds value "<y>_blk" and returns its id. */
+static kiln_code blocked_value(kiln_graph *g, int y, int *id, kiln_err *e) {
+  char stem[512], *name = NULL;
+  snprintf(stem, sizeof stem, "%s_blk", g->values[y].name);
+  KILN_TRY(ir_unique_name(g, stem, &name, e));
+  kiln_code rc = ir_add_value(g, name, id, e);
+  kiln_free(name);
+  return rc;
+}
+
 /* The blocked twin of plain value v, made on first use. */
 static kiln_code blocked_of(lay *L, int v, int *out, kiln_err *e) {
   if (v < L->n_orig && L->blocked[v] >= 0) {
@@ -45,13 +57,8 @@ static kiln_code blocked_of(lay *L, int v, int *out, kiln_err *e) {
     return KILN_OK;
   }
   kiln_graph *g = L->g;
-  char stem[512], *name = NULL;
-  snprintf(stem, sizeof stem, "%s_blk", g->values[v].name);
-  KILN_TRY(ir_unique_name(g, stem, &name, e));
   int id, nid;
-  kiln_code rc = ir_add_value(g, name, &id, e);
-  kiln_free(name);
-  KILN_TRY(rc);
+  KILN_TRY(blocked_value(g, v, &id, e));
   KILN_TRY(ir_add_node(g, KILN_OP_ToBlocked, "", &v, 1, &id, 1, &nid, e));
   KILN_TRY(ir_set_attr_int(g, nid, "block", L->b, e));
   if (v < L->n_orig) L->blocked[v] = id;
@@ -78,16 +85,11 @@ static kiln_code block_conv(lay *L, int ci, kiln_err *e) {
   KILN_TRY(fuse_add_const(g, g->values[w].name, "_blocked", wb, &wb_id, e));
   KILN_TRY(blocked_of(L, x, &xb, e));
   if (z >= 0) KILN_TRY(blocked_of(L, z, &zb, e));
-  char stem[512], *name = NULL;
-  snprintf(stem, sizeof stem, "%s_blk", g->values[y].name);
-  KILN_TRY(ir_unique_name(g, stem, &name, e));
-  kiln_code rc = ir_add_value(g, name, &yb, e);
-  kiln_free(name);
-  KILN_TRY(rc);
+  KILN_TRY(blocked_value(g, y, &yb, e));
   char *cname = kiln_strdup(g->nodes[ci].name);
   if (!cname) return kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
   int in[4] = {xb, wb_id, bias, zb};
-  rc = ir_add_node(g, KILN_OP_BlockedConv, cname, in, z >= 0 ? 4 : bias >= 0 ? 3 : 2, &yb, 1,
+  kiln_code rc = ir_add_node(g, KILN_OP_BlockedConv, cname, in, z >= 0 ? 4 : bias >= 0 ? 3 : 2, &yb, 1,
                    &nid, e);
   kiln_free(cname);
   KILN_TRY(rc);
@@ -99,6 +101,58 @@ static kiln_code block_conv(lay *L, int ci, kiln_err *e) {
   g->values[y].producer = -1;
   KILN_TRY(ir_add_node(g, KILN_OP_FromBlocked, "", &yb, 1, &y, 1, &fid, e));
   KILN_TRY(ir_set_attr_int(g, fid, "block", b, e));
+  L->blocked[y] = yb;
+  return KILN_OK;
+}
+
+/* Whether elementwise node n can run on the blocked twins of its inputs: float32, one output,
+ * every input either of the output's exact (4-D) shape and already blocked, or a constant
+ * scalar (which broadcasts the same in any layout); at least one blocked. */
+static bool follows_blocked(const lay *L, const kiln_node *n) {
+  const kiln_graph *g = L->g;
+  if (!(n->def->flags & KILN_OPF_ELEMENTWISE) || n->n_out != 1) return false;
+  const kiln_value *y = ir_out(g, n, 0);
+  if (!y || !y->typed || y->dtype != KILN_F32 || y->shape.rank != 4) return false;
+  bool any = false;
+  for (int k = 0; k < n->n_in; k++) {
+    int v = n->in[k];
+    if (v < 0) continue;
+    const kiln_value *x = &g->values[v];
+    if (!x->typed || x->dtype != KILN_F32) return false;
+    if (v < L->n_orig && L->blocked[v] >= 0 && kiln_shape_eq(&x->shape, &y->shape))
+      any = true;
+    else if (!(x->data && x->data->numel == 1))
+      return false;
+  }
+  return any;
+}
+
+/* Node ni moves to the blocked layout: a copy reads the blocked inputs and writes the blocked
+ * twin of its output; a FromBlocked gives the plain output to whoever still reads it. */
+static kiln_code block_elementwise(lay *L, int ni, kiln_err *e) {
+  kiln_graph *g = L->g;
+  int in[EW_MAX_IN], n_in = g->nodes[ni].n_in, y = g->nodes[ni].out[0], yb, nid, fid;
+  const char *names[65];
+  if (n_in > EW_MAX_IN || g->nodes[ni].n_attrs > 64) return KILN_OK;
+  for (int k = 0; k < n_in; k++) {
+    int v = g->nodes[ni].in[k];
+    in[k] = v >= 0 && v < L->n_orig && L->blocked[v] >= 0 ? L->blocked[v] : v;
+  }
+  KILN_TRY(blocked_value(g, y, &yb, e));
+  char *nm = kiln_strdup(g->nodes[ni].name);
+  if (!nm) return kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
+  kiln_code rc = ir_add_node(g, g->nodes[ni].op, nm, in, n_in, &yb, 1, &nid, e);
+  kiln_free(nm);
+  KILN_TRY(rc);
+  g->nodes[nid].opset = g->nodes[ni].opset;
+  int na = g->nodes[ni].n_attrs;
+  for (int a = 0; a < na; a++) names[a] = g->nodes[ni].attrs[a].name;
+  names[na] = NULL;
+  KILN_TRY(fuse_copy_attrs(g, ni, nid, names, e));
+  g->nodes[ni].dead = true;
+  g->values[y].producer = -1;
+  KILN_TRY(ir_add_node(g, KILN_OP_FromBlocked, "", &yb, 1, &y, 1, &fid, e));
+  KILN_TRY(ir_set_attr_int(g, fid, "block", L->b, e));
   L->blocked[y] = yb;
   return KILN_OK;
 }
@@ -115,11 +169,17 @@ kiln_code pass_layout_blocked(kiln_graph *g, kiln_pass_ctx *cx, kiln_pass_stats 
   if (!L.blocked) return kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
   for (int i = 0; i < L.n_orig; i++) L.blocked[i] = -1;
   kiln_code rc = KILN_OK;
+  int64_t n_ew = 0;
   int64_t n0 = g->n_nodes; /* in topological order: producers are blocked before readers */
   for (int64_t i = 0; i < n0 && !rc; i++) {
-    if (g->nodes[i].dead || !eligible(g, &g->nodes[i], L.b)) continue;
-    rc = block_conv(&L, (int)i, e);
-    if (!rc) st->changes++;
+    if (g->nodes[i].dead) continue;
+    if (eligible(g, &g->nodes[i], L.b)) {
+      rc = block_conv(&L, (int)i, e);
+      if (!rc) st->changes++;
+    } else if (follows_blocked(&L, &g->nodes[i])) {
+      rc = block_elementwise(&L, (int)i, e);
+      if (!rc) n_ew++;
+    }
   }
   /* conversions back to plain that nothing reads */
   int64_t to = 0, from = 0;
@@ -135,7 +195,9 @@ kiln_code pass_layout_blocked(kiln_graph *g, kiln_pass_ctx *cx, kiln_pass_stats 
     if (!g->nodes[i].dead && g->nodes[i].op == KILN_OP_ToBlocked) to++;
   kiln_free(L.blocked);
   snprintf(st->detail, sizeof st->detail,
-           "%lld convolutions blocked by %lld channels; %lld conversions in, %lld out",
-           (long long)st->changes, (long long)L.b, (long long)to, (long long)from);
+           "%lld convolutions and %lld elementwise ops blocked by %lld channels; %lld "
+           "conversions in, %lld out",
+           (long long)st->changes, (long long)n_ew, (long long)L.b, (long long)to,
+           (long long)from);
   return rc;
 }

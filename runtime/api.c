@@ -151,7 +151,8 @@ kiln_code kiln_session_create(const kiln_model *m, const kiln_options *opts, kil
   kiln_code rc = clone_graph(m->g, &g, e);
   if (!rc && opts->passes && *opts->passes) {
     kiln_evaluator ev = kiln_ref_evaluator();
-    kiln_pass_ctx pcx = {.mode = KILN_MODE_INFERENCE, .ev = &ev};
+    kiln_pass_ctx pcx = {.mode = KILN_MODE_INFERENCE, .ev = &ev,
+                         .vector_floats = kiln_host_vector_floats()};
     rc = kiln_run_pipeline(g, strcmp(opts->passes, "default") ? opts->passes : NULL, &pcx, NULL,
                            e);
     if (rc) ir_graph_free(g);
@@ -279,53 +280,6 @@ kiln_code kiln_tensor_write_npy(const kiln_tensor *t, const char *path, kiln_err
 }
 
 /* ---- graph cloning ---- */
-static kiln_code clone_attr(const kiln_attr *a, kiln_attr *o, kiln_err *e) {
-  memset(o, 0, sizeof *o);
-  *o = *a;
-  o->name = NULL;
-  o->s = NULL;
-  o->t = NULL;
-  o->floats = NULL;
-  o->ints = NULL;
-  o->strings = NULL;
-  o->opaque = NULL;
-  o->name = kiln_strdup(a->name);
-  if (!o->name) goto oom;
-  if (a->s) {
-    o->s = kiln_malloc(a->s_len + 1);
-    if (!o->s) goto oom;
-    memcpy(o->s, a->s, a->s_len + 1);
-  }
-  if (a->t && kiln_tensor_clone(a->t, &o->t, e)) goto fail;
-  if (a->floats) {
-    o->floats = kiln_malloc(sizeof(double) * (size_t)(a->n ? a->n : 1));
-    if (!o->floats) goto oom;
-    memcpy(o->floats, a->floats, sizeof(double) * (size_t)a->n);
-  }
-  if (a->ints) {
-    o->ints = kiln_malloc(sizeof(int64_t) * (size_t)(a->n ? a->n : 1));
-    if (!o->ints) goto oom;
-    memcpy(o->ints, a->ints, sizeof(int64_t) * (size_t)a->n);
-  }
-  if (a->strings) {
-    o->strings = kiln_calloc((size_t)(a->n ? a->n : 1), sizeof(char *));
-    if (!o->strings) goto oom;
-    for (int64_t i = 0; i < a->n; i++)
-      if (!(o->strings[i] = kiln_strdup(a->strings[i]))) goto oom;
-  }
-  if (a->opaque) {
-    o->opaque = kiln_malloc(a->opaque_len ? a->opaque_len : 1);
-    if (!o->opaque) goto oom;
-    memcpy(o->opaque, a->opaque, a->opaque_len);
-  }
-  return KILN_OK;
-oom:
-  kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
-fail:
-  ir_attr_free(o);
-  return e->code;
-}
-
 static kiln_code clone_graph(const kiln_graph *src, kiln_graph **out, kiln_err *e) {
   kiln_graph *g = ir_graph_new();
   kiln_code rc = KILN_OK;
@@ -353,7 +307,7 @@ static kiln_code clone_graph(const kiln_graph *src, kiln_graph **out, kiln_err *
     g->nodes[nid].opset = n->opset;
     for (int a = 0; a < n->n_attrs && !rc; a++) {
       kiln_attr copy;
-      rc = clone_attr(&n->attrs[a], &copy, e);
+      rc = ir_attr_clone(&n->attrs[a], &copy, e);
       if (!rc) rc = ir_push_attr(g, nid, &copy, e);
     }
   }

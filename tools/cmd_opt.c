@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codegen/jit.h"
 #include "frontend/onnx.h"
 #include "passes/pass.h"
 #include "runtime/ref.h"
@@ -383,7 +384,8 @@ int cmd_opt(int argc, char **argv) {
     ir_print(g, stdout);
   }
   kiln_evaluator ev = kiln_ref_evaluator();
-  kiln_pass_ctx cx = {.mode = mode, .ev = &ev, .verify = verify, .print_after = print_after,
+  kiln_pass_ctx cx = {.mode = mode, .ev = &ev, .verify = verify,
+                      .vector_floats = kiln_host_vector_floats(), .print_after = print_after,
                       .print_to = stdout};
   kiln_pipeline_result *res = kiln_calloc(1, sizeof *res);
   if (!res) {

@@ -400,7 +400,8 @@ int cmd_tune(int argc, char **argv) {
   if (cli_load_model(model, binds, n_binds, &g, &e)) return cli_fail(&e);
   if (passes && *passes) {
     kiln_evaluator ev = kiln_ref_evaluator();
-    kiln_pass_ctx pcx = {.mode = KILN_MODE_INFERENCE, .ev = &ev};
+    kiln_pass_ctx pcx = {.mode = KILN_MODE_INFERENCE, .ev = &ev,
+                         .vector_floats = kiln_host_vector_floats()};
     if (kiln_run_pipeline(g, strcmp(passes, "default") ? passes : NULL, &pcx, NULL, &e)) {
       ir_graph_free(g);
       return cli_fail(&e);
