@@ -64,6 +64,16 @@ typedef enum kiln_backend {
   KILN_BACKEND_REF = 1, /* the reference interpreter (the oracle; slow) */
 } kiln_backend;
 
+/* Activation layout of the convolutions (the layout-blocked pass of the default inference
+ * pipeline, docs/passes.md). */
+typedef enum kiln_layout_choice {
+  KILN_LAYOUT_AUTO = 0,    /* blocked (NCHW16c) where the target has 16-float vectors (AVX-512),
+                            * where it measured faster; plain with 8-float vectors (AVX2), where
+                            * it measured level (bench/RESULTS.md) */
+  KILN_LAYOUT_PLAIN = 1,   /* NCHW everywhere */
+  KILN_LAYOUT_BLOCKED = 2, /* channels blocked by the vector width wherever a convolution can */
+} kiln_layout_choice;
+
 typedef struct kiln_options {
   kiln_backend backend;
   int threads;           /* 0: $KILN_NUM_THREADS or all cores */
@@ -80,6 +90,7 @@ typedef struct kiln_options {
    * working set (and the arena) of the slice.  kiln_options_default(): 1; 0: the whole batch
    * in one pass. */
   int micro_batch;
+  kiln_layout_choice layout; /* for the layout-blocked pass, when `passes` runs it */
 } kiln_options;
 /* The default inference pipeline without its fusion passes (folding, BatchNorm folding). */
 #define KILN_PIPELINE_NO_FUSE "eliminate-identity,fold,dce,fold-bn,dce"

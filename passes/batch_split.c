@@ -48,6 +48,8 @@ static const unsigned char k_rule[KILN_OP_COUNT] = {
     [KILN_OP_InstanceNormalization] = BR_SAMPLE, [KILN_OP_LRN] = BR_SAMPLE,
     [KILN_OP_FusedConv] = BR_SAMPLE, [KILN_OP_UpsampleConv] = BR_SAMPLE,
     [KILN_OP_GapGemm] = BR_SAMPLE, [KILN_OP_BatchNormalization] = BR_BN,
+    [KILN_OP_BlockedConv] = BR_SAMPLE, [KILN_OP_ToBlocked] = BR_SAMPLE,
+    [KILN_OP_FromBlocked] = BR_SAMPLE,
     /* layout */
     [KILN_OP_Reshape] = BR_RESHAPE, [KILN_OP_Flatten] = BR_RESHAPE,
     [KILN_OP_Squeeze] = BR_RESHAPE, [KILN_OP_Unsqueeze] = BR_RESHAPE,

@@ -25,7 +25,7 @@ const kiln_pass_info *kiln_pass_find(const char *name) {
  * pipelines, so the defaults grow as passes land. */
 static const char *const default_inference =
     "eliminate-identity,fold,dce,fold-bn,fuse-conv-act,fuse-conv-add-relu,fuse-upsample-conv,"
-    "fuse-gap-gemm,fuse-elementwise,dce";
+    "fuse-gap-gemm,fuse-elementwise,dce,layout-blocked";
 /* In training mode the fusions whose ops have no gradient rule (fuse-elementwise) run only on
  * graphs that already hold their backward pass (kiln_pass_ctx.differentiated). */
 static const char *const default_training =

@@ -39,6 +39,9 @@ typedef struct kiln_pass_ctx {
   /* the target's float vector width (8 with AVX2, 16 with AVX-512): the channel block of the
    * layout pass; 0 = 8 */
   int vector_floats;
+  /* the layout-blocked pass: a kiln_layout_choice (include/kiln.h): 0 = auto (blocked with
+   * 16-float vectors), 1 = plain (the pass does nothing), 2 = blocked */
+  int layout;
 } kiln_pass_ctx;
 
 typedef kiln_code (*kiln_pass_fn)(kiln_graph *g, kiln_pass_ctx *cx, kiln_pass_stats *st, kiln_err *e);

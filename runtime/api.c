@@ -152,7 +152,8 @@ kiln_code kiln_session_create(const kiln_model *m, const kiln_options *opts, kil
   if (!rc && opts->passes && *opts->passes) {
     kiln_evaluator ev = kiln_ref_evaluator();
     kiln_pass_ctx pcx = {.mode = KILN_MODE_INFERENCE, .ev = &ev,
-                         .vector_floats = kiln_host_vector_floats()};
+                         .vector_floats = kiln_host_vector_floats(),
+                         .layout = (int)opts->layout};
     rc = kiln_run_pipeline(g, strcmp(opts->passes, "default") ? opts->passes : NULL, &pcx, NULL,
                            e);
     if (rc) ir_graph_free(g);

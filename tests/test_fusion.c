@@ -12,6 +12,7 @@
 
 #include "codegen/compile.h"
 #include "frontend/onnx.h"
+#include "kiln.h"
 #include "ir/ops/fused.h"
 #include "models/models.h"
 #include "passes/pass.h"
@@ -124,6 +125,7 @@ typedef struct fcase {
   double tol;
   bool no_jit;
   int vector_floats; /* kiln_pass_ctx.vector_floats (the layout pass's block) */
+  int layout;        /* kiln_pass_ctx.layout */
 } fcase;
 
 #define MAXIO 32
@@ -154,7 +156,7 @@ static void fuse_run(kiln_graph *g, const fcase *c, kiln_pipeline_result *res) {
   text0 = ir_text(g);
   CHECK_OK(run_ref(g, in, before, &e), &e);
   kiln_pass_ctx cx = {.mode = c->mode, .ev = &ev, .verify = true,
-                      .vector_floats = c->vector_floats};
+                      .vector_floats = c->vector_floats, .layout = c->layout};
   CHECK_OK(kiln_run_pipeline(g, c->pipeline, &cx, res, &e), &e);
   if (e.code) goto done;
   if (c->golden) {
@@ -769,6 +771,42 @@ static kiln_graph *build_layout(int64_t c, kiln_err *e) {
   return b.g;
 }
 
+/* Auto blocks for 16-float vectors only; plain never. */
+static void test_layout_choice(void) {
+  static const struct {
+    int vf, layout;
+    int64_t blocked;
+  } cases[] = {{8, KILN_LAYOUT_AUTO, 0},   {16, KILN_LAYOUT_AUTO, 6}, {16, KILN_LAYOUT_PLAIN, 0},
+               {8, KILN_LAYOUT_BLOCKED, 6}, {4, KILN_LAYOUT_BLOCKED, 7}};
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    kiln_err e = {0};
+    kiln_graph *g = build_layout(16, &e);
+    CHECK_OK(e.code, &e);
+    if (!g) return;
+    kiln_evaluator ev = kiln_ref_evaluator();
+    kiln_pass_ctx cx = {.mode = KILN_MODE_INFERENCE, .ev = &ev, .verify = true,
+                        .vector_floats = cases[k].vf, .layout = cases[k].layout};
+    kiln_pipeline_result res;
+    CHECK_OK(ir_infer(g, &ev, &e), &e);
+    CHECK_OK(kiln_run_pipeline(g, NULL, &cx, &res, &e), &e); /* the default pipeline */
+    CHECK_MSG(changes_of(&res, "layout-blocked") == cases[k].blocked, "case %zu: %s", k,
+              detail_of(&res, "layout-blocked"));
+    CHECK(count_op(g, KILN_OP_BlockedConv) == cases[k].blocked);
+    ir_graph_free(g);
+  }
+  /* training graphs keep the plain layout */
+  kiln_err e = {0};
+  kiln_graph *g = build_layout(16, &e);
+  if (!g) return;
+  kiln_evaluator ev = kiln_ref_evaluator();
+  kiln_pass_ctx cx = {.mode = KILN_MODE_TRAINING, .ev = &ev, .layout = KILN_LAYOUT_BLOCKED};
+  kiln_pipeline_result res;
+  CHECK_OK(ir_infer(g, &ev, &e), &e);
+  CHECK_OK(kiln_run_pipeline(g, "layout-blocked", &cx, &res, &e), &e);
+  CHECK(count_op(g, KILN_OP_BlockedConv) == 0);
+  ir_graph_free(g);
+}
+
 static void test_layout_blocked(void) {
   for (int vf = 8; vf <= 16; vf *= 2) {
     kiln_err e = {0};
@@ -776,7 +814,8 @@ static void test_layout_blocked(void) {
     CHECK_OK(e.code, &e);
     if (!g) return;
     kiln_pipeline_result res;
-    fuse_run(g, &(fcase){.pipeline = LAYOUT_PIPELINE, .vector_floats = vf, .tol = 2e-4}, &res);
+    fuse_run(g, &(fcase){.pipeline = LAYOUT_PIPELINE, .vector_floats = vf,
+                         .layout = KILN_LAYOUT_BLOCKED, .tol = 2e-4}, &res);
     /* c1..c5 and s2; c6 (2 groups), c7 (20 outputs) and the stem stay plain */
     CHECK_MSG(changes_of(&res, "layout-blocked") == 6, "block %d: %s", vf,
               detail_of(&res, "layout-blocked"));
@@ -806,7 +845,8 @@ static void test_layout_blocked(void) {
   if (!g) return;
   randomize_bn(g);
   kiln_pipeline_result res;
-  fuse_run(g, &(fcase){.pipeline = LAYOUT_PIPELINE, .tol = 2e-4}, &res);
+  fuse_run(g, &(fcase){.pipeline = LAYOUT_PIPELINE, .vector_floats = 8,
+                       .layout = KILN_LAYOUT_BLOCKED, .tol = 2e-4}, &res);
   CHECK_MSG(changes_of(&res, "layout-blocked") == 19, "%s", detail_of(&res, "layout-blocked"));
   CHECK(count_op(g, KILN_OP_ToBlocked) == 1 && count_op(g, KILN_OP_UpsampleConv) == 5);
   ir_graph_free(g);
@@ -971,6 +1011,7 @@ int main(void) {
   RUN(test_bad_attributes);
   RUN(test_kiln_model);
   RUN(test_layout_blocked);
+  RUN(test_layout_choice);
   RUN(test_torch_spn);
   RUN(test_conformance_models);
   RUN(test_failing_allocator);

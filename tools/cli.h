@@ -32,6 +32,13 @@ bool cli_is_help(const char *a);
 int64_t cli_int(const char *flag, const char *val, int64_t lo, int64_t hi, bool *bad);
 uint64_t cli_u64(const char *flag, const char *val, bool *bad);
 double cli_real(const char *flag, const char *val, double lo, double hi, bool *bad);
+/* --layout auto|plain|blocked (kiln_layout_choice); anything else is reported as cli_int does. */
+kiln_layout_choice cli_layout(const char *val, bool *bad);
+/* The --layout line of the subcommands' usage texts. */
+#define CLI_LAYOUT_HELP                                                                          \
+  "  --layout L          the layout-blocked pass of the pipeline: auto (default: channels\n"     \
+  "                      blocked by 16 on AVX-512 targets, plain with AVX2), plain, blocked\n"
+
 
 /* Loads a model, binds `--bind sym=N` pairs (binds[] of n_binds strings "sym=N"),
  * and runs shape inference with constant propagation. */

@@ -34,6 +34,7 @@ static void usage(FILE *f) {
           "  --passes LIST       graph passes before compiling: 'default' (folding and fusion,\n"
           "                      docs/passes.md) or a pipeline; default none (the model as given)\n"
           "  --no-fuse           the default pipeline without its fusion passes\n"
+          CLI_LAYOUT_HELP
           "  --micro-batch N     samples per pass when the graph keeps its samples apart\n"
           "                      (default 1: a batch runs one sample at a time, in the cache;\n"
           "                      0: the whole batch at once)\n"
@@ -245,6 +246,7 @@ int cmd_bench(int argc, char **argv) {
   const char *model = NULL, *val, *op = NULL, *shape = NULL, *attrs = NULL, *backend = "jit";
   const char *binds[32], *passes = NULL;
   int n_binds = 0, iters = 20, warmup = 3, threads = 0, top = 25, micro = 1;
+  kiln_layout_choice layout = KILN_LAYOUT_AUTO;
   int64_t oc = 0;
   bool json = false, bad = false, compare = false, by_kernel = false;
   double peak = 0;
@@ -282,6 +284,8 @@ int cmd_bench(int argc, char **argv) {
       passes = KILN_PIPELINE_NO_FUSE;
     } else if (cli_opt(argc, argv, &i, "--micro-batch", &val, &bad)) {
       micro = cli_int("--micro-batch", val, 0, 1 << 30, &bad);
+    } else if (cli_opt(argc, argv, &i, "--layout", &val, &bad)) {
+      layout = cli_layout(val, &bad);
     } else if (!strcmp(argv[i], "--compare")) {
       compare = true;
     } else if (!strcmp(argv[i], "--json")) {
@@ -321,6 +325,7 @@ int cmd_bench(int argc, char **argv) {
   o.threads = threads;
   o.passes = passes;
   o.micro_batch = micro;
+  o.layout = layout;
   o.backend = strcmp(backend, "ref") ? KILN_BACKEND_JIT : KILN_BACKEND_REF;
   kiln_session *s = NULL;
   int n_in = kiln_model_num_inputs(m), n_out = kiln_model_num_outputs(m);

@@ -25,6 +25,7 @@ static void usage(FILE *f) {
              "                     (folding and fusion) or a pipeline; default none\n"
              "  --no-fuse          the default pipeline without its fusion passes\n"
              "  --threads N        thread count the program is planned for\n"
+             CLI_LAYOUT_HELP
              "  --micro-batch N    samples per pass when the graph keeps its samples apart\n"
              "                     (default 1: a batch runs one sample at a time, the library's\n"
              "                     arena sized for one; 0: the whole batch at once)\n");
@@ -60,6 +61,7 @@ int cmd_compile(int argc, char **argv) {
              *weights = NULL;
   const char *binds[32], *passes = NULL;
   int n_binds = 0, threads = 0, micro = 1;
+  kiln_layout_choice layout = KILN_LAYOUT_AUTO;
   bool stats = false, bad = false, fallback = false;
   for (int i = 1; i < argc; i++) {
     if (cli_is_help(argv[i])) {
@@ -71,6 +73,8 @@ int cmd_compile(int argc, char **argv) {
       threads = (int)cli_int("--threads", val, 0, 4096, &bad);
     } else if (cli_opt(argc, argv, &i, "--micro-batch", &val, &bad)) {
       micro = (int)cli_int("--micro-batch", val, 0, 1 << 30, &bad);
+    } else if (cli_opt(argc, argv, &i, "--layout", &val, &bad)) {
+      layout = cli_layout(val, &bad);
     } else if (cli_opt(argc, argv, &i, "--cache-dir", &val, &bad)) {
       cache_dir = val;
     } else if (cli_opt(argc, argv, &i, "-o", &val, &bad)) {
@@ -120,6 +124,7 @@ int cmd_compile(int argc, char **argv) {
   o.cache_dir = cache_dir;
   o.passes = passes;
   o.micro_batch = micro;
+  o.layout = layout;
   char tmpdir[] = "/tmp/kiln-cold-cache-XXXXXX";
   kiln_session_stats cold, warm;
   double tc = 0, tw = 0;

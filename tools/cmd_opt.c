@@ -24,6 +24,8 @@ static void usage(FILE *f) {
           "                         without it)\n"
           "  --passes LIST          comma-separated pipeline, e.g. fold,dce,fold-bn (default:\n"
           "                         the mode's default pipeline)\n"
+          "  --layout L             the layout-blocked pass: auto (default: channels blocked\n"
+          "                         by 16 on AVX-512 hosts, plain with AVX2), plain, blocked\n"
           "  --mode MODE            inference (default) | training: training keeps\n"
           "                         BatchNormalization and Dropout and does not fold parameters\n"
           "  --stats                print each pass's changes, time and what it did\n"
@@ -275,6 +277,7 @@ static kiln_code load_train_model(const char *path, const char *const *binds, in
 
 int cmd_opt(int argc, char **argv) {
   const char *model = NULL, *out = NULL, *passes = NULL, *mode_s = "inference", *print_after = NULL;
+  kiln_layout_choice layout = KILN_LAYOUT_AUTO;
   const char *binds[32], *val;
   int n_binds = 0;
   bool bad = false, stats = false, check = false, verify = false, quiet = false, list = false;
@@ -297,6 +300,8 @@ int cmd_opt(int argc, char **argv) {
       out = val;
     } else if (cli_opt(argc, argv, &i, "--passes", &val, &bad)) {
       passes = val;
+    } else if (cli_opt(argc, argv, &i, "--layout", &val, &bad)) {
+      layout = cli_layout(val, &bad);
     } else if (cli_opt(argc, argv, &i, "--mode", &val, &bad)) {
       mode_s = val;
       mode_given = true;
@@ -385,7 +390,8 @@ int cmd_opt(int argc, char **argv) {
   }
   kiln_evaluator ev = kiln_ref_evaluator();
   kiln_pass_ctx cx = {.mode = mode, .ev = &ev, .verify = verify,
-                      .vector_floats = kiln_host_vector_floats(), .print_after = print_after,
+                      .vector_floats = kiln_host_vector_floats(), .layout = (int)layout,
+                      .print_after = print_after,
                       .print_to = stdout};
   kiln_pipeline_result *res = kiln_calloc(1, sizeof *res);
   if (!res) {

@@ -50,6 +50,16 @@ int64_t cli_int(const char *flag, const char *val, int64_t lo, int64_t hi, bool 
   return v;
 }
 
+kiln_layout_choice cli_layout(const char *val, bool *bad) {
+  if (*bad) return KILN_LAYOUT_AUTO;
+  static const char *const names[] = {"auto", "plain", "blocked"};
+  for (int k = 0; k < 3; k++)
+    if (!strcmp(val, names[k])) return (kiln_layout_choice)k;
+  fprintf(stderr, "kiln: option --layout needs auto, plain or blocked, not '%s'\n", val);
+  *bad = true;
+  return KILN_LAYOUT_AUTO;
+}
+
 uint64_t cli_u64(const char *flag, const char *val, bool *bad) {
   if (*bad) return 0;
   char *end;
