@@ -224,6 +224,25 @@ kiln_code kiln_upconv_params_get(const kiln_node *n, int rank, kiln_upconv_param
 
 /* ---- shape inference ---- */
 
+kiln_code kiln_residual_check(const kiln_graph *g, const kiln_node *n, const kiln_shape *ys,
+                              kiln_err *e) {
+  bool res = ir_attr_int(n, "has_residual") != 0;
+  const kiln_value *z = ir_in(g, n, 3);
+  if (res != (z != NULL))
+    return kiln_errf(e, KILN_ERR_INVALID, "has_residual is %d but the residual input Z is %s",
+                     res, z ? "given" : "absent");
+  if (z) {
+    KILN_TRY(ir_check_input(g, n, 3, KILN_DT(KILN_F32), ys->rank, ys->rank, e));
+    if (!kiln_shape_eq(&z->shape, ys)) {
+      char a[160], b[160];
+      return kiln_errf(e, KILN_ERR_SHAPE, "residual '%s' %s must have the output's shape %s",
+                       z->name, kiln_shape_str(&z->shape, a, sizeof a),
+                       kiln_shape_str(ys, b, sizeof b));
+    }
+  }
+  return KILN_OK;
+}
+
 /* X (N, C, spatial...) and W (M, C/group, k...) of a convolution over `xs` (X's shape, or the
  * upsampled one): checks channels, kernel_shape, bias (input 2) and returns Y's shape. */
 static kiln_code conv_shape(kiln_graph *g, kiln_node *n, const kiln_shape *xs, kiln_shape *ys,
@@ -274,20 +293,7 @@ static kiln_code infer_fused_conv(kiln_graph *g, kiln_node *n, kiln_err *e) {
   KILN_TRY(kiln_fused_act_get(n, &act, e));
   kiln_shape ys;
   KILN_TRY(conv_shape(g, n, &ir_in(g, n, 0)->shape, &ys, e));
-  bool res = ir_attr_int(n, "has_residual") != 0;
-  const kiln_value *z = ir_in(g, n, 3);
-  if (res != (z != NULL))
-    return kiln_errf(e, KILN_ERR_INVALID, "has_residual is %d but the residual input Z is %s",
-                     res, z ? "given" : "absent");
-  if (z) {
-    KILN_TRY(ir_check_input(g, n, 3, KILN_DT(KILN_F32), ys.rank, ys.rank, e));
-    if (!kiln_shape_eq(&z->shape, &ys)) {
-      char a[160], b[160];
-      return kiln_errf(e, KILN_ERR_SHAPE, "residual '%s' %s must have the output's shape %s",
-                       z->name, kiln_shape_str(&z->shape, a, sizeof a),
-                       kiln_shape_str(&ys, b, sizeof b));
-    }
-  }
+  KILN_TRY(kiln_residual_check(g, n, &ys, e));
   return ir_set_output(g, n, 0, KILN_F32, &ys, e);
 }
 

@@ -34,6 +34,11 @@ kiln_code kiln_fused_act_get(const kiln_node *n, kiln_fused_act_params *p, kiln_
       A_INTS("pads"), A_INTS("strides")
 #define ACT_ATTRS A_STR("activation", "none"), A_FLOAT("act_alpha", 0.01), A_FLOAT("act_beta", 0.0)
 
+/* The residual input Z (input 3) of FusedConv and BlockedConv: present exactly when
+ * has_residual is 1, float32 of the output's shape ys. */
+kiln_code kiln_residual_check(const kiln_graph *g, const kiln_node *n, const kiln_shape *ys,
+                              kiln_err *e);
+
 /* ---- UpsampleConv: the resize in front of the convolution ---- */
 typedef struct kiln_upconv_params {
   int nsp;                  /* spatial dims (1..3) */

@@ -112,20 +112,7 @@ static kiln_code infer_blocked_conv(kiln_graph *g, kiln_node *n, kiln_err *e) {
                        "channels", bias->name, (long long)bias->shape.d[0], (long long)oc);
   }
   kiln_shape ys = {.rank = 5, .d = {x->shape.d[0], w->shape.d[0], win.out[0], win.out[1], b}};
-  bool res = ir_attr_int(n, "has_residual") != 0;
-  const kiln_value *z = ir_in(g, n, 3);
-  if (res != (z != NULL))
-    return kiln_errf(e, KILN_ERR_INVALID, "has_residual is %d but the residual input Z is %s",
-                     res, z ? "given" : "absent");
-  if (z) {
-    KILN_TRY(ir_check_input(g, n, 3, KILN_DT(KILN_F32), 5, 5, e));
-    if (!kiln_shape_eq(&z->shape, &ys)) {
-      char a[160], c[160];
-      return kiln_errf(e, KILN_ERR_SHAPE, "residual '%s' %s must have the output's shape %s",
-                       z->name, kiln_shape_str(&z->shape, a, sizeof a),
-                       kiln_shape_str(&ys, c, sizeof c));
-    }
-  }
+  KILN_TRY(kiln_residual_check(g, n, &ys, e));
   return ir_set_output(g, n, 0, KILN_F32, &ys, e);
 }
 
