@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "codegen/conv_gen.h"
+#include "codegen/tune.h"
 #include "ir/ops/fused.h"
 #include "ir/ops/layout.h"
 #include "ir/ops/nn_window.h"
@@ -81,7 +82,7 @@ typedef struct bconv {
   int64_t H, W, OH, OW;        /* input (unpadded) and output sizes */
   int64_t KH, KW, sh, sw, dh, dw, pt, pl;
   int64_t Hp, Wp;              /* the input as the kernel reads it (padded or not) */
-  bool padded;
+  bool padded, avx512;
   int OCV, P;                  /* register block: OCV channel blocks x P pixels */
   cg_conv_epilogue epi;
 } bconv;
@@ -92,36 +93,59 @@ typedef struct bconv {
  * estimated cycles of one (input channel, tap) step over the whole output, counting two FMAs
  * and two loads a cycle and at least 4 cycles per block (an FMA chain's latency).  Every
  * column block reads all the weights of its OCV channel blocks again: when they outgrow half
- * of L1 they come from L2, counted as two loads each. */
-static void choose_block(bconv *c, bool avx512) {
-  int lanes = avx512 ? 16 : 8, regs = avx512 ? 32 : 16;
-  int per_vec = (int)((c->b + lanes - 1) / lanes);
-  int avail = regs / per_vec;
+ * of L1 they come from L2, counted as two loads each.  `kiln tune` measures the model's
+ * choice against its neighbours (codegen/tune.h, family "blocked": ocb = OCV, rb = 1,
+ * nv = P). */
+static int vector_regs(const bconv *c) {
+  int lanes = c->avx512 ? 16 : 8, regs = c->avx512 ? 32 : 16;
+  return regs / (int)((c->b + lanes - 1) / lanes);
+}
+
+static bool block_fits(const void *plan, kiln_tune_block t) {
+  const bconv *c = plan;
+  return t.rb == 1 && t.ocb >= 1 && t.ocb <= 4 && c->OCB % t.ocb == 0 && t.nv >= 1 &&
+         t.nv <= c->OW && t.nv * t.ocb + t.ocb + 3 <= vector_regs(c);
+}
+
+static double block_cost(const void *plan, const void *machine, int ocv, int rb, int p) {
+  (void)machine;
+  (void)rb;
+  const bconv *c = plan;
+  int64_t wbytes = c->ICB * c->KH * c->KW * c->b * c->b * ocv * 4;
+  double wload = wbytes > 16 * 1024 ? 2.0 : 1.0, cyc = 0;
+  for (int64_t ow = 0; ow < c->OW; ow += p) {
+    int64_t q = c->OW - ow < p ? c->OW - ow : p;
+    double fma = (double)(q * ocv) / 2, ld = ((double)q + ocv * wload) / 2;
+    double t = fma > ld ? fma : ld;
+    cyc += t < 4 ? 4 : t;
+  }
+  return cyc * (double)(c->OCB / ocv);
+}
+
+static void choose_block(kiln_emit_ctx *cx, bconv *c, const cg_conv_geom *geom) {
   double best = 0;
   c->OCV = 1;
   c->P = 1;
   for (int ocv = 1; ocv <= 4; ocv++) {
-    if (c->OCB % ocv) continue;
-    int64_t wbytes = c->ICB * c->KH * c->KW * c->b * c->b * ocv * 4;
-    double wload = wbytes > 16 * 1024 ? 2.0 : 1.0;
-    int pmax = (avail - ocv - 3) / ocv;
-    if (pmax < 1) continue;
+    int pmax = (vector_regs(c) - ocv - 3) / ocv;
+    if (c->OCB % ocv || pmax < 1) continue;
     int64_t tiles = (c->OW + pmax - 1) / pmax;
     int p = (int)((c->OW + tiles - 1) / tiles);
-    double cyc = 0;
-    for (int64_t ow = 0; ow < c->OW; ow += p) {
-      int64_t q = c->OW - ow < p ? c->OW - ow : p;
-      double fma = (double)(q * ocv) / 2, ld = (double)(q + ocv * wload) / 2;
-      double t = fma > ld ? fma : ld;
-      cyc += t < 4 ? 4 : t;
-    }
-    cyc *= (double)(c->OCB / ocv);
+    double cyc = block_cost(c, NULL, ocv, 1, p);
     if (best == 0 || cyc < best * 0.999) {
       best = cyc;
       c->OCV = ocv;
       c->P = p;
     }
   }
+  int ocb = c->OCV, rb = 1, nv = c->P;
+  cg_tune_conv(cx, &(cg_tune_query){.geom = geom, .V = (int)c->b, .packed = true,
+                                    .max_acc = vector_regs(c), .max_rb = 1, .cost = block_cost,
+                                    .plan = c, .family = "blocked", .lim_ocb = 4, .lim_rb = 1,
+                                    .lim_nv = c->OW, .fits = block_fits},
+               &ocb, &rb, &nv);
+  c->OCV = ocb;
+  c->P = nv;
 }
 
 static kiln_code bconv_init(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_node *n,
@@ -158,7 +182,21 @@ static kiln_code bconv_init(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_n
   c->epi.act = acts[a.act];
   c->epi.act_a = (float)a.alpha;
   c->epi.act_b = (float)a.beta;
-  choose_block(c, cg_avx512(cx));
+  c->avx512 = cg_avx512(cx);
+  /* the convolution as the tuning table keys it (codegen/tune.h) */
+  cg_conv_geom geom = {.N = c->N, .C = c->ICB * c->b, .OC = c->OCB * c->b, .groups = 1};
+  for (int d = 0; d < 3; d++) {
+    bool id = d == 0; /* 2-D: a leading identity dim, as conv_gen's geometries have */
+    geom.in[d] = id ? 1 : d == 1 ? c->H : c->W;
+    geom.k[d] = id ? 1 : d == 1 ? c->KH : c->KW;
+    geom.stride[d] = id ? 1 : d == 1 ? c->sh : c->sw;
+    geom.dil[d] = id ? 1 : d == 1 ? c->dh : c->dw;
+    geom.pad_b[d] = id ? 0 : d == 1 ? c->pt : c->pl;
+    geom.pad_e[d] = id ? 0 : d == 1 ? c->Hp - c->H - c->pt : c->Wp - c->W - c->pl;
+    geom.out[d] = id ? 1 : d == 1 ? c->OH : c->OW;
+    geom.xfactor[d] = 1;
+  }
+  choose_block(cx, c, &geom);
   return KILN_OK;
 }
 

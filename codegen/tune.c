@@ -269,7 +269,8 @@ kiln_code kiln_tune_save(const kiln_tune_table *t, const char *path, const char 
 
 /* ---- the generator's side ---- */
 
-void cg_tune_conv_key(const cg_conv_geom *g, int V, bool packed, char *out, size_t n) {
+void cg_tune_conv_key(const cg_conv_geom *g, int V, bool packed, const char *family, char *out,
+                      size_t n) {
   const int64_t *dims[7] = {g->in, g->k, g->stride, g->dil, g->pad_b, g->pad_e, g->out};
   const char *tag[7] = {"i", "k", "s", "d", "pb", "pe", "o"};
   size_t k = 0;
@@ -278,6 +279,7 @@ void cg_tune_conv_key(const cg_conv_geom *g, int V, bool packed, char *out, size
     int w_ = snprintf(out + k, k < n ? n - k : 0, __VA_ARGS__);                                    \
     if (w_ > 0) k += (size_t)w_;                                                                   \
   } while (0)
+  if (family) PUT("%s:", family);
   PUT("n%lld.c%lld.oc%lld.g%lld", (long long)g->N, (long long)g->C, (long long)g->OC,
       (long long)g->groups);
   for (int a = 0; a < 7; a++)
@@ -302,21 +304,25 @@ void cg_tune_conv_key(const cg_conv_geom *g, int V, bool packed, char *out, size
 }
 
 static int64_t limit_ocb(const cg_tune_query *q) {
+  if (q->lim_ocb > 0) return q->lim_ocb < KILN_TUNE_MAX_OCB ? q->lim_ocb : KILN_TUNE_MAX_OCB;
   int64_t ocg = q->geom->groups > 0 ? q->geom->OC / q->geom->groups : 1;
   return ocg < 1 ? 1 : ocg < KILN_TUNE_MAX_OCB ? ocg : KILN_TUNE_MAX_OCB;
 }
 static int64_t limit_rb(const cg_tune_query *q) {
+  if (q->lim_rb > 0) return q->lim_rb < KILN_TUNE_MAX_RB ? q->lim_rb : KILN_TUNE_MAX_RB;
   int64_t oh = q->geom->out[1];
   return oh < 1 ? 1 : oh < KILN_TUNE_MAX_RB ? oh : KILN_TUNE_MAX_RB;
 }
 static int64_t limit_nv(const cg_tune_query *q) {
+  if (q->lim_nv > 0) return q->lim_nv < KILN_TUNE_MAX_NV ? q->lim_nv : KILN_TUNE_MAX_NV;
   int64_t nvec = (q->geom->out[2] + q->V - 1) / q->V;
   return nvec < 1 ? 1 : nvec < KILN_TUNE_MAX_NV ? nvec : KILN_TUNE_MAX_NV;
 }
 
 bool cg_tune_block_ok(const cg_tune_query *q, kiln_tune_block b) {
   return kiln_tune_block_sane(b) && b.ocb <= limit_ocb(q) && b.rb <= limit_rb(q) &&
-         b.nv <= limit_nv(q) && b.ocb * b.rb * b.nv <= q->max_acc;
+         b.nv <= limit_nv(q) && b.ocb * b.rb * b.nv <= q->max_acc &&
+         (!q->fits || q->fits(q->plan, b));
 }
 
 typedef struct ranked {
@@ -443,6 +449,10 @@ static void record(kiln_tune_table *t, kiln_emit_ctx *cx, const char *key, const
   r->macs = g->N * g->OC * g->out[0] * g->out[1] * g->out[2] * (g->groups ? g->C / g->groups : 0) *
             g->k[0] * g->k[1] * g->k[2];
   shape_str(g, r->shape, sizeof r->shape);
+  if (q->family) {
+    size_t len = strlen(r->shape);
+    snprintf(r->shape + len, sizeof r->shape - len, " %s", q->family);
+  }
   r->n_cands = cg_tune_candidates(q, model, r->cands, KILN_TUNE_MAX_CANDS);
 }
 
@@ -450,7 +460,7 @@ bool cg_tune_conv(kiln_emit_ctx *cx, const cg_tune_query *q, int *ocb, int *rb, 
   kiln_tune_table *t = cg_tune_table(cx);
   if (!t) return false;
   char key[KILN_TUNE_KEY_MAX];
-  cg_tune_conv_key(q->geom, q->V, q->packed, key, sizeof key);
+  cg_tune_conv_key(q->geom, q->V, q->packed, q->family, key, sizeof key);
   if (!key[0]) return false;
   kiln_tune_block model = {*ocb, *rb, *nv}, used = model;
   const kiln_tune_entry *en = kiln_tune_find(t, key);

@@ -34,7 +34,7 @@
 #define KILN_TUNE_MAX_CANDS 32
 #define KILN_TUNE_MAX_OCB 32 /* conv_gen's MAX_ACC */
 #define KILN_TUNE_MAX_RB 8
-#define KILN_TUNE_MAX_NV 8
+#define KILN_TUNE_MAX_NV 32 /* conv_gen: vectors of columns; BlockedConv: pixels */
 #define KILN_TUNE_MAX_ENTRIES 65536
 
 typedef struct kiln_tune_block {
@@ -119,10 +119,18 @@ typedef struct cg_tune_query {
   /* the model's estimated cost of a block, for ranking candidates */
   double (*cost)(const void *plan, const void *machine, int ocb, int rb, int nv);
   const void *plan, *machine;
+  /* Another kernel family than conv_gen's (NULL): its name prefixes the key ("blocked:..."),
+   * the block's fields mean what that generator says, lim_ocb/lim_rb/lim_nv bound them (each
+   * 0: conv_gen's bounds from the geometry) and fits(), when set, must accept a block. */
+  const char *family;
+  int64_t lim_ocb, lim_rb, lim_nv;
+  bool (*fits)(const void *plan, kiln_tune_block b);
 } cg_tune_query;
 
-/* The canonical key of a convolution ("" if it does not fit n: then it is never tuned). */
-void cg_tune_conv_key(const cg_conv_geom *g, int V, bool packed, char *out, size_t n);
+/* The canonical key of a convolution ("" if it does not fit n: then it is never tuned);
+ * family NULL for conv_gen's kernels. */
+void cg_tune_conv_key(const cg_conv_geom *g, int V, bool packed, const char *family, char *out,
+                      size_t n);
 /* Whether block b fits convolution q (registers, channels, rows, vectors). */
 bool cg_tune_block_ok(const cg_tune_query *q, kiln_tune_block b);
 /* Candidate blocks for q, best first: `model` (the cost model's choice), the model's ranking,

@@ -31,10 +31,12 @@
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: kiln tune MODEL.onnx [--threads N] [--passes LIST] [--bind NAME=SIZE]\n"
+          "usage: kiln tune MODEL.onnx [--threads N] [--passes LIST] [--layout L]\n"
+          "                 [--bind NAME=SIZE]\n"
           "                 [--budget SECONDS] [--margin PCT] [--candidates N] [--dry-run]\n\n"
           "Measures every distinct convolution the direct-convolution generator plans for the\n"
-          "model (Conv, ConvTranspose, FusedConv, UpsampleConv phases, ...) with the cost\n"
+          "model (Conv, ConvTranspose, FusedConv, UpsampleConv phases, blocked-layout\n"
+          "convolutions: OCV channel vectors x 1 x P pixels, ...) with the cost\n"
           "model's register block and with candidate blocks (the model's next best and\n"
           "neighbours of its choice), each compiled alone and timed by its own kernels (the\n"
           "minimum over runs after a warm-up; CPU time at one thread, where waiting on a busy\n"
@@ -50,6 +52,7 @@ static void usage(FILE *f) {
           "  --passes LIST       graph passes before compiling, as in kiln bench: 'default'\n"
           "                      (folding and fusion) or a pipeline; default none.  Tune with\n"
           "                      the passes you run with: fusion changes some convolutions\n"
+          CLI_LAYOUT_HELP
           "  --bind NAME=SIZE    give a symbolic input dimension a size (e.g. the batch)\n"
           "  --budget SECONDS    time for all measurements (default 120); shared among the\n"
           "                      convolutions, heaviest first, unused time passed on\n"
@@ -362,6 +365,7 @@ static kiln_code tune_one(const tuner *tn, const kiln_tune_record *r, int max_ca
 
 int cmd_tune(int argc, char **argv) {
   const char *model = NULL, *val, *passes = NULL, *binds[32];
+  kiln_layout_choice layout = KILN_LAYOUT_AUTO;
   int n_binds = 0, threads = 1, max_cands = 16;
   double budget = 120, margin = 3;
   bool dry = false, bad = false;
@@ -375,6 +379,8 @@ int cmd_tune(int argc, char **argv) {
       threads = (int)cli_int("--threads", val, 1, 4096, &bad);
     } else if (cli_opt(argc, argv, &i, "--passes", &val, &bad)) {
       passes = val;
+    } else if (cli_opt(argc, argv, &i, "--layout", &val, &bad)) {
+      layout = cli_layout(val, &bad);
     } else if (cli_opt(argc, argv, &i, "--budget", &val, &bad)) {
       budget = cli_real("--budget", val, 1e-3, 1e9, &bad);
     } else if (cli_opt(argc, argv, &i, "--margin", &val, &bad)) {
@@ -401,7 +407,7 @@ int cmd_tune(int argc, char **argv) {
   if (passes && *passes) {
     kiln_evaluator ev = kiln_ref_evaluator();
     kiln_pass_ctx pcx = {.mode = KILN_MODE_INFERENCE, .ev = &ev,
-                         .vector_floats = kiln_host_vector_floats()};
+                         .vector_floats = kiln_host_vector_floats(), .layout = (int)layout};
     if (kiln_run_pipeline(g, strcmp(passes, "default") ? passes : NULL, &pcx, NULL, &e)) {
       ir_graph_free(g);
       return cli_fail(&e);
