@@ -855,7 +855,7 @@ static bool file_exists(const char *p) {
 
 /* The same network exported by PyTorch (scripts/make_fusion_fixtures.py): BatchNorm kept,
  * Resize scales from Concat chains, the last block's sizes from a Shape chain. */
-static void test_torch_spn(void) {
+static void torch_spn(int layout) {
   const char *dir = DATA_DIR "/fusion/torch_spn";
   char path[1024];
   kiln_err e = {0};
@@ -872,17 +872,29 @@ static void test_torch_spn(void) {
   if (!e.code) {
     CHECK(count_op(g, KILN_OP_Resize) == 5 && count_op(g, KILN_OP_BatchNormalization) == 25);
     kiln_pipeline_result res;
-    fuse_run(g, &(fcase){.inputs = &in, .want = want}, &res);
+    fuse_run(g, &(fcase){.inputs = &in, .want = want, .layout = layout}, &res);
     CHECK_MSG(changes_of(&res, "fuse-upsample-conv") == 5, "%s",
               detail_of(&res, "fuse-upsample-conv"));
     CHECK(count_op(g, KILN_OP_UpsampleConv) == 5 && count_op(g, KILN_OP_Resize) == 0);
     CHECK(count_op(g, KILN_OP_BatchNormalization) == 0 && count_op(g, KILN_OP_Add) == 0);
-    CHECK(count_fused_conv(g, true) == 8 && count_op(g, KILN_OP_GapGemm) == 1);
+    CHECK(count_op(g, KILN_OP_GapGemm) == 1);
     CHECK(count_op(g, KILN_OP_Shape) == 0 && count_op(g, KILN_OP_Concat) == 0);
+    if (layout == KILN_LAYOUT_BLOCKED) /* the trunk, stem aside, blocked by 8 */
+      CHECK_MSG(count_op(g, KILN_OP_BlockedConv) == 19 && count_op(g, KILN_OP_ToBlocked) == 1,
+                "%s", detail_of(&res, "layout-blocked"));
+    else
+      CHECK(count_fused_conv(g, true) == 8);
   }
   kiln_tensor_free(in);
   free_tensors(want, 2);
   ir_graph_free(g);
+}
+
+/* PyTorch's export of the same network against PyTorch's outputs, through the default
+ * pipeline with the plain and the blocked layout. */
+static void test_torch_spn(void) {
+  torch_spn(KILN_LAYOUT_AUTO); /* fcase's 8-float vectors: plain */
+  torch_spn(KILN_LAYOUT_BLOCKED);
 }
 
 /* ---- the conformance suite through the default pipeline ---- */
