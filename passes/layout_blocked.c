@@ -95,8 +95,8 @@ static kiln_code block_conv(lay *L, int ci, kiln_err *e) {
   char *cname = kiln_strdup(g->nodes[ci].name);
   if (!cname) return kiln_errf(e, KILN_ERR_NOMEM, "out of memory");
   int in[4] = {xb, wb_id, bias, zb};
-  kiln_code rc = ir_add_node(g, KILN_OP_BlockedConv, cname, in, z >= 0 ? 4 : bias >= 0 ? 3 : 2, &yb, 1,
-                   &nid, e);
+  int n_in = z >= 0 ? 4 : bias >= 0 ? 3 : 2;
+  kiln_code rc = ir_add_node(g, KILN_OP_BlockedConv, cname, in, n_in, &yb, 1, &nid, e);
   kiln_free(cname);
   KILN_TRY(rc);
   KILN_TRY(fuse_copy_attrs(g, ci, nid, fuse_conv_attr_names, e));
@@ -116,7 +116,9 @@ static kiln_code block_conv(lay *L, int ci, kiln_err *e) {
  * scalar (which broadcasts the same in any layout); at least one blocked. */
 static bool follows_blocked(const lay *L, const kiln_node *n) {
   const kiln_graph *g = L->g;
-  if (!(n->def->flags & KILN_OPF_ELEMENTWISE) || n->n_out != 1) return false;
+  if (!(n->def->flags & KILN_OPF_ELEMENTWISE) || n->n_out != 1 || n->n_in > EW_MAX_IN ||
+      n->n_attrs > 64)
+    return false;
   const kiln_value *y = ir_out(g, n, 0);
   if (!y || !y->typed || y->dtype != KILN_F32 || y->shape.rank != 4) return false;
   bool any = false;
@@ -139,7 +141,6 @@ static kiln_code block_elementwise(lay *L, int ni, kiln_err *e) {
   kiln_graph *g = L->g;
   int in[EW_MAX_IN], n_in = g->nodes[ni].n_in, y = g->nodes[ni].out[0], yb, nid, fid;
   const char *names[65];
-  if (n_in > EW_MAX_IN || g->nodes[ni].n_attrs > 64) return KILN_OK;
   for (int k = 0; k < n_in; k++) {
     int v = g->nodes[ni].in[k];
     in[k] = v >= 0 && v < L->n_orig && L->blocked[v] >= 0 ? L->blocked[v] : v;
