@@ -1,9 +1,9 @@
 /* emit_layout.c — emitters of the blocked-layout ops (ir/ops/layout.h):
  *  - ToBlocked / FromBlocked: one tile per (n, channel block, row); each pixel's b channels
  *    are gathered into (or scattered from) one vector.
- *  - BlockedConv: a direct convolution with the vector along output channels.  A tile is one
- *    output row of OCV channel blocks; it runs over column blocks of P pixels and holds
- *    P x OCV vectors of b channels in registers: for each input channel block, kernel row,
+ *  - BlockedConv: a direct convolution with the vector along output channels.  A tile is RB
+ *    output rows of OCV channel blocks; it runs over column blocks of P pixels and holds
+ *    RB x P x OCV vectors of b channels in registers: for each input channel block, kernel row,
  *    kernel column and input channel ci, it loads the OCV weight vectors of (ci, tap) and
  *    broadcasts each pixel's input value, one FMA per (pixel, vector).  Strides cost nothing
  *    (a broadcast reads any address) and every store is a whole vector; 1x1 convolutions need
@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "codegen/conv_gen.h"
+#include "codegen/emit_copy.h"
 #include "codegen/tune.h"
 #include "ir/ops/fused.h"
 #include "ir/ops/layout.h"
@@ -83,19 +84,21 @@ typedef struct bconv {
   int64_t KH, KW, sh, sw, dh, dw, pt, pl;
   int64_t Hp, Wp;              /* the input as the kernel reads it (padded or not) */
   bool padded, avx512;
-  int OCV, P;                  /* register block: OCV channel blocks x P pixels */
+  int OCV, RB, P;              /* register block: OCV channel blocks x RB rows x P pixels */
   cg_conv_epilogue epi;
 } bconv;
 
-/* Register block: OCV output-channel vectors x P pixels of one row, so that P * OCV
+/* Register block: OCV output-channel vectors x RB rows x P pixels, so that RB * P * OCV
  * accumulators, OCV weight vectors, a broadcast and two spare registers fit (with none spare,
  * LLVM's scheduler hoists the next step's loads and spills accumulators); the cost is the
  * estimated cycles of one (input channel, tap) step over the whole output, counting two FMAs
  * and two loads a cycle and at least 4 cycles per block (an FMA chain's latency).  Every
- * column block reads all the weights of its OCV channel blocks again: when they outgrow half
- * of L1 they come from L2, counted as two loads each.  `kiln tune` measures the model's
- * choice against its neighbours (codegen/tune.h, family "blocked": ocb = OCV, rb = 1,
- * nv = P). */
+ * block reads all the weights of its OCV channel blocks again: when they outgrow half of L1
+ * they come from L2, counted as two loads each; more rows per block amortize them (the 7x7
+ * layers of a ResNet, whose rows hold few pixels).  `kiln tune` measures the model's choice
+ * against its neighbours (codegen/tune.h, family "blocked": ocb = OCV, rb = RB, nv = P). */
+#define BC_MAX_RB 4
+
 static int vector_regs(const bconv *c) {
   int lanes = c->avx512 ? 16 : 8, regs = c->avx512 ? 32 : 16;
   return regs / (int)((c->b + lanes - 1) / lanes);
@@ -103,48 +106,57 @@ static int vector_regs(const bconv *c) {
 
 static bool block_fits(const void *plan, kiln_tune_block t) {
   const bconv *c = plan;
-  return t.rb == 1 && t.ocb >= 1 && t.ocb <= 4 && c->OCB % t.ocb == 0 && t.nv >= 1 &&
-         t.nv <= c->OW && t.nv * t.ocb + t.ocb + 3 <= vector_regs(c);
+  return t.ocb >= 1 && t.ocb <= 4 && c->OCB % t.ocb == 0 && t.rb >= 1 && t.rb <= BC_MAX_RB &&
+         t.rb <= c->OH && t.nv >= 1 && t.nv <= c->OW &&
+         t.rb * t.nv * t.ocb + t.ocb + 3 <= vector_regs(c);
+}
+
+/* Cycles of one block of rr rows x q pixels (see above). */
+static double block_cycles(const bconv *c, int ocv, int64_t rr, int64_t q) {
+  int64_t wbytes = c->ICB * c->KH * c->KW * c->b * c->b * ocv * 4;
+  double wload = wbytes > 16 * 1024 ? 2.0 : 1.0;
+  double fma = (double)(rr * q * ocv) / 2, ld = ((double)(rr * q) + ocv * wload) / 2;
+  double t = fma > ld ? fma : ld;
+  return t < 4 ? 4 : t;
 }
 
 static double block_cost(const void *plan, const void *machine, int ocv, int rb, int p) {
   (void)machine;
-  (void)rb;
   const bconv *c = plan;
-  int64_t wbytes = c->ICB * c->KH * c->KW * c->b * c->b * ocv * 4;
-  double wload = wbytes > 16 * 1024 ? 2.0 : 1.0, cyc = 0;
-  for (int64_t ow = 0; ow < c->OW; ow += p) {
-    int64_t q = c->OW - ow < p ? c->OW - ow : p;
-    double fma = (double)(q * ocv) / 2, ld = ((double)q + ocv * wload) / 2;
-    double t = fma > ld ? fma : ld;
-    cyc += t < 4 ? 4 : t;
-  }
+  double cyc = 0;
+  for (int64_t oh = 0; oh < c->OH; oh += rb)
+    for (int64_t ow = 0; ow < c->OW; ow += p)
+      cyc += block_cycles(c, ocv, c->OH - oh < rb ? c->OH - oh : rb,
+                          c->OW - ow < p ? c->OW - ow : p);
   return cyc * (double)(c->OCB / ocv);
 }
 
 static void choose_block(kiln_emit_ctx *cx, bconv *c, const cg_conv_geom *geom) {
   double best = 0;
-  c->OCV = 1;
-  c->P = 1;
-  for (int ocv = 1; ocv <= 4; ocv++) {
-    int pmax = (vector_regs(c) - ocv - 3) / ocv;
-    if (c->OCB % ocv || pmax < 1) continue;
-    int64_t tiles = (c->OW + pmax - 1) / pmax;
-    int p = (int)((c->OW + tiles - 1) / tiles);
-    double cyc = block_cost(c, NULL, ocv, 1, p);
-    if (best == 0 || cyc < best * 0.999) {
-      best = cyc;
-      c->OCV = ocv;
-      c->P = p;
+  c->OCV = c->RB = c->P = 1;
+  for (int ocv = 1; ocv <= 4; ocv++)
+    for (int rb = 1; rb <= BC_MAX_RB && rb <= c->OH; rb++) {
+      int pmax = (vector_regs(c) - ocv - 3) / (ocv * rb);
+      if (c->OCB % ocv || pmax < 1) continue;
+      int64_t tiles = (c->OW + pmax - 1) / pmax;
+      int p = (int)((c->OW + tiles - 1) / tiles);
+      double cyc = block_cost(c, NULL, ocv, rb, p);
+      if (best == 0 || cyc < best * 0.999) {
+        best = cyc;
+        c->OCV = ocv;
+        c->RB = rb;
+        c->P = p;
+      }
     }
-  }
-  int ocb = c->OCV, rb = 1, nv = c->P;
+  int ocb = c->OCV, rb = c->RB, nv = c->P;
   cg_tune_conv(cx, &(cg_tune_query){.geom = geom, .V = (int)c->b, .packed = true,
-                                    .max_acc = vector_regs(c), .max_rb = 1, .cost = block_cost,
-                                    .plan = c, .family = "blocked", .lim_ocb = 4, .lim_rb = 1,
-                                    .lim_nv = c->OW, .fits = block_fits},
+                                    .max_acc = vector_regs(c), .max_rb = BC_MAX_RB,
+                                    .cost = block_cost, .plan = c, .family = "blocked",
+                                    .lim_ocb = 4, .lim_rb = BC_MAX_RB, .lim_nv = c->OW,
+                                    .fits = block_fits},
                &ocb, &rb, &nv);
   c->OCV = ocb;
+  c->RB = rb;
   c->P = nv;
 }
 
@@ -240,19 +252,20 @@ typedef struct bk {
   const bconv *c;
   LLVMValueRef x, w, bias, z, y; /* argument pointers (bias, z may be NULL) */
   LLVMTypeRef vty;
-  LLVMValueRef acc[64];          /* allocas, [pixel * OCV + vector] */
+  LLVMValueRef acc[64];          /* allocas, [(row * P + pixel) * OCV + vector] */
 } bk;
 
-/* One register block: pixels ow0 .. ow0 + P - 1 of row oh, channel blocks ocb0 .. + OCV - 1. */
+/* One register block: pixels ow0 .. ow0 + P - 1 of rows oh .. oh + R - 1, channel blocks
+ * ocb0 .. + OCV - 1.  Accumulator (r, j, v) is acc[(r * P + j) * OCV + v]. */
 static void emit_block(bk *s, LLVMValueRef n, LLVMValueRef ocb0, LLVMValueRef oh,
-                       LLVMValueRef ow0, int P) {
+                       LLVMValueRef ow0, int R, int P) {
   cg_kernel *k = s->k;
   const bconv *c = s->c;
   LLVMBuilderRef b = k->b;
   unsigned B = (unsigned)c->b;
   int V = c->OCV;
   LLVMValueRef zero = LLVMConstNull(s->vty);
-  for (int i = 0; i < P * V; i++) LLVMBuildStore(b, zero, s->acc[i]);
+  for (int i = 0; i < R * P * V; i++) LLVMBuildStore(b, zero, s->acc[i]);
   int64_t wstep_oc = c->ICB * c->KH * c->KW * c->b * c->b; /* one output channel block */
   /* the taps are one runtime loop: unrolled, the loads of neighbouring taps that read the
    * same input (stride 1) would be merged and kept live across taps, spilling accumulators */
@@ -275,17 +288,19 @@ static void emit_block(bk *s, LLVMValueRef n, LLVMValueRef ocb0, LLVMValueRef oh
     LLVMValueRef wv[4];
     for (int v = 0; v < V; v++)
       wv[v] = cg_vload(k, s->w, cg_add(k, wtap, cst(k, v * wstep_oc + ci * c->b)), B, B);
-    for (int j = 0; j < P; j++) {
-      int64_t off = (int64_t)j * c->sw * c->b + ci;
-      LLVMValueRef xs = cg_load(k, k->t->f32, s->x, cg_add(k, xcol0, cst(k, off)));
-      LLVMValueRef xb = cg_splat(k, xs, B);
-      for (int v = 0; v < V; v++) {
-        LLVMValueRef a = LLVMBuildLoad2(b, s->vty, s->acc[j * V + v], "");
-        LLVMTypeRef vt = s->vty;
-        a = cg_intrinsic(k, "llvm.fma", &vt, 1, (LLVMValueRef[]){xb, wv[v], a}, 3);
-        LLVMBuildStore(b, a, s->acc[j * V + v]);
+    for (int r = 0; r < R; r++)
+      for (int j = 0; j < P; j++) {
+        int64_t off = (int64_t)r * c->sh * c->Wp * c->b + (int64_t)j * c->sw * c->b + ci;
+        LLVMValueRef xs = cg_load(k, k->t->f32, s->x, cg_add(k, xcol0, cst(k, off)));
+        LLVMValueRef xb = cg_splat(k, xs, B);
+        for (int v = 0; v < V; v++) {
+          LLVMValueRef *acc = &s->acc[(r * P + j) * V + v];
+          LLVMValueRef a = LLVMBuildLoad2(b, s->vty, *acc, "");
+          LLVMTypeRef vt = s->vty;
+          a = cg_intrinsic(k, "llvm.fma", &vt, 1, (LLVMValueRef[]){xb, wv[v], a}, 3);
+          LLVMBuildStore(b, a, *acc);
+        }
       }
-    }
   }
   cg_loop_end(k, &lh);
   cg_loop_end(k, &li);
@@ -296,15 +311,31 @@ static void emit_block(bk *s, LLVMValueRef n, LLVMValueRef ocb0, LLVMValueRef oh
     LLVMValueRef yrow = cg_mul(
         k, cg_add(k, cg_mul(k, cg_add(k, cg_mul(k, n, cst(k, c->OCB)), ocb), cst(k, c->OH)), oh),
         cst(k, c->OW * c->b));
-    for (int j = 0; j < P; j++) {
-      LLVMValueRef val = LLVMBuildLoad2(b, s->vty, s->acc[j * V + v], "");
-      if (bv) val = LLVMBuildFAdd(b, val, bv, "");
-      LLVMValueRef yi = cg_add(k, yrow, cg_mul(k, cg_add(k, ow0, cst(k, j)), cst(k, c->b)));
-      if (s->z) val = LLVMBuildFAdd(b, val, cg_vload(k, s->z, yi, B, B), "");
-      if (c->epi.act) val = cg_conv_activate(k, &c->epi, val);
-      cg_vstore(k, val, s->y, yi, B, B);
-    }
+    LLVMValueRef ycol0 = cg_add(k, yrow, cg_mul(k, ow0, cst(k, c->b)));
+    for (int r = 0; r < R; r++)
+      for (int j = 0; j < P; j++) {
+        LLVMValueRef val = LLVMBuildLoad2(b, s->vty, s->acc[(r * P + j) * V + v], "");
+        if (bv) val = LLVMBuildFAdd(b, val, bv, "");
+        LLVMValueRef yi = cg_add(k, ycol0, cst(k, ((int64_t)r * c->OW + j) * c->b));
+        if (s->z) val = LLVMBuildFAdd(b, val, cg_vload(k, s->z, yi, B, B), "");
+        if (c->epi.act) val = cg_conv_activate(k, &c->epi, val);
+        cg_vstore(k, val, s->y, yi, B, B);
+      }
   }
+}
+
+/* R rows from oh: the column blocks of P pixels, then the narrower last one. */
+static void emit_row_group(bk *s, LLVMValueRef n, LLVMValueRef ocb0, LLVMValueRef oh, int R) {
+  cg_kernel *k = s->k;
+  const bconv *c = s->c;
+  int64_t full = c->OW / c->P, tail = c->OW % c->P;
+  if (full > 0) {
+    cg_loop lc;
+    LLVMValueRef ow0 = cg_loop_begin(k, &lc, cst(k, 0), cst(k, full * c->P), cst(k, c->P), "ow");
+    emit_block(s, n, ocb0, oh, ow0, R, c->P);
+    cg_loop_end(k, &lc);
+  }
+  if (tail) emit_block(s, n, ocb0, oh, cst(k, full * c->P), R, (int)tail);
 }
 
 static kiln_code emit_BlockedConv(kiln_emit_ctx *cx, const kiln_graph *g, const kiln_node *n,
@@ -326,27 +357,31 @@ static kiln_code emit_BlockedConv(kiln_emit_ctx *cx, const kiln_graph *g, const 
   bk s = {.k = &k, .c = &c, .x = cg_arg(&k, 0), .w = cg_arg(&k, 1),
           .bias = has_b ? cg_arg(&k, 2) : NULL, .z = has_z ? cg_arg(&k, 3) : NULL,
           .y = cg_arg(&k, 4), .vty = LLVMVectorType(k.t->f32, (unsigned)c.b)};
-  for (int i = 0; i < c.P * c.OCV; i++) s.acc[i] = cg_entry_alloca(&k, s.vty);
-  int64_t OCG = c.OCB / c.OCV;
-  cg_loop lt, lc;
+  for (int i = 0; i < c.RB * c.P * c.OCV; i++) s.acc[i] = cg_entry_alloca(&k, s.vty);
+  int64_t OCG = c.OCB / c.OCV, NRG = (c.OH + c.RB - 1) / c.RB, rtail = c.OH % c.RB;
+  cg_loop lt;
   LLVMValueRef t = cg_loop_begin(&k, &lt, k.lo, k.hi, cst(&k, 1), "t");
-  /* tile t = (n * OCG + og) * OH + oh: consecutive tiles of a thread share their weights */
-  LLVMValueRef oh = LLVMBuildURem(b, t, cst(&k, c.OH), "");
-  LLVMValueRef rest = LLVMBuildUDiv(b, t, cst(&k, c.OH), "");
+  /* tile t = (n * OCG + og) * NRG + rg: consecutive tiles of a thread share their weights */
+  LLVMValueRef rg = LLVMBuildURem(b, t, cst(&k, NRG), "");
+  LLVMValueRef rest = LLVMBuildUDiv(b, t, cst(&k, NRG), "");
   LLVMValueRef og = LLVMBuildURem(b, rest, cst(&k, OCG), "");
   LLVMValueRef nn = LLVMBuildUDiv(b, rest, cst(&k, OCG), "");
   LLVMValueRef ocb0 = cg_mul(&k, og, cst(&k, c.OCV));
-  int64_t full = c.OW / c.P, tail = c.OW % c.P;
-  if (full > 0) {
-    LLVMValueRef ow0 = cg_loop_begin(&k, &lc, cst(&k, 0), cst(&k, full * c.P), cst(&k, c.P), "ow");
-    emit_block(&s, nn, ocb0, oh, ow0, c.P);
-    cg_loop_end(&k, &lc);
+  LLVMValueRef oh = cg_mul(&k, rg, cst(&k, c.RB));
+  if (rtail) { /* the last row group has fewer rows */
+    cg_ifelse ie;
+    cg_ifelse_begin(&k, &ie, LLVMBuildICmp(b, LLVMIntEQ, rg, cst(&k, NRG - 1), ""));
+    emit_row_group(&s, nn, ocb0, oh, (int)rtail);
+    cg_ifelse_else(&k, &ie);
+    emit_row_group(&s, nn, ocb0, oh, c.RB);
+    cg_ifelse_end(&k, &ie);
+  } else {
+    emit_row_group(&s, nn, ocb0, oh, c.RB);
   }
-  if (tail) emit_block(&s, nn, ocb0, oh, cst(&k, full * c.P), (int)tail);
   cg_loop_end(&k, &lt);
   int bufs[5] = {xbuf, cg_buf_value(cx, n->in[1]), has_b ? cg_buf_value(cx, n->in[2]) : -1,
                  has_z ? cg_buf_value(cx, n->in[3]) : -1, cg_buf_value(cx, n->out[0])};
-  return cg_kernel_end(cx, &k, c.N * OCG * c.OH, bufs, e);
+  return cg_kernel_end(cx, &k, c.N * OCG * NRG, bufs, e);
 }
 
 void cg_register_layout(kiln_emit_fn *table) {
