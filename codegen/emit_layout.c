@@ -138,6 +138,10 @@ static void choose_block(kiln_emit_ctx *cx, bconv *c, const cg_conv_geom *geom) 
     for (int rb = 1; rb <= BC_MAX_RB && rb <= c->OH; rb++) {
       int pmax = (vector_regs(c) - ocv - 3) / (ocv * rb);
       if (c->OCB % ocv || pmax < 1) continue;
+      /* several rows only where one row holds fewer pixels than the registers do: on long
+       * rows (56, 28 columns) taller blocks measured slower (their input lines are further
+       * apart) although the model counts fewer weight loads */
+      if (rb > 1 && c->OW >= (vector_regs(c) - ocv - 3) / ocv) continue;
       int64_t tiles = (c->OW + pmax - 1) / pmax;
       int p = (int)((c->OW + tiles - 1) / tiles);
       double cyc = block_cost(c, NULL, ocv, rb, p);
