@@ -398,8 +398,8 @@ static kiln_tensor *run_blocked(kiln_tensor *const *in, kiln_tune_table *table, 
 }
 
 static void test_blocked_conv(void) {
-  /* 4 input and 2 output channel blocks of 8, 9x29 -> 9x14 (pads 1,0 / 1,2, stride 1x2) */
-  kiln_tensor *in[3] = {T(1, 4, 9, 29, 8), T(2, 4, 3, 3, 8, 8), T(16)};
+  /* 8 input and 2 output channel blocks of 8, 9x29 -> 9x14 (pads 1,0 / 1,2, stride 1x2) */
+  kiln_tensor *in[3] = {T(1, 8, 9, 29, 8), T(2, 8, 3, 3, 8, 8), T(16)};
   kiln_tensor *ref = run_blocked(in, NULL, 1, true);
   kiln_tune_table *rec = kiln_tune_new();
   rec->record = true;
