@@ -10,7 +10,8 @@
  *    no packing.  A padded input is first copied into a zero-bordered blocked scratch (one
  *    kernel, rows in parallel).  Each output element sums over (channel block, kh, kw, ci) in
  *    that order whatever the blocking, so results are bitwise independent of the thread count.
- * The register block (OCV, P) is chosen by a small cost model from the register count. */
+ * The register block (OCV, RB, P) is chosen by a small cost model from the register count,
+ * or measured by `kiln tune`. */
 #include <string.h>
 
 #include "codegen/conv_gen.h"
