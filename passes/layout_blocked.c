@@ -177,7 +177,7 @@ kiln_code pass_layout_blocked(kiln_graph *g, kiln_pass_ctx *cx, kiln_pass_stats 
     return KILN_OK;
   }
   /* auto: blocked where it measured faster, 16-float vectors (bench/RESULTS.md: ResNet-50
-   * 6% at one thread, 22-28% at 16 on AVX-512); with 8 the plain kernels are level */
+   * 6% at one thread, 22-38% at 16 on AVX-512); with 8 the plain kernels are level */
   if (cx->layout != KILN_LAYOUT_BLOCKED && L.b < 16) {
     snprintf(st->detail, sizeof st->detail,
              "skipped (layout auto): %lld-float vectors, where the plain layout is as fast",
