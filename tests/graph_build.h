@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "ir/graph.h"
+#include "models/models.h"
 #include "runtime/ref.h"
 #include "test.h"
 
@@ -202,6 +203,47 @@ static inline int gb_bn_named(gb *b, const char *name, int x, int64_t c,
 }
 static inline int gb_bn(gb *b, const char *name, int x, int64_t c) {
   return gb_bn_named(b, name, x, c, NULL, 1, NULL);
+}
+
+/* ---- the study's network, small ---- */
+
+/* Seeded random BatchNormalization parameters and statistics (the builders start from
+ * identity ones, which a folded BN would leave unchanged). */
+static inline void gb_randomize_bn(kiln_graph *g) {
+  uint64_t s = 99;
+  for (int64_t i = 0; i < g->n_nodes; i++) {
+    const kiln_node *n = &g->nodes[i];
+    if (n->dead || n->op != KILN_OP_BatchNormalization) continue;
+    for (int k = 1; k <= 4; k++) {
+      kiln_tensor *t = g->values[n->in[k]].data;
+      for (int64_t j = 0; t && j < t->numel; j++) {
+        double u = rng_uniform(&s);
+        ((float *)t->data)[j] = (float)(k == 1 || k == 4 ? 0.5 + u : 0.6 * u - 0.3);
+      }
+    }
+  }
+}
+
+/* ResNet-18 + C-Net + SPN at 64x64, width 8, batch 2, 8 classes, with random BN statistics;
+ * variant 0 upsamples nearest, 1 bilinear, 2 bilinear with aligned corners.  NULL (and a
+ * failed check) when it cannot be built. */
+static inline kiln_graph *gb_small_seed_network(int variant) {
+  kiln_model_opts o;
+  kiln_model_defaults(&o);
+  o.backbone = KILN_RESNET18;
+  o.classes = 8;
+  o.image_size = 64;
+  o.width = 8;
+  o.cnet_hidden = 16;
+  o.batch = 2;
+  o.seed = 3;
+  o.upsample = variant ? KILN_UPSAMPLE_BILINEAR : KILN_UPSAMPLE_NEAREST;
+  o.align_corners = variant == 2;
+  kiln_err e = {0};
+  kiln_graph *g = NULL;
+  CHECK_OK(kiln_model_build(&o, &g, &e), &e);
+  if (g) gb_randomize_bn(g);
+  return g;
 }
 
 /* ---- running and comparing ---- */

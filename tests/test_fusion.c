@@ -671,46 +671,11 @@ static void test_bad_attributes(void) {
 
 /* ---- whole networks ---- */
 
-static void randomize_bn(kiln_graph *g) {
-  uint64_t s = 99;
-  for (int64_t i = 0; i < g->n_nodes; i++) {
-    const kiln_node *n = &g->nodes[i];
-    if (n->dead || n->op != KILN_OP_BatchNormalization) continue;
-    for (int k = 1; k <= 4; k++) {
-      kiln_tensor *t = g->values[n->in[k]].data;
-      for (int64_t j = 0; t && j < t->numel; j++) {
-        double u = rng_uniform(&s);
-        ((float *)t->data)[j] = (float)(k == 1 || k == 4 ? 0.5 + u : 0.6 * u - 0.3);
-      }
-    }
-  }
-}
-
 /* The study's network built by kiln: every upsample block, Conv + BN (+ ReLU) and residual
  * add fused by the default pipeline; the result computes the same with both backends. */
-/* The study's network, small (64x64, width 8, batch 2), with random BN statistics; variant 0
- * upsamples nearest, 1 bilinear, 2 bilinear with aligned corners. */
-static kiln_graph *small_seed_network(int variant) {
-  kiln_model_opts o;
-  kiln_model_defaults(&o);
-  o.classes = 8;
-  o.image_size = 64;
-  o.width = 8;
-  o.cnet_hidden = 16;
-  o.batch = 2;
-  o.seed = 3;
-  o.upsample = variant ? KILN_UPSAMPLE_BILINEAR : KILN_UPSAMPLE_NEAREST;
-  o.align_corners = variant == 2;
-  kiln_err e = {0};
-  kiln_graph *g = NULL;
-  CHECK_OK(kiln_model_build(&o, &g, &e), &e);
-  if (g) randomize_bn(g);
-  return g;
-}
-
 static void test_kiln_model(void) {
   for (int variant = 0; variant < 3; variant++) {
-    kiln_graph *g = small_seed_network(variant);
+    kiln_graph *g = gb_small_seed_network(variant);
     if (!g) return;
     CHECK(count_op(g, KILN_OP_BatchNormalization) == 25);
     kiln_pipeline_result res;
@@ -838,7 +803,7 @@ static void test_layout_blocked(void) {
     ir_graph_free(g);
   }
   /* the study's network: the trunk runs blocked, the stem and the SPN's upsample blocks plain */
-  kiln_graph *g = small_seed_network(0);
+  kiln_graph *g = gb_small_seed_network(0);
   if (!g) return;
   kiln_pipeline_result res;
   fuse_run(g, &(fcase){.pipeline = LAYOUT_PIPELINE, .vector_floats = 8,
