@@ -326,6 +326,27 @@ static void test_forced_blocks(void) {
                         .pads = IV(1, 1, 1, 1)});
 }
 
+/* A table entry `bad` for recorded convolution r that does not fit it: refused with a warning,
+ * the model's block compiled instead (bitwise `model`).  run(table, arg) compiles and runs
+ * the convolution at one thread. */
+typedef kiln_tensor *(*run_with_table)(kiln_tune_table *t, void *arg);
+static void check_refused(const kiln_tune_record *r, kiln_tune_block bad,
+                          const kiln_tensor *model, run_with_table run, void *arg) {
+  kiln_err e = {0};
+  kiln_tune_table *u = kiln_tune_new();
+  u->record = true;
+  CHECK_OK(kiln_tune_set(u, r->key, bad, 1, 0.5, &e), &e);
+  kiln_tensor *got = run(u, arg);
+  CHECK(u->n_recs == 1 && blk_eq(u->recs[0].used, r->model));
+  CHECK_MSG(has(u->warning, "does not fit"), "block %dx%dx%d: warning '%s'", bad.ocb, bad.rb,
+            bad.nv, u->warning);
+  CHECK(same_bits(got, model));
+  kiln_tensor_free(got);
+  kiln_tune_free(u);
+}
+
+static kiln_tensor *run_case(kiln_tune_table *t, void *arg) { return run_jit(arg, t, 1); }
+
 /* A tuned entry for the convolution's own key: taken, deterministic across thread counts,
  * bitwise the model's; an entry that does not fit: refused with a warning. */
 static void test_tuned_entry(void) {
@@ -348,17 +369,7 @@ static void test_tuned_entry(void) {
   /* does not fit: more channels than the convolution has, more accumulators (30) than any
    * target's registers allow, more vectors than a row has */
   kiln_tune_block bad[] = {BLK(15, 1, 1), BLK(10, 3, 1), BLK(2, 1, 8)};
-  for (int i = 0; i < 3; i++) {
-    kiln_tune_table *u = kiln_tune_new();
-    u->record = true;
-    CHECK_OK(kiln_tune_set(u, r->key, bad[i], 1, 0.5, &e), &e);
-    kiln_tensor *got = run_jit(&c, u, 1);
-    CHECK(u->n_recs == 1 && blk_eq(u->recs[0].used, r->model));
-    CHECK_MSG(has(u->warning, "does not fit"), "block %d: warning '%s'", i, u->warning);
-    CHECK(same_bits(got, model));
-    kiln_tensor_free(got);
-    kiln_tune_free(u);
-  }
+  for (int i = 0; i < 3; i++) check_refused(r, bad[i], model, run_case, &c);
   kiln_tensor_free(t1);
   kiln_tensor_free(t2);
   kiln_tensor_free(t3);
@@ -397,6 +408,10 @@ static kiln_tensor *run_blocked(kiln_tensor *const *in, kiln_tune_table *table, 
   return out[0];
 }
 
+static kiln_tensor *run_blocked_case(kiln_tune_table *t, void *arg) {
+  return run_blocked(arg, t, 1, false);
+}
+
 static void test_blocked_conv(void) {
   /* 8 input and 2 output channel blocks of 8, 9x29 -> 9x14 (pads 1,0 / 1,2, stride 1x2) */
   kiln_tensor *in[3] = {T(1, 8, 9, 29, 8), T(2, 8, 3, 3, 8, 8), T(16)};
@@ -432,18 +447,7 @@ static void test_blocked_conv(void) {
   /* 3 output channel vectors do not divide 2 blocks; 5 rows are more than the kernel takes;
    * 2 x 14 accumulators and 2 weight vectors are more than any target's registers */
   kiln_tune_block bad[] = {BLK(3, 1, 2), BLK(1, 5, 2), BLK(2, 1, 14)};
-  for (int i = 0; i < 3; i++) {
-    kiln_err e = {0};
-    kiln_tune_table *u = kiln_tune_new();
-    u->record = true;
-    CHECK_OK(kiln_tune_set(u, r->key, bad[i], 1, 0.5, &e), &e);
-    kiln_tensor *got = run_blocked(in, u, 1, false);
-    CHECK(u->n_recs == 1 && blk_eq(u->recs[0].used, r->model));
-    CHECK_MSG(has(u->warning, "does not fit"), "bad block %d: warning '%s'", i, u->warning);
-    CHECK(same_bits(got, model));
-    kiln_tensor_free(got);
-    kiln_tune_free(u);
-  }
+  for (int i = 0; i < 3; i++) check_refused(r, bad[i], model, run_blocked_case, in);
   kiln_tensor_free(ref);
   kiln_tensor_free(model);
   kiln_tune_free(rec);
